@@ -1,0 +1,113 @@
+/**
+ * Where the next sync starts reading the WAL: the decision table of spec §4.3.1.
+ *
+ * Kept apart from {@linkcode DB} as a pure function of what was observed, so every row of
+ * the table is unit-testable without a live database.
+ *
+ * @module
+ */
+
+/** The persisted cursor: the header of the newest local L0 file, plus what only memory knows. */
+export interface WALCursor {
+  /** TXID of the newest L0 file. */
+  txid: number;
+  /** WAL offset where that file's frames start. */
+  walOffset: number;
+  /** Bytes of WAL that file covers. */
+  walSize: number;
+  /** WAL salts at the time. */
+  salt1: number;
+  salt2: number;
+  /** Database size in pages after that file. */
+  commit: number;
+  /**
+   * In memory only: the WAL was emptied (TRUNCATE) after this cursor had read all of it, so the
+   * next WAL generation, whatever its salts, continues from offset 32 with nothing missed.
+   */
+  walEmptiedAfterSync?: boolean;
+}
+
+/** What the sync observed about the WAL right now. */
+export interface WALObservation {
+  /** Current size of the `-wal` file in bytes. */
+  walFileSize: number;
+  /** Salts of the current WAL header, or undefined when there is no valid header. */
+  headerSalts?: { salt1: number; salt2: number };
+  /** Whether the previous sync ended exactly at the end of the WAL file. */
+  syncedToWALEnd: boolean;
+  /** Bytes of one frame: 24 + page size. */
+  frameSize: number;
+}
+
+/** The decision: read from `offset` expecting `salts`, or write a full snapshot. */
+export type SyncStart =
+  | { kind: "snapshot"; reason: string }
+  | { kind: "idle" }
+  | { kind: "incremental"; offset: number; salt1: number; salt2: number }
+  | { kind: "check-last-frame"; offset: number };
+
+/**
+ * Decides where the next sync starts, before any frame is read (spec §4.3.1). The last row
+ * of the table ("last page match") needs a frame read, so it is returned as
+ * `check-last-frame` for the caller to settle with {@linkcode afterLastFrameCheck}.
+ */
+export function decideSyncStart(cursor: WALCursor | undefined, seen: WALObservation): SyncStart {
+  if (!cursor) return { kind: "snapshot", reason: "no local position" };
+  if (cursor.walEmptiedAfterSync) {
+    if (!seen.headerSalts) return { kind: "idle" };
+    const { salt1, salt2 } = seen.headerSalts;
+    return { kind: "incremental", offset: 32, salt1, salt2 };
+  }
+  const offset = cursor.walOffset + cursor.walSize;
+  if (offset > seen.walFileSize) {
+    // We had read the whole WAL and a TRUNCATE checkpoint then emptied it: nothing was missed.
+    if (seen.syncedToWALEnd) {
+      if (!seen.headerSalts) return { kind: "idle" };
+      const { salt1, salt2 } = seen.headerSalts;
+      return { kind: "incremental", offset: 32, salt1, salt2 };
+    }
+    return { kind: "snapshot", reason: "wal truncated by another process" };
+  }
+  const sameSalts = seen.headerSalts !== undefined &&
+    seen.headerSalts.salt1 === cursor.salt1 && seen.headerSalts.salt2 === cursor.salt2;
+  if (offset <= 32 || offset - seen.frameSize === 32) {
+    return sameSalts
+      ? { kind: "incremental", offset, salt1: cursor.salt1, salt2: cursor.salt2 }
+      : { kind: "snapshot", reason: "wal restarted with unknown frames" };
+  }
+  return { kind: "check-last-frame", offset };
+}
+
+/** What the caller found when it compared the frame before the cursor with the L0 file. */
+export interface LastFrameCheck {
+  /** The frame at `offset - frameSize` carries the cursor's salts and the same page. */
+  matches: boolean;
+  /**
+   * Salts of every valid frame from offset 32 up to (not including) the first frame that
+   * still carries the cursor's salts; only needed when the header salts changed.
+   */
+  saltsSinceRestart?: Array<{ salt1: number; salt2: number }>;
+}
+
+/** Finishes the "last page match" row of spec §4.3.1. */
+export function afterLastFrameCheck(
+  cursor: WALCursor,
+  seen: WALObservation,
+  offset: number,
+  check: LastFrameCheck,
+): SyncStart {
+  if (!check.matches) return { kind: "snapshot", reason: "wal overwritten by another process" };
+  const header = seen.headerSalts;
+  if (!header) return { kind: "snapshot", reason: "wal header missing" };
+  if (header.salt1 === cursor.salt1 && header.salt2 === cursor.salt2) {
+    return { kind: "incremental", offset, salt1: cursor.salt1, salt2: cursor.salt2 };
+  }
+  // The WAL restarted after a checkpoint. Safe only if every frame before the old ones carries
+  // the new salts: any third generation means a checkpoint we did not see (frames were missed).
+  for (const salts of check.saltsSinceRestart ?? []) {
+    if (salts.salt1 !== header.salt1 || salts.salt2 !== header.salt2) {
+      return { kind: "snapshot", reason: "wal restarted more than once since the last sync" };
+    }
+  }
+  return { kind: "incremental", offset: 32, salt1: header.salt1, salt2: header.salt2 };
+}

@@ -1,0 +1,721 @@
+/**
+ * One replicated SQLite database: the connections that keep the WAL in place, the sync that
+ * turns newly committed WAL frames into the next L0 LTX file in the meta directory, and the
+ * checkpoints that keep the WAL bounded (spec §4.2–§4.4).
+ *
+ * The newest local L0 file is the persisted cursor: its header records where in the WAL it
+ * ended. There is no other position file, so a crash at any moment loses nothing: the next
+ * sync resumes from the last L0 file that was completely written.
+ *
+ * @module
+ */
+
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
+import {
+  decodeHeader,
+  Decoder,
+  Encoder,
+  type Header,
+  HEADER_FLAG_NO_CHECKSUM,
+  HEADER_SIZE,
+  lockPageNumber,
+  type PageEncoding,
+} from "./ltx/mod.ts";
+import {
+  isBusyError,
+  openRandomAccess,
+  parseDatabaseHeader,
+  parseWALHeader,
+  PrevFrameMismatchError,
+  type RandomAccessFile,
+  readFrameHeader,
+  readWAL,
+  retryBusy,
+  WAL_FRAME_HEADER_SIZE,
+  WAL_HEADER_SIZE,
+  type WALHeader,
+} from "./sqlite/mod.ts";
+import { FileReplicaClient } from "./replica/file.ts";
+import {
+  afterLastFrameCheck,
+  decideSyncStart,
+  type SyncStart,
+  type WALCursor,
+} from "./_wal_position.ts";
+import type { Logger } from "./log.ts";
+
+/** Tunables of one database; the defaults are Litestream's (spec §4.5). */
+export interface DBOptions {
+  /** Directory for local L0 files (`<dir>/.<name>-sluice/` by default, chosen by the caller). */
+  metaDir: string;
+  /** LTX page encoding of the files this database writes. Default "frame". */
+  encoding?: PageEncoding;
+  /** PASSIVE checkpoint once the synced WAL reaches this many pages. Default 1000. */
+  minCheckpointPageN?: number;
+  /** Emergency TRUNCATE checkpoint at this many pages. Default 121359 (≈ 500 MB at 4 KiB). */
+  truncatePageN?: number;
+  /** PASSIVE checkpoint when data was synced and the DB file is older than this. Default 60 s. */
+  checkpointInterval?: number;
+  /** Total time to keep retrying a busy/locked operation before giving up. Default 1000 ms. */
+  busyTimeout?: number;
+  /** Most WAL bytes one sync reads before writing a file. Default 64 MiB. */
+  maxSyncWALBytes?: number;
+  /** Structured logger; the database path is added to every line. */
+  logger?: Logger;
+}
+
+/** What one sync did. */
+export interface SyncResult {
+  /** TXID of the L0 file written, or undefined when nothing was committed since the last one. */
+  txid?: number;
+  /** Whether the file was a full snapshot. */
+  snapshot: boolean;
+  /** Why a snapshot was taken. */
+  reason?: string;
+  /** Pages in the file. */
+  pageCount: number;
+  /** More committed WAL remains than one sync reads (`maxSyncWALBytes`): sync again. */
+  more?: boolean;
+}
+
+/** Counters exposed as metrics. */
+export interface DBStats {
+  syncs: number;
+  syncErrors: number;
+  checkpoints: number;
+  checkpointErrors: number;
+  lastSyncAt?: Date;
+  lastError?: string;
+}
+
+/** A database file that is not usable for replication (missing, not SQLite, wrong mode). */
+export class DatabaseOpenError extends Error {
+  /** Builds an error; the message names the database path. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "DatabaseOpenError";
+  }
+}
+
+const DEFAULT_MAX_SYNC_WAL_BYTES = 64 * 1024 * 1024;
+const READ_CHUNK = 1 << 20;
+
+/**
+ * One database under replication. Not safe for concurrent `sync()` calls: the
+ * {@linkcode Store} serializes them (and `sync()` itself queues behind a running one).
+ */
+export class DB {
+  /** Absolute path of the database file. */
+  readonly path: string;
+  /** Absolute path of its meta directory. */
+  readonly metaDir: string;
+  /** Local L0 store: the meta directory in the file replica layout. */
+  readonly local: FileReplicaClient;
+  /** Counters for metrics and status. */
+  readonly stats: DBStats = { syncs: 0, syncErrors: 0, checkpoints: 0, checkpointErrors: 0 };
+
+  #options: Required<Omit<DBOptions, "logger">> & { logger?: Logger };
+  #reader?: DatabaseSync;
+  #writer?: DatabaseSync;
+  #dbFile?: RandomAccessFile & { close(): void };
+  #walFile?: RandomAccessFile & { close(): void };
+  #ino?: number | null;
+  #pageSize = 0;
+  #cursor?: WALCursor;
+  #syncedToWALEnd = false;
+  /** Stored checksum of the last frame the cursor covers; avoids re-reading the L0 page. */
+  #lastFrameChecksum?: { offset: number; checksum1: number; checksum2: number };
+  #lastCheckpointAt = Date.now();
+  #syncedSinceCheckpoint = false;
+  #running: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  /** Prepares a database for replication; nothing is opened until {@linkcode open}. */
+  constructor(path: string, options: DBOptions) {
+    this.path = path;
+    this.metaDir = options.metaDir;
+    this.local = new FileReplicaClient(options.metaDir);
+    this.#options = {
+      encoding: "frame",
+      minCheckpointPageN: 1000,
+      truncatePageN: 121359,
+      checkpointInterval: 60_000,
+      busyTimeout: 1000,
+      maxSyncWALBytes: DEFAULT_MAX_SYNC_WAL_BYTES,
+      ...options,
+    };
+  }
+
+  /** Page size, known after {@linkcode open}. */
+  get pageSize(): number {
+    return this.#pageSize;
+  }
+
+  /** TXID of the newest local L0 file (0 before the first sync). */
+  get txid(): number {
+    return this.#cursor?.txid ?? 0;
+  }
+
+  /** Logical WAL bytes synced so far (for metrics): end of the last synced frame. */
+  get walBytesSynced(): number {
+    return this.#cursor ? this.#cursor.walOffset + this.#cursor.walSize : 0;
+  }
+
+  /**
+   * Opens the database for replication: sets WAL mode, creates the helper tables, starts the
+   * long-running read transaction, opens the long-lived descriptors and loads the cursor.
+   * Never creates the database file.
+   * @throws {DatabaseOpenError} when the file is missing, not SQLite, or not switchable to WAL.
+   */
+  async open(): Promise<void> {
+    const info = await Deno.stat(this.path).catch((err) => {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new DatabaseOpenError(
+          `database ${this.path} does not exist (sluice never creates one)`,
+        );
+      }
+      throw err;
+    });
+    if (!info.isFile) throw new DatabaseOpenError(`${this.path} is not a regular file`);
+    // The one descriptor on the DB file that sluice keeps for its whole life (POSIX locks).
+    this.#dbFile = await openRandomAccess(this.path);
+    this.#ino = info.ino;
+    try {
+      const head = new Uint8Array(100);
+      const n = await this.#dbFile.readAt(head, 0);
+      parseDatabaseHeader(head.subarray(0, n), this.path);
+      this.#reader = this.#connect();
+      this.#writer = this.#connect();
+      const mode = await this.#retry(() =>
+        this.#writer!.prepare("PRAGMA journal_mode = wal").get() as { journal_mode: string }
+      );
+      if (mode.journal_mode !== "wal") {
+        throw new DatabaseOpenError(
+          `${this.path}: could not switch to WAL mode (journal_mode is ${mode.journal_mode})`,
+        );
+      }
+      await this.#retry(() =>
+        this.#writer!.exec(
+          "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);" +
+            "CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
+        )
+      );
+      this.#pageSize = (this.#writer.prepare("PRAGMA page_size").get() as { page_size: number })
+        .page_size;
+      await Deno.mkdir(join(this.metaDir, "ltx", "0"), { recursive: true });
+      await removeTempFiles(join(this.metaDir, "ltx", "0"));
+      // Make sure a WAL with a header exists before opening the descriptor on it.
+      if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) await this.#bumpSeq();
+      this.#walFile = await openRandomAccess(this.path + "-wal");
+      await this.#beginReadTx();
+      this.#cursor = await this.#loadCursor();
+    } catch (err) {
+      this.#release();
+      if (err instanceof DatabaseOpenError) throw err;
+      throw new DatabaseOpenError(`cannot open ${this.path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /**
+   * Replaces the local cursor when the replica is ahead of it (the database was restored from
+   * an older backup, or the meta dir was lost): the replica's newest L0 file becomes the local
+   * one, so the next sync continues the TXID sequence with a snapshot (spec §4.2 step 9).
+   */
+  async adoptReplicaPosition(file: Uint8Array, txid: number): Promise<void> {
+    if (txid <= this.txid) return;
+    const header = decodeHeader(file.subarray(0, HEADER_SIZE));
+    const stale: { level: number; minTXID: number; maxTXID: number }[] = [];
+    for await (const f of this.local.ltxFiles(0)) stale.push(f);
+    await this.local.writeLTXFile(
+      { level: 0, minTXID: txid, maxTXID: txid },
+      file,
+      header.timestamp,
+    );
+    await this.local.deleteLTXFiles(stale);
+    this.#cursor = cursorFrom(header);
+    this.#lastFrameChecksum = undefined;
+    this.#options.logger?.warn("database is behind its replica; continuing after replica TXID", {
+      txid: formatHex(txid),
+    });
+  }
+
+  /**
+   * Reads what was committed since the last sync and writes it as the next L0 file.
+   * Calls queue: a sync requested while one runs starts after it. Checkpoints run after a
+   * sync when the thresholds of spec §4.4 are met.
+   * @throws whatever failed; the cursor is left at the last complete file.
+   */
+  sync(): Promise<SyncResult> {
+    const next = this.#running.catch(() => {}).then(() => this.#syncAndCheckpoint());
+    this.#running = next;
+    return next;
+  }
+
+  /** Runs a checkpoint in the given mode now (queued behind a running sync). */
+  checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
+    const next = this.#running.catch(() => {}).then(() => this.#checkpoint(mode));
+    this.#running = next;
+    return next;
+  }
+
+  /** Whether the database file at `path` is no longer the one opened (replaced by `mv`). */
+  async replaced(): Promise<boolean> {
+    const info = await Deno.stat(this.path).catch(() => undefined);
+    return !info || (info.ino ?? null) !== (this.#ino ?? null);
+  }
+
+  /** Waits for a running sync, then releases connections and descriptors. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#running.catch(() => {});
+    this.#release();
+  }
+
+  async #syncAndCheckpoint(): Promise<SyncResult> {
+    if (this.#closed) throw new Error(`${this.path} is closed`);
+    let result: SyncResult;
+    try {
+      result = await this.#syncOnce();
+      this.stats.syncs++;
+      this.stats.lastSyncAt = new Date();
+    } catch (err) {
+      this.stats.syncErrors++;
+      this.stats.lastError = (err as Error).message;
+      throw err;
+    }
+    await this.#maybeCheckpoint();
+    return result;
+  }
+
+  async #syncOnce(forceSnapshot?: string): Promise<SyncResult> {
+    const walFile = this.#walFile!;
+    const pageSize = this.#pageSize;
+    const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
+    const walFileSize = await walFile.size();
+    const header = await this.#readWALHeader();
+    const seen = {
+      walFileSize,
+      headerSalts: header ? { salt1: header.salt1, salt2: header.salt2 } : undefined,
+      syncedToWALEnd: this.#syncedToWALEnd,
+      frameSize,
+    };
+    let start: SyncStart = forceSnapshot
+      ? { kind: "snapshot", reason: forceSnapshot }
+      : decideSyncStart(this.#cursor, seen);
+    if (start.kind === "check-last-frame") {
+      start = afterLastFrameCheck(
+        this.#cursor!,
+        seen,
+        start.offset,
+        await this.#checkLastFrame(start.offset, header),
+      );
+    }
+    if (start.kind === "idle") {
+      this.#cursor!.walEmptiedAfterSync = true;
+      return { snapshot: false, pageCount: 0 };
+    }
+
+    const snapshot = start.kind === "snapshot";
+    let offset = snapshot ? WAL_HEADER_SIZE : start.offset;
+    let salts = snapshot
+      ? { salt1: header?.salt1 ?? 0, salt2: header?.salt2 ?? 0 }
+      : { salt1: start.salt1, salt2: start.salt2 };
+    const read = header
+      ? await readWAL(walFile, {
+        offset,
+        salt1: salts.salt1,
+        salt2: salts.salt2,
+        maxBytes: snapshot ? 0 : this.#options.maxSyncWALBytes,
+      }).catch(async (err) => {
+        if (!(err instanceof PrevFrameMismatchError)) throw err;
+        // The frame before our offset is gone: continue from the start of the current WAL.
+        offset = WAL_HEADER_SIZE;
+        salts = { salt1: header.salt1, salt2: header.salt2 };
+        return await readWAL(walFile, { offset, maxBytes: this.#options.maxSyncWALBytes });
+      })
+      : null;
+
+    const walBytes = read && read.endOffset > 0 ? read.endOffset - offset : 0;
+    if (!snapshot && walBytes === 0) {
+      this.#syncedToWALEnd = offset === walFileSize;
+      return { snapshot: false, pageCount: 0 };
+    }
+    const dbSize = await this.#dbFile!.size();
+    const commit = read && read.commit > 0 ? read.commit : Math.floor(dbSize / pageSize);
+    if (commit === 0) {
+      // An empty database (0 bytes, nothing committed yet): nothing to replicate.
+      return { snapshot: false, pageCount: 0 };
+    }
+    const pageMap = read?.pageMap ?? new Map<number, number>();
+    const txid = this.txid + 1;
+    const ltxHeader: Header = {
+      flags: HEADER_FLAG_NO_CHECKSUM,
+      pageSize,
+      commit,
+      minTXID: txid,
+      maxTXID: txid,
+      timestamp: Date.now(),
+      preApplyChecksum: 0n,
+      walOffset: offset,
+      walSize: walBytes,
+      walSalt1: salts.salt1,
+      walSalt2: salts.salt2,
+      nodeID: 0n,
+    };
+
+    const pgnos = this.#pagesToWrite(snapshot, pageMap, commit);
+    await this.#writeL0(ltxHeader, pgnos, pageMap);
+
+    this.#cursor = cursorFrom(ltxHeader);
+    this.#syncedToWALEnd = offset + walBytes === walFileSize;
+    this.#syncedSinceCheckpoint = true;
+    if (walBytes > 0) {
+      const last = await readFrameHeader(walFile, offset + walBytes - frameSize);
+      this.#lastFrameChecksum = last
+        ? { offset: offset + walBytes, checksum1: last.checksum1, checksum2: last.checksum2 }
+        : undefined;
+    } else {
+      this.#lastFrameChecksum = undefined;
+    }
+    const reason = start.kind === "snapshot" ? start.reason : undefined;
+    this.#options.logger?.debug("synced", {
+      txid: formatHex(txid),
+      pages: pgnos.length,
+      snapshot,
+      ...(reason ? { reason } : {}),
+    });
+    return { txid, snapshot, reason, pageCount: pgnos.length, more: !this.#syncedToWALEnd };
+  }
+
+  /** The pages of the next L0 file, ascending: WAL pages plus growth pages, or everything. */
+  #pagesToWrite(snapshot: boolean, pageMap: Map<number, number>, commit: number): number[] {
+    const lockPage = lockPageNumber(this.#pageSize);
+    if (snapshot) {
+      const all: number[] = [];
+      for (let pgno = 1; pgno <= commit; pgno++) if (pgno !== lockPage) all.push(pgno);
+      return all;
+    }
+    const set = new Set(pageMap.keys());
+    // Growth pages: after a shrink, regrowth must resend every page above the old size, or a
+    // compaction could resurrect stale copies of them (spec §7 item 7).
+    const prevCommit = this.#cursor?.commit ?? 0;
+    for (let pgno = prevCommit + 1; pgno <= commit; pgno++) {
+      if (pgno !== lockPage) set.add(pgno);
+    }
+    return [...set].filter((p) => p <= commit).sort((a, b) => a - b);
+  }
+
+  /** Streams the pages into `<meta>/ltx/0/<txid>-<txid>.ltx`, atomically. */
+  async #writeL0(header: Header, pgnos: number[], pageMap: Map<number, number>): Promise<void> {
+    const pipe = new TransformStream<Uint8Array, Uint8Array>();
+    const id = { level: 0, minTXID: header.minTXID, maxTXID: header.maxTXID };
+    const written = this.local.writeLTXFile(id, pipe.readable, header.timestamp);
+    const encoder = new Encoder(pipe.writable, header, { encoding: this.#options.encoding });
+    try {
+      for await (const page of this.#readPages(pgnos, pageMap)) {
+        await encoder.encodePage(page.pgno, page.data);
+      }
+      await encoder.close();
+    } catch (err) {
+      await encoder.abort(err).catch(() => {});
+      await written.catch(() => {});
+      throw err;
+    }
+    await written;
+  }
+
+  /** Reads pages from the WAL (when in the page map) or the database file, in order. */
+  async *#readPages(
+    pgnos: number[],
+    pageMap: Map<number, number>,
+  ): AsyncGenerator<{ pgno: number; data: Uint8Array }> {
+    const pageSize = this.#pageSize;
+    const perChunk = Math.max(1, Math.floor(READ_CHUNK / pageSize));
+    let i = 0;
+    while (i < pgnos.length) {
+      const pgno = pgnos[i];
+      const frameOffset = pageMap.get(pgno);
+      if (frameOffset !== undefined) {
+        const data = new Uint8Array(pageSize);
+        await this.#readFull(this.#walFile!, data, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
+        yield { pgno, data };
+        i++;
+        continue;
+      }
+      // A run of consecutive pages that live in the database file: one read for all of them.
+      let run = 1;
+      while (
+        run < perChunk && i + run < pgnos.length && pgnos[i + run] === pgno + run &&
+        !pageMap.has(pgno + run)
+      ) run++;
+      const chunk = new Uint8Array(run * pageSize);
+      await this.#readFull(this.#dbFile!, chunk, (pgno - 1) * pageSize, "database");
+      for (let k = 0; k < run; k++) {
+        yield { pgno: pgno + k, data: chunk.subarray(k * pageSize, (k + 1) * pageSize) };
+      }
+      i += run;
+    }
+  }
+
+  async #readFull(file: RandomAccessFile, buf: Uint8Array, position: number, what: string) {
+    const n = await file.readAt(buf, position);
+    if (n < buf.length) {
+      throw new Error(
+        `${this.path}: short read of the ${what} file at offset ${position} ` +
+          `(${n} of ${buf.length} bytes); was it truncated by another process?`,
+      );
+    }
+  }
+
+  async #readWALHeader(): Promise<WALHeader | null> {
+    const bytes = new Uint8Array(WAL_HEADER_SIZE);
+    const n = await this.#walFile!.readAt(bytes, 0);
+    return parseWALHeader(bytes.subarray(0, n));
+  }
+
+  /**
+   * The "last page match" of spec §4.3.1: is the frame just before the cursor still the one we
+   * synced? Compares its stored checksum with the one we saw (cheap), or else its page data
+   * with the copy in the newest L0 file (after a restart).
+   */
+  async #checkLastFrame(offset: number, header: WALHeader | null) {
+    const cursor = this.#cursor!;
+    const frameSize = WAL_FRAME_HEADER_SIZE + this.#pageSize;
+    const frame = await readFrameHeader(this.#walFile!, offset - frameSize);
+    let matches = !!frame && frame.salt1 === cursor.salt1 && frame.salt2 === cursor.salt2;
+    if (matches && frame) {
+      const known = this.#lastFrameChecksum;
+      if (known && known.offset === offset) {
+        matches = known.checksum1 === frame.checksum1 && known.checksum2 === frame.checksum2;
+      } else {
+        const data = new Uint8Array(this.#pageSize);
+        await this.#readFull(
+          this.#walFile!,
+          data,
+          offset - frameSize + WAL_FRAME_HEADER_SIZE,
+          "wal",
+        );
+        matches = await this.#l0HasPage(cursor.txid, frame.pgno, data);
+      }
+    }
+    if (!matches || !header) return { matches };
+    if (header.salt1 === cursor.salt1 && header.salt2 === cursor.salt2) return { matches };
+    // The WAL restarted: collect the salts of frames that precede the old generation.
+    const saltsSinceRestart: { salt1: number; salt2: number }[] = [];
+    for (let at = WAL_HEADER_SIZE; at < offset; at += frameSize) {
+      const f = await readFrameHeader(this.#walFile!, at);
+      if (!f) break;
+      if (f.salt1 === cursor.salt1 && f.salt2 === cursor.salt2) break;
+      saltsSinceRestart.push({ salt1: f.salt1, salt2: f.salt2 });
+    }
+    return { matches, saltsSinceRestart };
+  }
+
+  async #l0HasPage(txid: number, pgno: number, data: Uint8Array): Promise<boolean> {
+    const stream = await this.local.openLTXFile({ level: 0, minTXID: txid, maxTXID: txid });
+    const decoder = new Decoder(stream, { name: `${this.metaDir}/ltx/0/${formatHex(txid)}` });
+    try {
+      await decoder.readHeader();
+      for (let page = await decoder.readPage(); page; page = await decoder.readPage()) {
+        if (page.pgno === pgno) return equalBytes(page.data, data);
+        if (page.pgno > pgno) return false;
+      }
+      return false;
+    } finally {
+      await decoder.cancel().catch(() => {});
+    }
+  }
+
+  /** Thresholds of spec §4.4, evaluated after a sync. */
+  async #maybeCheckpoint(): Promise<void> {
+    if (!this.#syncedToWALEnd || !this.#cursor) return;
+    const frameSize = WAL_FRAME_HEADER_SIZE + this.#pageSize;
+    const walBytes = (pages: number) => WAL_HEADER_SIZE + pages * frameSize;
+    const synced = this.walBytesSynced;
+    try {
+      if (synced >= walBytes(this.#options.truncatePageN)) {
+        await this.#checkpoint("PASSIVE");
+        if (this.walBytesSynced >= walBytes(this.#options.truncatePageN)) {
+          await this.#checkpoint("TRUNCATE");
+        }
+      } else if (synced >= walBytes(this.#options.minCheckpointPageN)) {
+        await this.#checkpoint("PASSIVE");
+      } else if (
+        this.#syncedSinceCheckpoint && synced > walBytes(1) &&
+        Date.now() - this.#lastCheckpointAt >= this.#options.checkpointInterval
+      ) {
+        await this.#checkpoint("PASSIVE");
+      }
+    } catch (err) {
+      // A busy checkpoint is routine (a long reader elsewhere); anything else is reported.
+      if (!isBusyError(err)) throw err;
+    }
+  }
+
+  /** The checkpoint procedure of spec §4.4. */
+  async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
+    const reader = this.#reader!;
+    const writer = this.#writer!;
+    const before = await this.#readWALHeader();
+    await this.#syncOnce();
+    let barrier = false;
+    try {
+      if (mode === "PASSIVE") {
+        // Hold the write lock so nothing commits between our last read and the checkpoint.
+        await this.#lockWrites();
+        barrier = true;
+        await this.#syncOnce();
+      }
+      reader.exec("COMMIT");
+      try {
+        await this.#retry(() => reader.prepare(`PRAGMA wal_checkpoint(${mode})`).get());
+      } finally {
+        await this.#beginReadTx();
+      }
+    } catch (err) {
+      this.stats.checkpointErrors++;
+      throw err;
+    } finally {
+      if (barrier) writer.exec("ROLLBACK");
+    }
+    this.stats.checkpoints++;
+    this.#lastCheckpointAt = Date.now();
+    this.#syncedSinceCheckpoint = false;
+    await this.#bumpSeq();
+    const after = await this.#readWALHeader();
+    const restarted = !before || !after || before.salt1 !== after.salt1 ||
+      before.salt2 !== after.salt2;
+    if (mode === "TRUNCATE" && restarted) {
+      // Commits between the seal and the checkpoint were backfilled unseen: snapshot under the
+      // write lock so the new WAL generation starts from a known database image.
+      await this.#lockWrites();
+      try {
+        await this.#syncOnce("checkpoint boundary (TRUNCATE)");
+      } finally {
+        writer.exec("ROLLBACK");
+      }
+    }
+    this.#options.logger?.debug("checkpoint", { mode, restarted });
+  }
+
+  /** Takes the database write lock on the writer connection (released by ROLLBACK). */
+  async #lockWrites(): Promise<void> {
+    const writer = this.#writer!;
+    await this.#retry(() => {
+      writer.exec("BEGIN");
+      try {
+        writer.exec("INSERT INTO _litestream_lock (id) VALUES (1)");
+      } catch (err) {
+        writer.exec("ROLLBACK");
+        throw err;
+      }
+    });
+  }
+
+  async #beginReadTx(): Promise<void> {
+    await this.#retry(() => {
+      this.#reader!.exec("BEGIN");
+      try {
+        this.#reader!.prepare("SELECT COUNT(1) FROM _litestream_seq").get();
+      } catch (err) {
+        this.#reader!.exec("ROLLBACK");
+        throw err;
+      }
+    });
+  }
+
+  /** Forces a WAL write (to create the WAL, or restart it after a checkpoint). */
+  async #bumpSeq(): Promise<void> {
+    await this.#retry(() =>
+      this.#writer!.exec(
+        "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
+      )
+    );
+  }
+
+  /** Newest local L0 header, the persisted cursor (spec §2.5). */
+  async #loadCursor(): Promise<WALCursor | undefined> {
+    let newest: number | undefined;
+    for await (const f of this.local.ltxFiles(0)) newest = f.maxTXID;
+    if (newest === undefined) return undefined;
+    const stream = await this.local.openLTXFile(
+      { level: 0, minTXID: newest, maxTXID: newest },
+      { length: HEADER_SIZE },
+    );
+    const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+    return cursorFrom(decodeHeader(bytes));
+  }
+
+  #connect(): DatabaseSync {
+    const conn = new DatabaseSync(
+      this.path,
+      { timeout: 0 } as ConstructorParameters<typeof DatabaseSync>[1],
+    );
+    // busy_timeout would freeze the event loop (node:sqlite is synchronous): retry async instead.
+    conn.exec("PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0;");
+    return conn;
+  }
+
+  #retry<T>(fn: () => T): Promise<T> {
+    return retryBusy(fn, { timeoutMs: this.#options.busyTimeout });
+  }
+
+  #release(): void {
+    for (const conn of [this.#reader, this.#writer]) {
+      try {
+        if (conn?.isTransaction) conn.exec("ROLLBACK");
+      } catch { /* closing anyway */ }
+      try {
+        conn?.close();
+      } catch { /* already closed */ }
+    }
+    this.#reader = this.#writer = undefined;
+    // Descriptors last: closing one drops this process's POSIX locks on the file.
+    this.#walFile?.close();
+    this.#dbFile?.close();
+    this.#walFile = this.#dbFile = undefined;
+  }
+}
+
+function cursorFrom(h: Header): WALCursor {
+  return {
+    txid: h.maxTXID,
+    walOffset: h.walOffset,
+    walSize: h.walSize,
+    salt1: h.walSalt1,
+    salt2: h.walSalt2,
+    commit: h.commit,
+  };
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+async function fileSize(path: string): Promise<number> {
+  try {
+    return (await Deno.stat(path)).size;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return 0;
+    throw err;
+  }
+}
+
+async function removeTempFiles(dir: string): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.isFile && entry.name.endsWith(".tmp")) {
+      await Deno.remove(join(dir, entry.name)).catch(() => {});
+    }
+  }
+}
+
+/** TXID as the 16 hex digits used in file names and logs. */
+export function formatHex(txid: number): string {
+  return txid.toString(16).padStart(16, "0");
+}

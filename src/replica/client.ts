@@ -1,0 +1,115 @@
+/**
+ * The storage-neutral interface every replica backend implements.
+ *
+ * A replica holds LTX files grouped by level (0 = one file per sync, 1…8 = compactions,
+ * 9 = snapshots). Backends differ only in how a (level, minTXID, maxTXID) triple maps to a
+ * name and where the file's creation time is kept (spec §2.3).
+ *
+ * @module
+ */
+
+/** The highest compaction level; level 9 holds full snapshots. */
+export const SNAPSHOT_LEVEL = 9;
+
+/** One LTX file as seen in a replica listing. */
+export interface LTXFileInfo {
+  /** Level 0…9. */
+  level: number;
+  /** First transaction ID covered by the file. */
+  minTXID: number;
+  /** Last transaction ID covered by the file. */
+  maxTXID: number;
+  /** Stored size in bytes (used to detect truncated downloads). */
+  size: number;
+  /**
+   * When the file was created. File replicas: the mtime, which sluice and Litestream set to
+   * the LTX header timestamp. S3: the `litestream-timestamp` metadata when `useMetadata` was
+   * asked for and present, otherwise LastModified.
+   */
+  createdAt: Date;
+}
+
+/** Options for {@linkcode ReplicaClient.ltxFiles}. */
+export interface ListOptions {
+  /** Only list files whose minTXID is at least this. Default 0 (everything). */
+  seekTXID?: number;
+  /**
+   * Read the exact creation time from per-object metadata where the backend stores it
+   * separately (S3). Costs a request per object on S3; used for timestamp restores only.
+   */
+  useMetadata?: boolean;
+}
+
+/** Options for {@linkcode ReplicaClient.openLTXFile}. */
+export interface OpenOptions {
+  /** Byte offset to start reading at. Default 0. */
+  offset?: number;
+  /** Number of bytes to read. Default: to the end of the file. */
+  length?: number;
+}
+
+/** The identity of one LTX file on a replica. */
+export interface LTXFileId {
+  level: number;
+  minTXID: number;
+  maxTXID: number;
+}
+
+/** Reads and writes LTX files on one replica location. Implementations are stateless. */
+export interface ReplicaClient {
+  /** Backend name for logs and metrics: `"file"` or `"s3"`. */
+  readonly type: string;
+  /** A human-readable location without secrets, e.g. `file:///backups/db` or `s3://bucket/db`. */
+  readonly location: string;
+
+  /**
+   * Lists one level in ascending (minTXID, maxTXID) order. Names that are not strict
+   * lowercase `<16 hex>-<16 hex>.ltx` are ignored. A missing level lists as empty.
+   * @throws {ReplicaError} when the storage cannot be listed (e.g. missing bucket).
+   */
+  ltxFiles(level: number, options?: ListOptions): AsyncIterable<LTXFileInfo>;
+
+  /**
+   * Opens one file for streaming.
+   * @throws {NotFoundError} when the file does not exist.
+   */
+  openLTXFile(file: LTXFileId, options?: OpenOptions): Promise<ReadableStream<Uint8Array>>;
+
+  /**
+   * Writes one file atomically: readers see either the whole file or nothing. `timestamp`
+   * (ms since the epoch, the LTX header's) becomes the file's `createdAt`.
+   * A failed write leaves no partial file behind.
+   */
+  writeLTXFile(
+    file: LTXFileId,
+    body: Uint8Array | ReadableStream<Uint8Array>,
+    timestamp: number,
+  ): Promise<LTXFileInfo>;
+
+  /** Deletes the given files; files already gone are not an error. */
+  deleteLTXFiles(files: readonly LTXFileId[]): Promise<void>;
+
+  /** Deletes every file this client manages under its location. */
+  deleteAll(): Promise<void>;
+
+  /** Releases sockets and other resources. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A replica operation failed; the message names the location and the operation. */
+export class ReplicaError extends Error {
+  /** Builds an error; `cause` keeps the backend's original error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ReplicaError";
+  }
+}
+
+/** The requested file does not exist on the replica. */
+export class NotFoundError extends ReplicaError {
+  /** Builds an error naming the missing file. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NotFoundError";
+  }
+}

@@ -1,0 +1,320 @@
+/**
+ * The set of replicated databases: adds and removes them at runtime, drives each one's
+ * sync → upload cycle, and shuts everything down with a final sync.
+ *
+ * Adding is idempotent and safe under concurrency (the same path added twice at once opens
+ * once). A database that fails to open is logged with its path and retried later; it never
+ * stops the others.
+ *
+ * @module
+ */
+
+import { DB, type DBOptions, formatHex } from "./db.ts";
+import { Replica } from "./replica.ts";
+import { ThrottledJob } from "./_scheduler.ts";
+import { WALWatcher } from "./_wal_watcher.ts";
+import type { ReplicaClient } from "./replica/client.ts";
+import type { Logger } from "./log.ts";
+
+/** Everything the store needs to replicate one database. */
+export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
+  /** Absolute database path. */
+  path: string;
+  /** Creates the replica client (called once per open). */
+  createClient: () => ReplicaClient;
+  /** Leading-edge throttle between syncs, ms. */
+  syncInterval: number;
+  /** Safety-net poll, ms. */
+  monitorInterval: number;
+  /** Local L0 files already on the replica are deleted after this long, ms. */
+  l0Retention?: number;
+}
+
+/** Options of {@linkcode Store}. */
+export interface StoreOptions {
+  logger: Logger;
+  /**
+   * Watch each database's directory for `-wal` changes. Off when a directory monitor already
+   * forwards them through {@linkcode Store.notify}.
+   */
+  watchWAL?: boolean;
+  /** Databases opened at once. Default 16. */
+  openConcurrency?: number;
+  /** Delay before retrying a database that failed to open, ms. Default 5000. */
+  openRetryDelay?: number;
+}
+
+/** A database the store is replicating, with its schedule. */
+export interface Managed {
+  entry: DatabaseEntry;
+  db: DB;
+  replica: Replica;
+  job: ThrottledJob;
+  poll: number;
+  unwatch?: () => void;
+  lastWALStat?: string;
+}
+
+/** Live figures for status output and metrics. */
+export interface DatabaseStatus {
+  path: string;
+  replica: string;
+  localTXID: string;
+  replicaTXID: string | null;
+  lagSeconds: number;
+  walBytes: number;
+  lastSyncAt: string | null;
+  lastError: string | null;
+  stats: DB["stats"] & { uploads: number; uploadErrors: number; bytesUploaded: number };
+}
+
+/** The set of databases under replication. */
+export class Store {
+  #options: Required<StoreOptions>;
+  #managed = new Map<string, Managed>();
+  #opening = new Map<string, Promise<Managed | undefined>>();
+  #retryTimers = new Map<string, number>();
+  #watcher: WALWatcher;
+  #slots: number;
+  #queue: Array<() => void> = [];
+  #closed = false;
+
+  /** Creates an empty store. */
+  constructor(options: StoreOptions) {
+    this.#options = { watchWAL: true, openConcurrency: 16, openRetryDelay: 5000, ...options };
+    this.#slots = this.#options.openConcurrency;
+    this.#watcher = new WALWatcher((dir, err) =>
+      this.#options.logger.warn("watcher failed; relying on polling", {
+        dir,
+        error: String(err),
+      })
+    );
+  }
+
+  /** Paths of the databases being replicated. */
+  get paths(): string[] {
+    return [...this.#managed.keys()];
+  }
+
+  /** The managed database at `path`, if open. */
+  get(path: string): Managed | undefined {
+    return this.#managed.get(path);
+  }
+
+  /**
+   * Starts replicating a database. Idempotent: adding a path that is open or opening returns
+   * the same outcome. Resolves false (and schedules a retry) when the database cannot be
+   * opened yet.
+   */
+  add(entry: DatabaseEntry): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    const existing = this.#managed.get(entry.path);
+    if (existing) return Promise.resolve(true);
+    let opening = this.#opening.get(entry.path);
+    if (!opening) {
+      opening = this.#withSlot(() => this.#open(entry)).finally(() =>
+        this.#opening.delete(entry.path)
+      );
+      this.#opening.set(entry.path, opening);
+    }
+    return opening.then((m) => m !== undefined);
+  }
+
+  /**
+   * Stops replicating a database and releases its resources; its replica is kept.
+   * `finalSync` syncs and uploads once more first (false when the file is already gone).
+   */
+  async remove(path: string, finalSync = false): Promise<void> {
+    const timer = this.#retryTimers.get(path);
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      this.#retryTimers.delete(path);
+    }
+    await this.#opening.get(path)?.catch(() => {});
+    const managed = this.#managed.get(path);
+    if (!managed) return;
+    this.#managed.delete(path);
+    await this.#shutdown(managed, finalSync);
+  }
+
+  /** A change was seen on `path` or its WAL: sync soon. */
+  notify(path: string): void {
+    this.#managed.get(path)?.job.request();
+  }
+
+  /** Runs a sync and upload of every database now, waiting for them (tests, shutdown). */
+  async syncAll(): Promise<void> {
+    await Promise.all([...this.#managed.values()].map((m) => m.job.runNow()));
+  }
+
+  /** Final sync and upload of every database, then closes everything. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const timer of this.#retryTimers.values()) clearTimeout(timer);
+    this.#retryTimers.clear();
+    await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
+    this.#watcher.close();
+    const all = [...this.#managed.values()];
+    this.#managed.clear();
+    await Promise.all(all.map((m) => this.#shutdown(m, true)));
+  }
+
+  /** Per-database status for `sluice status` and metrics. */
+  status(): DatabaseStatus[] {
+    const now = Date.now();
+    return [...this.#managed.values()].map(({ entry, db, replica }) => {
+      const position = replica.knownPosition;
+      return {
+        path: entry.path,
+        replica: replica.client.location,
+        localTXID: formatHex(db.txid),
+        replicaTXID: position === undefined ? null : formatHex(position),
+        lagSeconds: replica.lag(db.txid, now) / 1000,
+        walBytes: db.walBytesSynced,
+        lastSyncAt: db.stats.lastSyncAt?.toISOString() ?? null,
+        lastError: db.stats.lastError ?? replica.stats.lastError ?? null,
+        stats: { ...db.stats, ...replica.stats },
+      };
+    });
+  }
+
+  async #open(entry: DatabaseEntry): Promise<Managed | undefined> {
+    const logger = this.#options.logger.child({ db: entry.path });
+    const db = new DB(entry.path, { ...entry, logger });
+    let client: ReplicaClient | undefined;
+    try {
+      await db.open();
+      client = entry.createClient();
+      const replica = new Replica(client, db.local, { logger });
+      // A database behind its replica (restored from an older backup, or a lost meta dir)
+      // continues the replica's TXID sequence instead of colliding with it.
+      const remote = await replica.position();
+      if (remote > db.txid) {
+        const newest = await replica.newestFile();
+        if (newest) await db.adoptReplicaPosition(newest.bytes, newest.txid);
+      }
+      const job = new ThrottledJob(() => this.#cycle(managed), {
+        interval: entry.syncInterval,
+        onError: (err, attempt) =>
+          logger.error("sync failed", { error: (err as Error).message, attempt }),
+      });
+      const managed: Managed = {
+        entry,
+        db,
+        replica,
+        job,
+        poll: setInterval(() => this.#poll(managed), entry.monitorInterval),
+      };
+      if (this.#closed) {
+        clearInterval(managed.poll);
+        await db.close();
+        await client.close();
+        return undefined;
+      }
+      if (this.#options.watchWAL) {
+        try {
+          managed.unwatch = this.#watcher.watch(entry.path, () => job.request());
+        } catch (err) {
+          logger.warn("cannot watch; relying on polling", { error: (err as Error).message });
+        }
+      }
+      this.#managed.set(entry.path, managed);
+      logger.info("replicating", { replica: client.location, txid: formatHex(db.txid) });
+      job.request();
+      return managed;
+    } catch (err) {
+      await db.close().catch(() => {});
+      await client?.close().catch(() => {});
+      logger.error("cannot open database; will retry", { error: (err as Error).message });
+      this.#scheduleRetry(entry);
+      return undefined;
+    }
+  }
+
+  #scheduleRetry(entry: DatabaseEntry): void {
+    if (this.#closed || this.#retryTimers.has(entry.path)) return;
+    this.#retryTimers.set(
+      entry.path,
+      setTimeout(() => {
+        this.#retryTimers.delete(entry.path);
+        this.add(entry);
+      }, this.#options.openRetryDelay),
+    );
+  }
+
+  /** One sync → upload cycle. Returns true when more WAL is waiting. */
+  async #cycle(managed: Managed): Promise<boolean> {
+    const { db, replica, entry } = managed;
+    const result = await db.sync();
+    if (result.txid !== undefined) replica.noteLocalWrite(Date.now());
+    if (replica.knownPosition === undefined || replica.knownPosition < db.txid) {
+      await replica.upload(db.txid);
+      if (entry.l0Retention !== undefined) await replica.cleanupLocal(entry.l0Retention);
+    }
+    return result.more === true;
+  }
+
+  /** The safety-net poll: cheap fstat of the WAL; a sync only when it changed. */
+  async #poll(managed: Managed): Promise<void> {
+    try {
+      if (await managed.db.replaced()) {
+        this.#options.logger.warn("database file was replaced; starting over", {
+          db: managed.entry.path,
+        });
+        await this.remove(managed.entry.path, false);
+        await this.add(managed.entry);
+        return;
+      }
+      const stat = await Deno.stat(managed.entry.path + "-wal").catch(() => undefined);
+      const key = stat ? `${stat.size}:${stat.mtime?.getTime()}:${stat.ino}` : "none";
+      const behind = managed.replica.knownPosition === undefined ||
+        managed.replica.knownPosition < managed.db.txid;
+      if (key !== managed.lastWALStat || behind) {
+        managed.lastWALStat = key;
+        managed.job.request();
+      }
+    } catch (err) {
+      this.#options.logger.warn("poll failed", {
+        db: managed.entry.path,
+        error: (err as Error).message,
+      });
+    }
+  }
+
+  async #shutdown(managed: Managed, finalSync: boolean): Promise<void> {
+    clearInterval(managed.poll);
+    managed.unwatch?.();
+    await managed.job.stop();
+    if (finalSync) {
+      try {
+        await this.#cycleUntilDone(managed);
+      } catch (err) {
+        this.#options.logger.error("final sync failed", {
+          db: managed.entry.path,
+          error: (err as Error).message,
+        });
+      }
+    }
+    await managed.db.close();
+    await managed.replica.client.close();
+  }
+
+  async #cycleUntilDone(managed: Managed): Promise<void> {
+    for (let i = 0; i < 1000; i++) {
+      if (!(await this.#cycle(managed))) return;
+    }
+  }
+
+  async #withSlot<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#slots === 0) await new Promise<void>((resolve) => this.#queue.push(resolve));
+    else this.#slots--;
+    try {
+      return await fn();
+    } finally {
+      const next = this.#queue.shift();
+      if (next) next();
+      else this.#slots++;
+    }
+  }
+}
