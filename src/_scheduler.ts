@@ -27,7 +27,7 @@ export class ThrottledJob {
   #options: Required<Omit<ThrottledJobOptions, "onError">> & ThrottledJobOptions;
   #running?: Promise<void>;
   #pending = false;
-  #timer?: number;
+  #timer?: ReturnType<typeof setTimeout>;
   #lastStart = -Infinity;
   #failures = 0;
   #stopped = false;

@@ -6,11 +6,12 @@
  */
 
 import { basename, dirname } from "node:path";
+import { type FsWatcher, watchFs } from "./fs_watch.ts";
 
 type Listener = () => void;
 
 interface DirectoryWatch {
-  watcher: Deno.FsWatcher;
+  watcher: FsWatcher;
   /** Database file name → listener. */
   listeners: Map<string, Listener>;
 }
@@ -31,7 +32,8 @@ export class WALWatcher {
     const name = basename(dbPath);
     let entry = this.#dirs.get(dir);
     if (!entry) {
-      const watcher = Deno.watchFs(dir, { recursive: false });
+      // Never Deno.watchFs in this process: it would drop SQLite's locks (see fs_watch.ts).
+      const watcher = watchFs(dir, { recursive: false });
       entry = { watcher, listeners: new Map() };
       this.#dirs.set(dir, entry);
       this.#pump(dir, entry);

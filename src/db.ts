@@ -37,6 +37,7 @@ import {
   type WALHeader,
 } from "./sqlite/mod.ts";
 import { FileReplicaClient } from "./replica/file.ts";
+import type { LTXFileId, LTXFileInfo, ReplicaClient } from "./replica/client.ts";
 import {
   afterLastFrameCheck,
   decideSyncStart,
@@ -261,6 +262,21 @@ export class DB {
     return next;
   }
 
+  /**
+   * Writes a full snapshot (level 9, `0000000000000001-<txid>.ltx`) of the database at its
+   * current position to `client`, after a sync so the position is fresh (spec §3.3).
+   * Queued like a sync, so no checkpoint runs while it streams.
+   * @returns the TXID the snapshot covers (0 when the database has nothing to snapshot).
+   */
+  snapshot(client: ReplicaClient): Promise<{ txid: number; pageCount: number; bytes: number }> {
+    const next = this.#running.catch(() => {}).then(async () => {
+      await this.#syncOnce();
+      return await this.#writeSnapshot(client);
+    });
+    this.#running = next;
+    return next;
+  }
+
   /** Whether the database file at `path` is no longer the one opened (replaced by `mv`). */
   async replaced(): Promise<boolean> {
     const info = await Deno.stat(this.path).catch(() => undefined);
@@ -320,10 +336,10 @@ export class DB {
     }
 
     const snapshot = start.kind === "snapshot";
-    let offset = snapshot ? WAL_HEADER_SIZE : start.offset;
-    let salts = snapshot
-      ? { salt1: header?.salt1 ?? 0, salt2: header?.salt2 ?? 0 }
-      : { salt1: start.salt1, salt2: start.salt2 };
+    let offset = start.kind === "incremental" ? start.offset : WAL_HEADER_SIZE;
+    let salts = start.kind === "incremental"
+      ? { salt1: start.salt1, salt2: start.salt2 }
+      : { salt1: header?.salt1 ?? 0, salt2: header?.salt2 ?? 0 };
     const read = header
       ? await readWAL(walFile, {
         offset,
@@ -391,6 +407,48 @@ export class DB {
     return { txid, snapshot, reason, pageCount: pgnos.length, more: !this.#syncedToWALEnd };
   }
 
+  async #writeSnapshot(client: ReplicaClient) {
+    const cursor = this.#cursor;
+    if (!cursor) return { txid: 0, pageCount: 0, bytes: 0 };
+    const frameSize = WAL_FRAME_HEADER_SIZE + this.#pageSize;
+    const end = this.#cursorEnd(cursor);
+    // The image at the cursor: committed WAL frames up to its end, the database file below them.
+    const read = end > WAL_HEADER_SIZE
+      ? await readWAL(this.#walFile!, { offset: WAL_HEADER_SIZE, maxBytes: end - WAL_HEADER_SIZE })
+      : null;
+    if (read && read.endOffset !== end) {
+      throw new Error(
+        `${this.path}: WAL changed under the snapshot (read to ${read.endOffset}, expected ${end})`,
+      );
+    }
+    const pageMap = read?.pageMap ?? new Map<number, number>();
+    const commit = cursor.commit;
+    const lastFrame = Math.max(end - frameSize, WAL_HEADER_SIZE);
+    const header: Header = {
+      flags: HEADER_FLAG_NO_CHECKSUM,
+      pageSize: this.#pageSize,
+      commit,
+      minTXID: 1,
+      maxTXID: cursor.txid,
+      timestamp: Date.now(),
+      preApplyChecksum: 0n,
+      walOffset: lastFrame,
+      walSize: end - lastFrame,
+      walSalt1: cursor.salt1,
+      walSalt2: cursor.salt2,
+      nodeID: 0n,
+    };
+    const pgnos = this.#pagesToWrite(true, pageMap, commit);
+    const id = { level: 9, minTXID: 1, maxTXID: cursor.txid };
+    const info = await this.#encodeTo(client, id, header, pgnos, pageMap);
+    return { txid: cursor.txid, pageCount: pgnos.length, bytes: info.size };
+  }
+
+  /** End of the WAL range the cursor has synced, in the current WAL generation. */
+  #cursorEnd(cursor: WALCursor): number {
+    return cursor.walEmptiedAfterSync ? WAL_HEADER_SIZE : cursor.walOffset + cursor.walSize;
+  }
+
   /** The pages of the next L0 file, ascending: WAL pages plus growth pages, or everything. */
   #pagesToWrite(snapshot: boolean, pageMap: Map<number, number>, commit: number): number[] {
     const lockPage = lockPageNumber(this.#pageSize);
@@ -411,9 +469,20 @@ export class DB {
 
   /** Streams the pages into `<meta>/ltx/0/<txid>-<txid>.ltx`, atomically. */
   async #writeL0(header: Header, pgnos: number[], pageMap: Map<number, number>): Promise<void> {
-    const pipe = new TransformStream<Uint8Array, Uint8Array>();
     const id = { level: 0, minTXID: header.minTXID, maxTXID: header.maxTXID };
-    const written = this.local.writeLTXFile(id, pipe.readable, header.timestamp);
+    await this.#encodeTo(this.local, id, header, pgnos, pageMap);
+  }
+
+  /** Encodes pages straight into a client's atomic write. */
+  async #encodeTo(
+    client: ReplicaClient,
+    id: LTXFileId,
+    header: Header,
+    pgnos: number[],
+    pageMap: Map<number, number>,
+  ): Promise<LTXFileInfo> {
+    const pipe = new TransformStream<Uint8Array, Uint8Array>();
+    const written = client.writeLTXFile(id, pipe.readable, header.timestamp);
     const encoder = new Encoder(pipe.writable, header, { encoding: this.#options.encoding });
     try {
       for await (const page of this.#readPages(pgnos, pageMap)) {
@@ -425,7 +494,7 @@ export class DB {
       await written.catch(() => {});
       throw err;
     }
-    await written;
+    return await written;
   }
 
   /** Reads pages from the WAL (when in the page map) or the database file, in order. */
@@ -553,11 +622,13 @@ export class DB {
     } catch (err) {
       // A busy checkpoint is routine (a long reader elsewhere); anything else is reported.
       if (!isBusyError(err)) throw err;
+      this.#options.logger?.debug("checkpoint busy", { error: (err as Error).message });
     }
   }
 
   /** The checkpoint procedure of spec §4.4. */
   async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
+    this.#options.logger?.debug("checkpoint start", { mode, synced: this.walBytesSynced });
     const reader = this.#reader!;
     const writer = this.#writer!;
     const before = await this.#readWALHeader();

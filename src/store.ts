@@ -50,7 +50,7 @@ export interface Managed {
   db: DB;
   replica: Replica;
   job: ThrottledJob;
-  poll: number;
+  poll: ReturnType<typeof setInterval>;
   unwatch?: () => void;
   lastWALStat?: string;
 }
@@ -73,7 +73,7 @@ export class Store {
   #options: Required<StoreOptions>;
   #managed = new Map<string, Managed>();
   #opening = new Map<string, Promise<Managed | undefined>>();
-  #retryTimers = new Map<string, number>();
+  #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   #watcher: WALWatcher;
   #slots: number;
   #queue: Array<() => void> = [];

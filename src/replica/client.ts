@@ -70,15 +70,20 @@ export interface ReplicaClient {
   ltxFiles(level: number, options?: ListOptions): AsyncIterable<LTXFileInfo>;
 
   /**
-   * Opens one file for streaming.
+   * Opens one file for streaming, optionally a byte range of it. A range running past the end
+   * stops at the end; an offset at or past the end gives an empty stream. Read the stream to
+   * its end or cancel it, so the descriptor or connection behind it is released.
    * @throws {NotFoundError} when the file does not exist.
+   * @throws {ReplicaError} when the storage cannot be reached (e.g. missing bucket).
    */
   openLTXFile(file: LTXFileId, options?: OpenOptions): Promise<ReadableStream<Uint8Array>>;
 
   /**
    * Writes one file atomically: readers see either the whole file or nothing. `timestamp`
    * (ms since the epoch, the LTX header's) becomes the file's `createdAt`.
-   * A failed write leaves no partial file behind.
+   * A failed write leaves no partial file behind, and a failed write cancels a stream `body`
+   * so that whoever feeds it sees the failure.
+   * @throws {ReplicaError} when the body errors or the storage rejects the write.
    */
   writeLTXFile(
     file: LTXFileId,

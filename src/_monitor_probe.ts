@@ -1,0 +1,67 @@
+/**
+ * Looks at a file the directory monitor does not replicate yet: is it a SQLite database, not
+ * yet one (empty, header not written), a directory, or gone?
+ *
+ * The probe opens the file, reads its first 100 bytes and closes it again. Closing a
+ * descriptor drops every POSIX lock this process holds on that file, including the locks of
+ * sluice's own SQLite connections, so the caller must only probe files it does not replicate
+ * (see `src/monitor.ts`).
+ *
+ * @module
+ */
+
+import { DATABASE_HEADER_SIZE, isSQLiteHeader } from "./sqlite/mod.ts";
+
+/** What a probe found. */
+export type ProbeResult =
+  /** A regular file starting with a whole SQLite header. */
+  | "database"
+  /** A regular file that is not (or not yet) a SQLite database. */
+  | "other"
+  /** A directory. */
+  | "directory"
+  /** Nothing there (removed since the event), or something else (socket, symlink). */
+  | "missing";
+
+/**
+ * Probes `path`; never throws for a file that vanished or is not readable (reported as
+ * "missing" or "other" respectively through `onError`).
+ */
+export async function probe(
+  path: string,
+  onError: (error: unknown) => void = () => {},
+): Promise<ProbeResult> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) onError(err);
+    return "missing";
+  }
+  if (info.isDirectory) return "directory";
+  if (!info.isFile) return "missing";
+  if (info.size < DATABASE_HEADER_SIZE) return "other";
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "missing";
+    onError(err);
+    return "other";
+  }
+  try {
+    const head = new Uint8Array(DATABASE_HEADER_SIZE);
+    let filled = 0;
+    while (filled < head.length) {
+      const n = await file.read(head.subarray(filled));
+      if (n === null) return "other";
+      filled += n;
+    }
+    return isSQLiteHeader(head) ? "database" : "other";
+  } catch (err) {
+    onError(err);
+    return "other";
+  } finally {
+    file.close();
+  }
+}

@@ -1,0 +1,647 @@
+/**
+ * The command-line contract (docs: DESIGN.md "CLI contract") in one place: every command's
+ * options, its help text, and a parser per command returning typed options. Command modules
+ * call their parser; `src/cli/mod.ts` also calls it before loading a module so usage errors
+ * are reported the same way for every command, and fast.
+ *
+ * Parsing uses `node:util` `parseArgs` (built in, strict, no dependency); single-dash long
+ * options as Litestream writes them (`-config`, `-txid`) are accepted too.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  type Config,
+  ConfigError,
+  configFromArgs,
+  DEFAULT_CONFIG_PATH,
+  isURL,
+  loadConfig,
+  resolveLocalPath,
+} from "../config/mod.ts";
+
+/** A command-line mistake; the CLI prints it as one line and exits with status 2. */
+export class UsageError extends Error {
+  /** Builds an error; `command` names the subcommand whose usage was wrong. */
+  constructor(message: string, readonly command?: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Thrown by a parser when `-h`/`--help` was given; the CLI prints the command's help. */
+export class HelpRequested extends Error {
+  /** Builds the request for `command`'s help. */
+  constructor(readonly command: CommandName) {
+    super(`help for ${command}`);
+    this.name = "HelpRequested";
+  }
+}
+
+/** The subcommands. */
+export type CommandName =
+  | "replicate"
+  | "restore"
+  | "snapshot"
+  | "databases"
+  | "ltx"
+  | "status"
+  | "version";
+
+/** One option of a command. */
+export interface OptionSpec {
+  /** Long name without dashes. */
+  name: string;
+  short?: string;
+  type: "string" | "boolean";
+  /** Placeholder shown in help for string options. */
+  value?: string;
+  help: string;
+}
+
+/** A command's contract. */
+export interface CommandSpec {
+  name: CommandName;
+  /** One line for the command list. */
+  summary: string;
+  /** Usage line after `sluice <name>`. */
+  usage: string;
+  /** Paragraph(s) shown in the command's help. */
+  description: string;
+  options: OptionSpec[];
+}
+
+const CONFIG_OPTION: OptionSpec = {
+  name: "config",
+  short: "c",
+  type: "string",
+  value: "FILE",
+  help: `config file (default: $SLUICE_CONFIG or ${DEFAULT_CONFIG_PATH})`,
+};
+const JSON_OPTION: OptionSpec = { name: "json", type: "boolean", help: "print JSON on stdout" };
+
+/** Every command, in help order. */
+export const COMMANDS: readonly CommandSpec[] = [
+  {
+    name: "replicate",
+    summary: "replicate databases continuously until SIGINT/SIGTERM",
+    usage: "[-c FILE] [--exec CMD] [DB_PATH REPLICA_URL]",
+    description:
+      "Streams every configured database (or the one named) to its replica, then does a final sync\n" +
+      "and exits 0 on SIGINT or SIGTERM. With --exec, runs CMD and stops when it exits.",
+    options: [CONFIG_OPTION, {
+      name: "exec",
+      type: "string",
+      value: "CMD",
+      help: "run CMD (through sh -c) and stop replicating when it exits",
+    }],
+  },
+  {
+    name: "restore",
+    summary: "restore a database from its replica, optionally to a point in time",
+    usage: "[-c FILE] [-o OUT] [--txid HEX16 | --timestamp RFC3339] [--if-db-not-exists]\n" +
+      "               [--if-replica-exists] [--integrity-check none|quick|full] [--json]\n" +
+      "               DB_PATH|REPLICA_URL",
+    description:
+      "Builds a new database file from the replica of DB_PATH (looked up in the config) or from\n" +
+      "REPLICA_URL (then -o is required). Without --txid or --timestamp, restores the latest state.",
+    options: [
+      CONFIG_OPTION,
+      {
+        name: "output",
+        short: "o",
+        type: "string",
+        value: "OUT",
+        help: "path of the restored database",
+      },
+      {
+        name: "txid",
+        type: "string",
+        value: "HEX16",
+        help: "restore up to this transaction (16 hex digits)",
+      },
+      {
+        name: "timestamp",
+        type: "string",
+        value: "RFC3339",
+        help: "restore the state as of this time, e.g. 2026-11-22T14:01:21Z",
+      },
+      {
+        name: "if-db-not-exists",
+        type: "boolean",
+        help: "do nothing (exit 0) if the output already exists",
+      },
+      {
+        name: "if-replica-exists",
+        type: "boolean",
+        help: "do nothing (exit 0) if there is no replica",
+      },
+      {
+        name: "integrity-check",
+        type: "string",
+        value: "none|quick|full",
+        help: "PRAGMA check on the restored database (default quick)",
+      },
+      JSON_OPTION,
+    ],
+  },
+  {
+    name: "snapshot",
+    summary: "write one full snapshot now, then exit (for cron)",
+    usage: "[-c FILE] [DB_PATH REPLICA_URL]",
+    description:
+      "Writes a full snapshot of every configured database (or the one named) to its replica.",
+    options: [CONFIG_OPTION],
+  },
+  {
+    name: "databases",
+    summary: "list configured databases, their replicas and meta directories",
+    usage: "[-c FILE] [--json]",
+    description:
+      "Lists each configured database; for a dir entry, the SQLite databases currently found there.",
+    options: [CONFIG_OPTION, JSON_OPTION],
+  },
+  {
+    name: "ltx",
+    summary: "list the LTX files of a database's replica",
+    usage: "[-c FILE] [--level N|all] [--json] DB_PATH|REPLICA_URL",
+    description:
+      "Lists the LTX files on the replica of DB_PATH (from the config) or at REPLICA_URL.",
+    options: [
+      CONFIG_OPTION,
+      { name: "level", type: "string", value: "N|all", help: "only level N (0-9); default all" },
+      JSON_OPTION,
+    ],
+  },
+  {
+    name: "status",
+    summary: "show replication status of the configured databases",
+    usage: "[-c FILE] [--json]",
+    description: "Shows, per database, the local and replica positions and the replication lag.",
+    options: [CONFIG_OPTION, JSON_OPTION],
+  },
+  {
+    name: "version",
+    summary: "print the version",
+    usage: "",
+    description: "Prints sluice's version.",
+    options: [],
+  },
+];
+
+const HELP_OPTION: OptionSpec = {
+  name: "help",
+  short: "h",
+  type: "boolean",
+  help: "show this help",
+};
+
+/** The spec of `name`, or undefined for an unknown command. */
+export function commandSpec(name: string): CommandSpec | undefined {
+  return COMMANDS.find((command) => command.name === name);
+}
+
+/** `sluice --help`. */
+export function formatGlobalHelp(): string {
+  const width = Math.max(...COMMANDS.map((command) => command.name.length));
+  const lines = [
+    "sluice: continuous backup of SQLite databases to LTX replicas (file or S3)",
+    "",
+    "Usage: sluice <command> [options] [arguments]",
+    "",
+    "Commands:",
+    ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`),
+    "",
+    "Replica URLs: file:///abs/dir, a plain path,",
+    "              s3://bucket/prefix?endpoint=URL&region=REGION&force-path-style=true",
+    "Exit status:  0 success, 1 failure, 2 usage or config error",
+    'Run "sluice <command> --help" for a command\'s options.',
+  ];
+  return lines.join("\n");
+}
+
+/** `sluice <command> --help`. */
+export function formatCommandHelp(name: CommandName): string {
+  const command = commandSpec(name)!;
+  const options = [...command.options, HELP_OPTION];
+  const label = (option: OptionSpec) =>
+    (option.short === undefined ? "    " : `-${option.short}, `) + `--${option.name}` +
+    (option.type === "string" ? ` ${option.value ?? "VALUE"}` : "");
+  const width = Math.max(...options.map((option) => label(option).length));
+  return [
+    `Usage: sluice ${command.name}${command.usage === "" ? "" : ` ${command.usage}`}`,
+    "",
+    command.description,
+    "",
+    "Options:",
+    ...options.map((option) => `  ${label(option).padEnd(width)}  ${option.help}`),
+  ].join("\n");
+}
+
+type RawValues = Record<string, string | boolean | undefined>;
+
+/**
+ * Generic strict parse of `args` against `name`'s options.
+ * @throws {HelpRequested} for -h/--help; {@linkcode UsageError} for anything malformed.
+ */
+function parseCommand(name: CommandName, args: readonly string[]): {
+  values: RawValues;
+  positionals: string[];
+} {
+  const command = commandSpec(name)!;
+  const specs = [...command.options, HELP_OPTION];
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  for (const spec of specs) {
+    options[spec.name] = spec.short === undefined
+      ? { type: spec.type }
+      : { type: spec.type, short: spec.short };
+  }
+  const end = args.indexOf("--");
+  const normalized = args.map((arg, i) => {
+    if (end >= 0 && i >= end) return arg;
+    // Litestream (Go flag package) style: -config FILE, -txid=X.
+    const match = /^-([a-z][a-z0-9-]+)(=.*)?$/.exec(arg);
+    return match !== null && options[match[1]] !== undefined ? `-${arg}` : arg;
+  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: normalized,
+      options,
+      strict: true,
+      allowPositionals: true,
+      tokens: true,
+    });
+  } catch (err) {
+    throw new UsageError(describeParseError(err, name), name);
+  }
+  const values = parsed.values as RawValues;
+  if (values.help === true) throw new HelpRequested(name);
+  const seen = new Set<string>();
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind !== "option") continue;
+    if (seen.has(token.name)) throw new UsageError(`--${token.name} is given more than once`, name);
+    seen.add(token.name);
+    if (options[token.name].type === "string" && (token.value ?? "") === "") {
+      throw new UsageError(`--${token.name} needs a non-empty value`, name);
+    }
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+function describeParseError(err: unknown, name: CommandName): string {
+  const code = (err as { code?: string }).code;
+  const message = (err as Error).message ?? String(err);
+  const option = /'([^']+)'/.exec(message)?.[1] ?? "";
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option ${option}; see "sluice ${name} --help"`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      const flag = option.split(" <")[0].split(", ").join("/");
+      if (/does not take an argument/.test(message)) return `${flag} takes no value`;
+      if (/ambiguous/.test(message)) {
+        return `${flag} needs a value (to pass a value starting with "-", write ${flag}=VALUE)`;
+      }
+      return `${flag} needs a value`;
+    }
+    default:
+      return message.split("\n")[0];
+  }
+}
+
+function expectPositionals(
+  name: CommandName,
+  positionals: string[],
+  allowed: number[],
+  what: string,
+): void {
+  if (allowed.includes(positionals.length)) return;
+  if (positionals.length > Math.max(...allowed)) {
+    const extra = positionals.slice(Math.max(...allowed)).map((arg) => JSON.stringify(arg)).join(
+      " ",
+    );
+    throw new UsageError(`unexpected argument ${extra}; expected ${what}`, name);
+  }
+  throw new UsageError(`missing ${what}`, name);
+}
+
+function str(values: RawValues, key: string): string | undefined {
+  const value = values[key];
+  return typeof value === "string" ? value : undefined;
+}
+
+/** `sluice replicate` options. */
+export interface ReplicateArgs {
+  /** `-c FILE`, when given. */
+  config?: string;
+  /** `--exec CMD`, overriding the config's `exec`. */
+  exec?: string;
+  /** Absolute path, with `replicaURL`, for the one-database form. */
+  dbPath?: string;
+  replicaURL?: string;
+}
+
+/** `sluice snapshot` options. */
+export interface SnapshotArgs {
+  config?: string;
+  dbPath?: string;
+  replicaURL?: string;
+}
+
+function parseDatabasePair(
+  name: CommandName,
+  values: RawValues,
+  positionals: string[],
+): { config?: string; dbPath?: string; replicaURL?: string } {
+  expectPositionals(name, positionals, [0, 2], "DB_PATH REPLICA_URL (both, or neither)");
+  const config = str(values, "config");
+  if (positionals.length === 0) return config === undefined ? {} : { config };
+  if (config !== undefined) {
+    throw new UsageError("give either -c FILE or DB_PATH REPLICA_URL, not both", name);
+  }
+  const [dbPath, replicaURL] = positionals;
+  if (isURL(dbPath)) {
+    throw new UsageError(
+      `DB_PATH comes first: "${dbPath}" is a URL (usage: sluice ${name} DB_PATH REPLICA_URL)`,
+      name,
+    );
+  }
+  return { dbPath: resolveLocalPath(dbPath), replicaURL };
+}
+
+/**
+ * Parses `sluice replicate` arguments.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseReplicateArgs(args: readonly string[]): ReplicateArgs {
+  const { values, positionals } = parseCommand("replicate", args);
+  const parsed: ReplicateArgs = parseDatabasePair("replicate", values, positionals);
+  const exec = str(values, "exec");
+  if (exec !== undefined) parsed.exec = exec;
+  return parsed;
+}
+
+/**
+ * Parses `sluice snapshot` arguments.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseSnapshotArgs(args: readonly string[]): SnapshotArgs {
+  const { values, positionals } = parseCommand("snapshot", args);
+  return parseDatabasePair("snapshot", values, positionals);
+}
+
+/** `--integrity-check` values. */
+export type IntegrityCheck = "none" | "quick" | "full";
+
+/** `sluice restore` options. */
+export interface RestoreArgs {
+  config?: string;
+  /** `-o OUT`, made absolute. Required when the target is a URL. */
+  output?: string;
+  /** `--txid`: restore up to this TXID. */
+  txid?: number;
+  /** `--timestamp`: restore the state as of this instant. */
+  timestamp?: Date;
+  ifDBNotExists: boolean;
+  ifReplicaExists: boolean;
+  /** Default "quick". */
+  integrityCheck: IntegrityCheck;
+  json: boolean;
+  /** DB_PATH or REPLICA_URL as given (see {@linkcode isURL}); DB_PATH is not yet made absolute. */
+  source: string;
+}
+
+/**
+ * Parses `sluice restore` arguments: exactly one target, `--txid` and `--timestamp` exclusive,
+ * `-o` required for a URL target.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseRestoreArgs(args: readonly string[]): RestoreArgs {
+  const name = "restore";
+  const { values, positionals } = parseCommand(name, args);
+  expectPositionals(name, positionals, [1], "DB_PATH or REPLICA_URL");
+  const source = positionals[0];
+  const txidText = str(values, "txid");
+  const timestampText = str(values, "timestamp");
+  if (txidText !== undefined && timestampText !== undefined) {
+    throw new UsageError("give --txid or --timestamp, not both", name);
+  }
+  const output = str(values, "output");
+  if (isURL(source) && output === undefined) {
+    throw new UsageError(
+      "restoring from a REPLICA_URL needs -o OUT (the path to restore to)",
+      name,
+    );
+  }
+  const integrity = str(values, "integrity-check") ?? "quick";
+  if (integrity !== "none" && integrity !== "quick" && integrity !== "full") {
+    throw new UsageError(`--integrity-check must be none, quick or full, got "${integrity}"`, name);
+  }
+  const parsed: RestoreArgs = {
+    ifDBNotExists: values["if-db-not-exists"] === true,
+    ifReplicaExists: values["if-replica-exists"] === true,
+    integrityCheck: integrity,
+    json: values.json === true,
+    source,
+  };
+  const config = str(values, "config");
+  if (config !== undefined) parsed.config = config;
+  if (output !== undefined) parsed.output = resolveLocalPath(output);
+  if (txidText !== undefined) parsed.txid = parseTXIDArg(txidText, name);
+  if (timestampText !== undefined) parsed.timestamp = parseTimestampArg(timestampText, name);
+  return parsed;
+}
+
+/**
+ * Parses a TXID given on the command line: exactly 16 hex digits, at least 1, at most 2^53 − 1.
+ * @throws {UsageError}
+ */
+export function parseTXIDArg(text: string, command?: string): number {
+  if (!/^[0-9a-fA-F]{16}$/.test(text)) {
+    throw new UsageError(
+      `--txid must be exactly 16 hex digits (e.g. 000000000000002a), got "${text}"`,
+      command,
+    );
+  }
+  const value = BigInt(`0x${text}`);
+  if (value === 0n) throw new UsageError("--txid must be at least 0000000000000001", command);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new UsageError(
+      `--txid ${text} is beyond the largest supported TXID (001fffffffffffff)`,
+      command,
+    );
+  }
+  return Number(value);
+}
+
+/**
+ * Parses an RFC 3339 timestamp (`2026-11-22T14:01:21Z`, `2026-11-22T15:01:21.5+01:00`);
+ * rejects dates that do not exist (`2026-02-30`).
+ * @throws {UsageError}
+ */
+export function parseTimestampArg(text: string, command?: string): Date {
+  const match =
+    /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))$/
+      .exec(text);
+  const invalid = () =>
+    new UsageError(
+      `--timestamp must be an RFC 3339 time such as 2026-11-22T14:01:21Z or 2026-11-22T15:01:21+01:00, got "${text}"`,
+      command,
+    );
+  if (match === null) throw invalid();
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number);
+  const fraction = match[7] === undefined ? 0 : Math.floor(Number(match[7]) * 1000);
+  const offsetMinutes = match[9] === undefined
+    ? 0
+    : (match[9] === "-" ? -1 : 1) * (Number(match[10]) * 60 + Number(match[11]));
+  if (
+    hour > 23 || minute > 59 || second > 59 || Number(match[10] ?? 0) > 23 ||
+    Number(match[11] ?? 0) > 59
+  ) {
+    throw invalid();
+  }
+  const local = Date.UTC(year, month - 1, day, hour, minute, second, fraction);
+  const check = new Date(local);
+  if (
+    check.getUTCFullYear() !== year || check.getUTCMonth() !== month - 1 ||
+    check.getUTCDate() !== day
+  ) {
+    throw invalid();
+  }
+  return new Date(local - offsetMinutes * 60_000);
+}
+
+/** `sluice databases` options. */
+export interface DatabasesArgs {
+  config?: string;
+  json: boolean;
+}
+
+/** `sluice status` options. */
+export interface StatusArgs {
+  config?: string;
+  json: boolean;
+}
+
+function parseConfigAndJSON(name: CommandName, args: readonly string[]): DatabasesArgs {
+  const { values, positionals } = parseCommand(name, args);
+  expectPositionals(name, positionals, [0], "no arguments");
+  const parsed: DatabasesArgs = { json: values.json === true };
+  const config = str(values, "config");
+  if (config !== undefined) parsed.config = config;
+  return parsed;
+}
+
+/**
+ * Parses `sluice databases` arguments.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseDatabasesArgs(args: readonly string[]): DatabasesArgs {
+  return parseConfigAndJSON("databases", args);
+}
+
+/**
+ * Parses `sluice status` arguments.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseStatusArgs(args: readonly string[]): StatusArgs {
+  return parseConfigAndJSON("status", args);
+}
+
+/** `sluice ltx` options. */
+export interface LTXArgs {
+  config?: string;
+  /** A level 0…9, or every level. Default "all". */
+  level: number | "all";
+  json: boolean;
+  /** DB_PATH or REPLICA_URL as given. */
+  source: string;
+}
+
+/**
+ * Parses `sluice ltx` arguments.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseLTXArgs(args: readonly string[]): LTXArgs {
+  const name = "ltx";
+  const { values, positionals } = parseCommand(name, args);
+  expectPositionals(name, positionals, [1], "DB_PATH or REPLICA_URL");
+  const levelText = str(values, "level") ?? "all";
+  let level: number | "all";
+  if (levelText === "all") level = "all";
+  else if (/^[0-9]$/.test(levelText)) level = Number(levelText);
+  else throw new UsageError(`--level must be a level 0-9 or "all", got "${levelText}"`, name);
+  const parsed: LTXArgs = { level, json: values.json === true, source: positionals[0] };
+  const config = str(values, "config");
+  if (config !== undefined) parsed.config = config;
+  return parsed;
+}
+
+/**
+ * Parses `sluice version` arguments (none).
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseVersionArgs(args: readonly string[]): Record<never, never> {
+  const { positionals } = parseCommand("version", args);
+  expectPositionals("version", positionals, [0], "no arguments");
+  return {};
+}
+
+/** Each command's parser, for validating a command line before its module is loaded. */
+export const PARSERS: Readonly<Record<CommandName, (args: readonly string[]) => unknown>> = {
+  replicate: parseReplicateArgs,
+  restore: parseRestoreArgs,
+  snapshot: parseSnapshotArgs,
+  databases: parseDatabasesArgs,
+  ltx: parseLTXArgs,
+  status: parseStatusArgs,
+  version: parseVersionArgs,
+};
+
+/** Options of {@linkcode loadCommandConfig}. */
+export interface LoadCommandConfigOptions {
+  /** `-c FILE`, when given. */
+  config?: string;
+  /** The one-database form (`DB_PATH REPLICA_URL`); wins over any file. */
+  dbPath?: string;
+  replicaURL?: string;
+  /** Environment for `${VAR}` expansion and `SLUICE_CONFIG`. Default: the process's. */
+  env?: Record<string, string>;
+}
+
+/**
+ * The default config path: `$SLUICE_CONFIG` when set, else {@linkcode DEFAULT_CONFIG_PATH}.
+ */
+export function defaultConfigPath(env: Record<string, string> = Deno.env.toObject()): string {
+  const fromEnv = env.SLUICE_CONFIG;
+  return fromEnv !== undefined && fromEnv !== "" ? fromEnv : DEFAULT_CONFIG_PATH;
+}
+
+/**
+ * The config a command works from: `DB_PATH REPLICA_URL` when given, else `-c FILE`, else the
+ * default config file when it exists.
+ * @throws {ConfigError} for a bad file or URL; {@linkcode UsageError} when there is no config
+ * at all (the message names the default path that was looked for).
+ */
+export async function loadCommandConfig(options: LoadCommandConfigOptions): Promise<Config> {
+  const env = options.env ?? Deno.env.toObject();
+  if (options.dbPath !== undefined && options.replicaURL !== undefined) {
+    return configFromArgs(options.dbPath, options.replicaURL);
+  }
+  if (options.config !== undefined) return await loadConfig(options.config, env);
+  const fallback = defaultConfigPath(env);
+  try {
+    await Deno.stat(fallback);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new UsageError(
+        `no config: -c FILE not given and the default config file ${fallback} does not exist`,
+      );
+    }
+    throw new ConfigError(
+      `cannot read the default config file ${fallback}: ${(err as Error).message}`,
+    );
+  }
+  return await loadConfig(fallback, env);
+}

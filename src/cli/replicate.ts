@@ -1,0 +1,75 @@
+/**
+ * `sluice replicate [-c FILE] [--exec CMD] [DB_PATH REPLICA_URL]`: replicate until SIGINT or
+ * SIGTERM (or until the `exec` child exits), then sync one last time and exit.
+ *
+ * @module
+ */
+
+import { createLogger } from "../log.ts";
+import { Store } from "../store.ts";
+import { databaseEntry } from "./_engine.ts";
+import { loadCommandConfig, parseReplicateArgs } from "./_args.ts";
+
+/** Runs the command; resolves to the exit code. */
+export async function run(args: string[]): Promise<number> {
+  const options = parseReplicateArgs(args);
+  const config = await loadCommandConfig(options);
+  const exec = options.exec ?? config.exec;
+  const logger = createLogger(config.logging);
+  const store = new Store({ logger });
+
+  // SIGINT/SIGTERM stop new work; the store then syncs and uploads one last time.
+  const stopSignal = Promise.withResolvers<string>();
+  const signals = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => stopSignal.resolve(signal);
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
+
+  try {
+    for (const dbConfig of config.dbs) {
+      if (dbConfig.path === undefined) {
+        logger.error("directory replication is not available yet", { dir: dbConfig.dir });
+        continue;
+      }
+      // A database that cannot be opened yet is retried by the store; others go on.
+      await store.add(databaseEntry(config, dbConfig, dbConfig.path));
+    }
+    let code = 0;
+    if (exec) {
+      // The child gets the signals too (same process group); its exit ends replication.
+      code = await runChild(exec, logger);
+    } else {
+      await stopSignal.promise;
+    }
+    logger.info("stopping: final sync");
+    await store.close();
+    return code;
+  } finally {
+    for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+  }
+}
+
+/** Runs the application command through the shell; forwards SIGINT/SIGTERM to it. */
+async function runChild(command: string, logger: ReturnType<typeof createLogger>): Promise<number> {
+  const child = new Deno.Command("/bin/sh", {
+    args: ["-c", command],
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  const forward = (signal: Deno.Signal) => () => {
+    try {
+      child.kill(signal);
+    } catch { /* already gone */ }
+  };
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((s) => [s, forward(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  try {
+    const status = await child.status;
+    logger.info("exec child exited", { code: status.code });
+    return status.code;
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  }
+}

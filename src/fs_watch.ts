@@ -1,0 +1,126 @@
+/**
+ * File-system events from a child process, with the shape of `Deno.watchFs`.
+ *
+ * Why not `Deno.watchFs` itself: its Linux implementation opens and closes every path it
+ * reports (measured with strace on Deno 2.9.6: `openat("app.db-shm", O_RDONLY)` on the
+ * watcher thread for each event). Closing any descriptor on a file drops every POSIX lock
+ * this process holds on it, so a watcher in the replicating process silently releases
+ * SQLite's locks on the `-shm` and database files, including the read mark of the long-running
+ * read transaction. Another process can then restart the WAL under sluice and frames are lost.
+ * In a child process those opens and closes touch no lock of ours.
+ *
+ * The child is this same program (`sluice __watch`, or `deno run main.ts __watch` from
+ * source), so a compiled binary needs nothing extra. It exits when its stdin closes, so it
+ * never outlives the parent.
+ *
+ * @module
+ */
+
+import { basename } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Options of {@linkcode watchFs}. */
+export interface WatchOptions {
+  /** Watch subdirectories too. Default true (as `Deno.watchFs`). */
+  recursive?: boolean;
+}
+
+/** A running watcher: an async iterable of events, closed with {@linkcode FsWatcher.close}. */
+export interface FsWatcher extends AsyncIterable<Deno.FsEvent> {
+  /** Stops the child process; the iteration ends. */
+  close(): void;
+}
+
+/** The child side's argument that selects watch mode (`main.ts` dispatches it). */
+export const WATCH_COMMAND = "__watch";
+
+/**
+ * Watches `paths` in a child process and yields its events.
+ * The iteration throws if the child fails (for example a path that does not exist).
+ */
+export function watchFs(paths: string | string[], options: WatchOptions = {}): FsWatcher {
+  const list = Array.isArray(paths) ? paths : [paths];
+  const args = [
+    ...childPrefix(),
+    WATCH_COMMAND,
+    options.recursive === false ? "--no-recursive" : "--recursive",
+    ...list,
+  ];
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    child.stdin.close().catch(() => {});
+  };
+  async function* events(): AsyncGenerator<Deno.FsEvent> {
+    const stderr = new Response(child.stderr).text();
+    let buffered = "";
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of child.stdout) {
+        buffered += decoder.decode(chunk, { stream: true });
+        let newline;
+        while ((newline = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          if (line) yield JSON.parse(line) as Deno.FsEvent;
+        }
+      }
+    } finally {
+      close();
+    }
+    const status = await child.status;
+    const message = (await stderr).trim();
+    if (!closed || (!status.success && status.signal !== "SIGTERM" && message)) {
+      throw new Error(`file watcher stopped: ${message || `exit code ${status.code}`}`);
+    }
+  }
+  const iterator = events();
+  return { close, [Symbol.asyncIterator]: () => iterator };
+}
+
+/** How to start this program again: `deno run … main.ts`, or just the compiled binary. */
+function childPrefix(): string[] {
+  const exe = basename(Deno.execPath()).toLowerCase();
+  if (exe === "deno" || exe === "deno.exe") {
+    const main = fileURLToPath(new URL("../main.ts", import.meta.url));
+    return ["run", "--allow-read", "--no-prompt", main];
+  }
+  return [];
+}
+
+/**
+ * The child side: watches the paths given on the command line and prints one JSON event per
+ * line until stdin closes or it is signalled.
+ */
+export async function runWatchChild(args: string[]): Promise<number> {
+  const recursive = !args.includes("--no-recursive");
+  const paths = args.filter((a) => a !== "--recursive" && a !== "--no-recursive");
+  const watcher = Deno.watchFs(paths, { recursive });
+  // The parent closes our stdin when it exits or stops us: then stop too.
+  (async () => {
+    const buf = new Uint8Array(64);
+    while ((await Deno.stdin.read(buf)) !== null) { /* keep waiting */ }
+    watcher.close();
+  })();
+  const encoder = new TextEncoder();
+  for await (const event of watcher) {
+    if (event.kind === "access") continue;
+    await writeAll(encoder.encode(JSON.stringify(event) + "\n"));
+  }
+  return 0;
+}
+
+async function writeAll(bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await Deno.stdout.write(bytes.subarray(offset));
+}

@@ -1,0 +1,269 @@
+/**
+ * Streaming LTX writer (spec §1): header, page frames in either encoding, the zero page header,
+ * the page index, the trailer and the file checksum, written to a `WritableStream` in large
+ * chunks while the pages are fed in.
+ *
+ * @module
+ */
+
+import { CHECKSUM_FLAG, CRC64, pageChecksum } from "./crc64.ts";
+import { LTXError, LTXFormatError } from "./errors.ts";
+import {
+  encodeHeader,
+  type Header,
+  HEADER_FLAG_NO_CHECKSUM,
+  isSnapshot,
+  lockPageNumber,
+  PAGE_FLAG_SIZE,
+  PAGE_HEADER_SIZE,
+  type PageEncoding,
+  type Trailer,
+  validateTrailer,
+} from "./header.ts";
+import { maxPayloadSize, writeBlockPayload, writeFramePayload } from "./_page_codec.ts";
+import { putUvarint } from "./_varint.ts";
+
+/** Output is handed to the sink in chunks of about this size. */
+const CHUNK_SIZE = 256 * 1024;
+/** Room for one page index entry: three varints of at most 10 bytes. */
+const MAX_INDEX_ENTRY = 30;
+
+/** Options of {@linkcode Encoder}. */
+export interface EncoderOptions {
+  /** Page encoding; default "frame", readable by every Litestream v0.5.x (spec §0). */
+  encoding?: PageEncoding;
+  /** The file being written, for error messages. */
+  name?: string;
+}
+
+/**
+ * Streams one LTX file to `sink`. Feed pages in ascending order with {@linkcode encodePage},
+ * then {@linkcode close}. Pages are copied (compressed) before `encodePage` resolves, so the
+ * caller may reuse its buffers.
+ */
+export class Encoder {
+  /** The validated header being written. */
+  readonly header: Header;
+  #name: string;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #blockEncoding: boolean;
+  #crc = new CRC64();
+  #buf: Uint8Array;
+  #pos = 0;
+  #flushed = 0;
+  #maxFrame: number;
+  #lockPage: number;
+  #prevPgno = 0;
+  #pgnos: number[] = [];
+  #offsets: number[] = [];
+  #sizes: number[] = [];
+  #rolling = 0n;
+  #state: "open" | "closed" | "failed" = "open";
+  #busy = false;
+
+  /**
+   * Validates `header` and prepares to write; nothing is written before the first page or
+   * `close`.
+   * @throws {LTXFormatError} when the header breaks a rule of spec §1.1, or is a NoChecksum
+   *   file with Commit 0 (which Go cannot represent).
+   */
+  constructor(sink: WritableStream<Uint8Array>, header: Header, options: EncoderOptions = {}) {
+    this.#name = options.name ?? "LTX output";
+    const encoding = options.encoding ?? "frame";
+    if (encoding !== "frame" && encoding !== "block") {
+      throw new LTXError(`${this.#name}: unknown page encoding "${encoding}" (frame or block)`);
+    }
+    let headerBytes: Uint8Array;
+    try {
+      headerBytes = encodeHeader(header);
+    } catch (err) {
+      throw new LTXFormatError(`${this.#name}: ${(err as Error).message}`);
+    }
+    if (header.commit === 0 && (header.flags & HEADER_FLAG_NO_CHECKSUM) !== 0) {
+      throw new LTXFormatError(
+        `${this.#name}: a NoChecksum LTX file cannot have Commit 0 (an empty database)`,
+      );
+    }
+    this.header = { ...header };
+    this.#blockEncoding = encoding === "block";
+    this.#maxFrame = PAGE_HEADER_SIZE + maxPayloadSize(header.pageSize);
+    this.#lockPage = lockPageNumber(header.pageSize);
+    this.#writer = sink.getWriter();
+    this.#buf = new Uint8Array(CHUNK_SIZE + this.#maxFrame);
+    this.#buf.set(headerBytes, 0);
+    this.#crc.update(headerBytes);
+    this.#pos = headerBytes.length;
+  }
+
+  /** Pages encoded so far. */
+  get pageCount(): number {
+    return this.#pgnos.length;
+  }
+
+  /** Bytes of the file produced so far (handed to the sink or buffered); the file size after `close`. */
+  get bytesWritten(): number {
+    return this.#flushed + this.#pos;
+  }
+
+  /**
+   * Compresses and appends one page.
+   * @throws {LTXFormatError} on a wrong size, pgno 0, the lock page, a pgno above Commit, a
+   *   page out of order, or a gap in a snapshot (spec §1.4).
+   */
+  async encodePage(pgno: number, data: Uint8Array): Promise<void> {
+    this.#enter("encodePage");
+    try {
+      this.#checkPage(pgno, data);
+      const buf = this.#buf;
+      const start = this.#pos;
+      const view = new DataView(buf.buffer, start, PAGE_HEADER_SIZE);
+      view.setUint32(0, pgno);
+      view.setUint16(4, this.#blockEncoding ? PAGE_FLAG_SIZE : 0);
+      const payload = this.#blockEncoding
+        ? writeBlockPayload(data, buf, start + PAGE_HEADER_SIZE)
+        : writeFramePayload(data, buf, start + PAGE_HEADER_SIZE);
+      // The checksum covers the page header, the block size field, and the page itself.
+      this.#crc.update(
+        buf.subarray(start, start + PAGE_HEADER_SIZE + (this.#blockEncoding ? 4 : 0)),
+      );
+      this.#crc.update(data);
+      if ((this.header.flags & HEADER_FLAG_NO_CHECKSUM) === 0) {
+        this.#rolling ^= pageChecksum(pgno, data);
+      }
+      const size = PAGE_HEADER_SIZE + payload;
+      this.#pgnos.push(pgno);
+      this.#offsets.push(this.#flushed + start);
+      this.#sizes.push(size);
+      this.#prevPgno = pgno;
+      this.#pos += size;
+      if (this.#pos >= CHUNK_SIZE) await this.#flush();
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Writes the zero page header, the page index and the trailer, then closes the sink.
+   * @param postApplyChecksum the rolling database checksum after this file; must be omitted or
+   *   0 with NoChecksum. Without NoChecksum a snapshot computes its own when omitted.
+   * @throws {LTXFormatError} when a snapshot misses its last pages, or the checksum breaks the
+   *   trailer rules.
+   */
+  async close(postApplyChecksum?: bigint): Promise<Trailer> {
+    this.#enter("close");
+    try {
+      const h = this.header;
+      if (isSnapshot(h)) {
+        const last = h.commit === this.#lockPage ? h.commit - 1 : h.commit;
+        if (this.#prevPgno !== last) {
+          throw new LTXFormatError(
+            `${this.#name}: snapshot ends at page ${this.#prevPgno} but Commit is ${h.commit}: ` +
+              `pages ${this.#prevPgno + 1}…${h.commit} are missing`,
+          );
+        }
+      }
+      let postApply = postApplyChecksum ?? 0n;
+      if ((h.flags & HEADER_FLAG_NO_CHECKSUM) === 0 && postApplyChecksum === undefined) {
+        if (!isSnapshot(h)) {
+          throw new LTXFormatError(
+            `${this.#name}: an incremental file without the NoChecksum flag needs its ` +
+              `post-apply checksum`,
+          );
+        }
+        postApply = CHECKSUM_FLAG | this.#rolling;
+      }
+      validateTrailer(h, { postApplyChecksum: postApply, fileChecksum: CHECKSUM_FLAG }, this.#name);
+
+      this.#buf.fill(0, this.#pos, this.#pos + PAGE_HEADER_SIZE);
+      this.#crc.update(this.#buf.subarray(this.#pos, this.#pos + PAGE_HEADER_SIZE));
+      this.#pos += PAGE_HEADER_SIZE;
+
+      // Page index: (pgno, absolute offset, frame size)*, 0, then its length as u64 BE.
+      let indexLength = 0;
+      for (let i = 0; i < this.#pgnos.length; i++) {
+        if (this.#buf.length - this.#pos < MAX_INDEX_ENTRY + 1) await this.#flush(true);
+        const start = this.#pos;
+        let at = putUvarint(this.#buf, start, this.#pgnos[i]);
+        at = putUvarint(this.#buf, at, this.#offsets[i]);
+        at = putUvarint(this.#buf, at, this.#sizes[i]);
+        this.#crc.update(this.#buf.subarray(start, at));
+        indexLength += at - start;
+        this.#pos = at;
+      }
+      if (this.#buf.length - this.#pos < 1 + 8 + 16) await this.#flush(true);
+      const tail = this.#buf.subarray(this.#pos, this.#pos + 1 + 8 + 16);
+      const view = new DataView(tail.buffer, tail.byteOffset, tail.length);
+      tail[0] = 0;
+      indexLength += 1;
+      view.setBigUint64(1, BigInt(indexLength));
+      view.setBigUint64(9, postApply);
+      this.#crc.update(tail.subarray(0, 17));
+      const fileChecksum = CHECKSUM_FLAG | this.#crc.digest();
+      view.setBigUint64(17, fileChecksum);
+      this.#pos += tail.length;
+      await this.#flush(true);
+      await this.#writer.close();
+      this.#state = "closed";
+      return { postApplyChecksum: postApply, fileChecksum };
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Aborts the sink (nothing more is written) and makes the encoder unusable. */
+  async abort(reason?: unknown): Promise<void> {
+    if (this.#state !== "open") return;
+    this.#state = "failed";
+    await this.#writer.abort(reason);
+  }
+
+  #enter(method: string): void {
+    if (this.#state !== "open") {
+      throw new LTXError(`${this.#name}: ${method}() on an encoder that is ${this.#state}`);
+    }
+    if (this.#busy) {
+      throw new LTXError(`${this.#name}: ${method}() while another call is running; await it`);
+    }
+    this.#busy = true;
+  }
+
+  async #fail(reason: unknown): Promise<void> {
+    if (this.#state !== "open") return;
+    this.#state = "failed";
+    await this.#writer.abort(reason).catch(() => {});
+  }
+
+  #checkPage(pgno: number, data: Uint8Array): void {
+    const h = this.header;
+    const fail = (why: string): never => {
+      throw new LTXFormatError(`${this.#name}: cannot encode page ${pgno}: ${why}`);
+    };
+    if (!Number.isInteger(pgno) || pgno < 1 || pgno > 0xffffffff) fail("not a page number");
+    if (data.length !== h.pageSize) fail(`${data.length} bytes, the page size is ${h.pageSize}`);
+    if (pgno === this.#lockPage) fail("it is the lock page, which is never stored");
+    if (pgno > h.commit) fail(`it is beyond Commit ${h.commit}`);
+    if (pgno <= this.#prevPgno) fail(`pages must ascend (the previous one was ${this.#prevPgno})`);
+    if (isSnapshot(h)) {
+      const expected = this.#prevPgno + 1 === this.#lockPage
+        ? this.#prevPgno + 2
+        : this.#prevPgno + 1;
+      if (pgno !== expected) fail(`a snapshot needs every page; page ${expected} comes next`);
+    }
+  }
+
+  /** Hands the buffered bytes to the sink; with `all` false only once a chunk is full. */
+  async #flush(all = false): Promise<void> {
+    if (this.#pos === 0 || (!all && this.#pos < CHUNK_SIZE)) return;
+    const chunk = this.#buf.subarray(0, this.#pos);
+    this.#flushed += this.#pos;
+    this.#buf = new Uint8Array(CHUNK_SIZE + this.#maxFrame);
+    this.#pos = 0;
+    await this.#writer.write(chunk);
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * LTX file names and level validation shared by the replica backends (spec §2.1).
+ *
+ * Kept here rather than imported from `src/ltx/` so the replica layer stays independent of the
+ * format code: a backend only needs names, never bytes.
+ *
+ * @module
+ */
+
+import type { LTXFileId } from "./client.ts";
+import { SNAPSHOT_LEVEL } from "./client.ts";
+
+/** Go's parser, lowercase only: anything else in a level directory is ignored. */
+const LTX_NAME = /^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$/;
+
+/** Formats a TXID as 16 lowercase hex digits. */
+export function formatTXID(txid: number): string {
+  return txid.toString(16).padStart(16, "0");
+}
+
+/** `<min>-<max>.ltx` for one file. */
+export function ltxFilename(minTXID: number, maxTXID: number): string {
+  return `${formatTXID(minTXID)}-${formatTXID(maxTXID)}.ltx`;
+}
+
+/**
+ * Parses a strict LTX file name. Returns null for anything else, including names whose TXIDs
+ * exceed 2^53 − 1 (not representable as a number; such a replica is not ours to read).
+ */
+export function parseLTXFilename(name: string): { minTXID: number; maxTXID: number } | null {
+  const match = LTX_NAME.exec(name);
+  if (!match) return null;
+  const minTXID = parseInt(match[1], 16);
+  const maxTXID = parseInt(match[2], 16);
+  if (!Number.isSafeInteger(minTXID) || !Number.isSafeInteger(maxTXID)) return null;
+  return { minTXID, maxTXID };
+}
+
+/** @throws {RangeError} when `level` is not an integer 0…9. */
+export function assertLevel(level: number): void {
+  if (!Number.isInteger(level) || level < 0 || level > SNAPSHOT_LEVEL) {
+    throw new RangeError(`invalid LTX level ${level}: must be an integer 0…${SNAPSHOT_LEVEL}`);
+  }
+}
+
+/** @throws {RangeError} when the level or TXIDs of `file` are out of range. */
+export function assertFileId(file: LTXFileId): void {
+  assertLevel(file.level);
+  const { minTXID, maxTXID } = file;
+  if (
+    !Number.isSafeInteger(minTXID) || !Number.isSafeInteger(maxTXID) || minTXID < 1 ||
+    maxTXID < minTXID
+  ) {
+    throw new RangeError(
+      `invalid LTX file TXID range ${minTXID}…${maxTXID}: need safe integers 1 ≤ min ≤ max`,
+    );
+  }
+}
+
+/** @throws {RangeError} when offset/length are not non-negative safe integers. */
+export function assertRange(offset: number, length: number | undefined): void {
+  if (!Number.isSafeInteger(offset) || offset < 0) {
+    throw new RangeError(`invalid read offset ${offset}: must be a non-negative integer`);
+  }
+  if (length !== undefined && (!Number.isSafeInteger(length) || length < 0)) {
+    throw new RangeError(`invalid read length ${length}: must be a non-negative integer`);
+  }
+}

@@ -1,0 +1,306 @@
+/**
+ * A replica in a local directory, in Litestream's layout `<root>/ltx/<level>/<min>-<max>.ltx`
+ * (spec §2.3). Also used for the primary-side meta directory, which has the same layout.
+ *
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import {
+  type ListOptions,
+  type LTXFileId,
+  type LTXFileInfo,
+  NotFoundError,
+  type OpenOptions,
+  type ReplicaClient,
+  ReplicaError,
+} from "./client.ts";
+import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+
+/** Bytes per chunk when streaming a file out. */
+const READ_CHUNK_SIZE = 64 * 1024;
+/** How many `stat` calls a listing keeps in flight. */
+const STAT_CONCURRENCY = 32;
+
+/**
+ * Reads and writes LTX files under one directory. Writes are atomic (temp file, fsync, rename,
+ * fsync of the directory) and the file's mtime is set to the LTX header timestamp, which is
+ * where Litestream keeps a file replica's creation time.
+ */
+export class FileReplicaClient implements ReplicaClient {
+  /** Always `"file"`. */
+  readonly type = "file";
+  /** `file://` URL of the root directory. */
+  readonly location: string;
+  /** Absolute path of the root directory (the one holding `ltx/`). */
+  readonly root: string;
+
+  /** Creates a client for `root`; nothing is touched on disk until the first write. */
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.location = pathToFileURL(this.root).href;
+  }
+
+  /** The directory that holds one level's files. */
+  levelDir(level: number): string {
+    return join(this.root, "ltx", String(level));
+  }
+
+  /** The path of one LTX file (whether or not it exists). */
+  filePath(file: LTXFileId): string {
+    return join(this.levelDir(file.level), ltxFilename(file.minTXID, file.maxTXID));
+  }
+
+  /**
+   * Lists one level sorted by (minTXID, maxTXID). `size` and `createdAt` (the mtime) come from
+   * `stat`. A missing directory lists as empty.
+   * @throws {ReplicaError} when the directory exists but cannot be read.
+   */
+  async *ltxFiles(level: number, options: ListOptions = {}): AsyncIterable<LTXFileInfo> {
+    assertLevel(level);
+    const seekTXID = options.seekTXID ?? 0;
+    const dir = this.levelDir(level);
+    const names: { name: string; minTXID: number; maxTXID: number }[] = [];
+    try {
+      for await (const entry of Deno.readDir(dir)) {
+        if (!entry.isFile) continue;
+        const parsed = parseLTXFilename(entry.name);
+        if (parsed && parsed.minTXID >= seekTXID) names.push({ name: entry.name, ...parsed });
+      }
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      throw this.#error(`list ${dir}`, err);
+    }
+    const infos: LTXFileInfo[] = [];
+    for (let i = 0; i < names.length; i += STAT_CONCURRENCY) {
+      const batch = names.slice(i, i + STAT_CONCURRENCY);
+      const stats = await Promise.all(batch.map(async ({ name }) => {
+        try {
+          return await Deno.stat(join(dir, name));
+        } catch (err) {
+          // Deleted between readDir and stat (retention running concurrently): not listed.
+          if (err instanceof Deno.errors.NotFound) return undefined;
+          throw this.#error(`stat ${join(dir, name)}`, err);
+        }
+      }));
+      batch.forEach(({ minTXID, maxTXID }, j) => {
+        const stat = stats[j];
+        if (!stat) return;
+        infos.push({
+          level,
+          minTXID,
+          maxTXID,
+          size: stat.size,
+          createdAt: stat.mtime ?? new Date(0),
+        });
+      });
+    }
+    infos.sort((a, b) => a.minTXID - b.minTXID || a.maxTXID - b.maxTXID);
+    yield* infos;
+  }
+
+  /**
+   * Streams one file, optionally a byte range of it. The descriptor is closed when the stream
+   * ends, errors or is cancelled.
+   * @throws {NotFoundError} when the file does not exist.
+   * @throws {ReplicaError} when it cannot be opened.
+   */
+  async openLTXFile(
+    file: LTXFileId,
+    options: OpenOptions = {},
+  ): Promise<ReadableStream<Uint8Array>> {
+    assertFileId(file);
+    const offset = options.offset ?? 0;
+    assertRange(offset, options.length);
+    const path = this.filePath(file);
+    let fd: Deno.FsFile;
+    try {
+      fd = await Deno.open(path, { read: true });
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        throw new NotFoundError(`LTX file ${path} does not exist`, { cause: err });
+      }
+      throw this.#error(`open ${path}`, err);
+    }
+    try {
+      if (offset > 0) await fd.seek(offset, Deno.SeekMode.Start);
+    } catch (err) {
+      fd.close();
+      throw this.#error(`seek ${path} to ${offset}`, err);
+    }
+    return fileStream(fd, options.length ?? Infinity, (err) => this.#error(`read ${path}`, err));
+  }
+
+  /**
+   * Writes `<name>.tmp`, fsyncs it, renames it into place, fsyncs the directory, then sets
+   * atime and mtime to `timestamp`. A failed write removes the temp file and cancels `body`
+   * (so whoever feeds it sees the failure).
+   * @throws {ReplicaError} when any step fails.
+   */
+  async writeLTXFile(
+    file: LTXFileId,
+    body: Uint8Array | ReadableStream<Uint8Array>,
+    timestamp: number,
+  ): Promise<LTXFileInfo> {
+    assertFileId(file);
+    if (!Number.isFinite(timestamp)) throw new RangeError(`invalid LTX timestamp ${timestamp}`);
+    const dir = this.levelDir(file.level);
+    const path = this.filePath(file);
+    const tmpPath = `${path}.tmp`;
+    let out: Deno.FsFile | undefined;
+    let size = 0;
+    try {
+      await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+      out = await Deno.open(tmpPath, { write: true, create: true, truncate: true, mode: 0o644 });
+      if (body instanceof Uint8Array) {
+        await writeAll(out, body);
+        size = body.length;
+      } else {
+        size = await copyStream(body, out);
+      }
+      await out.sync();
+      out.close();
+      out = undefined;
+      await Deno.rename(tmpPath, path);
+    } catch (err) {
+      out?.close();
+      if (!(body instanceof Uint8Array) && !body.locked) await body.cancel(err).catch(() => {});
+      await Deno.remove(tmpPath).catch(() => {});
+      throw this.#error(`write ${path}`, err);
+    }
+    try {
+      await syncDirectory(dir);
+      const createdAt = new Date(timestamp);
+      await Deno.utime(path, createdAt, createdAt);
+      return { ...idOf(file), size, createdAt };
+    } catch (err) {
+      throw this.#error(`finish writing ${path}`, err);
+    }
+  }
+
+  /**
+   * Removes the given files; missing ones are skipped.
+   * @throws {ReplicaError} when a file exists but cannot be removed.
+   */
+  async deleteLTXFiles(files: readonly LTXFileId[]): Promise<void> {
+    for (const file of files) {
+      assertFileId(file);
+      const path = this.filePath(file);
+      try {
+        await Deno.remove(path);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw this.#error(`delete ${path}`, err);
+      }
+    }
+  }
+
+  /**
+   * Removes `<root>/ltx` and everything in it. Nothing else under the root is touched.
+   * @throws {ReplicaError} when removal fails.
+   */
+  async deleteAll(): Promise<void> {
+    const dir = join(this.root, "ltx");
+    try {
+      await Deno.remove(dir, { recursive: true });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw this.#error(`delete ${dir}`, err);
+    }
+  }
+
+  /** Nothing to release: every operation opens and closes its own descriptors. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  #error(operation: string, err: unknown): ReplicaError {
+    const reason = err instanceof Error ? err.message : String(err);
+    return new ReplicaError(`file replica ${this.location}: ${operation}: ${reason}`, {
+      cause: err,
+    });
+  }
+}
+
+function idOf(file: LTXFileId): LTXFileId {
+  return { level: file.level, minTXID: file.minTXID, maxTXID: file.maxTXID };
+}
+
+/** A pull stream over an open descriptor that reads at most `limit` bytes, then closes it. */
+function fileStream(
+  fd: Deno.FsFile,
+  limit: number,
+  wrapError: (err: unknown) => Error,
+): ReadableStream<Uint8Array> {
+  let remaining = limit;
+  let open = true;
+  const close = () => {
+    if (open) {
+      open = false;
+      fd.close();
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (remaining <= 0) {
+        close();
+        controller.close();
+        return;
+      }
+      const buffer = new Uint8Array(Math.min(READ_CHUNK_SIZE, remaining));
+      let n: number | null;
+      try {
+        n = await fd.read(buffer);
+      } catch (err) {
+        close();
+        controller.error(wrapError(err));
+        return;
+      }
+      if (n === null) {
+        close();
+        controller.close();
+        return;
+      }
+      remaining -= n;
+      controller.enqueue(n === buffer.length ? buffer : buffer.subarray(0, n));
+    },
+    cancel() {
+      close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+async function writeAll(out: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await out.write(bytes.subarray(written));
+}
+
+/** Copies `body` into `out`; on a write failure the body is cancelled with that error. */
+async function copyStream(body: ReadableStream<Uint8Array>, out: Deno.FsFile): Promise<number> {
+  const reader = body.getReader();
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return size;
+      try {
+        await writeAll(out, value);
+      } catch (err) {
+        await reader.cancel(err).catch(() => {});
+        throw err;
+      }
+      size += value.length;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** fsync a directory so a rename in it survives a power loss. */
+async function syncDirectory(dir: string): Promise<void> {
+  const fd = await Deno.open(dir, { read: true });
+  try {
+    await fd.sync();
+  } finally {
+    fd.close();
+  }
+}
