@@ -259,6 +259,9 @@ export class Store {
   async #poll(managed: Managed): Promise<void> {
     try {
       if (await managed.db.replaced()) {
+        // Removed while we looked (a directory monitor saw the file go): re-adding it would
+        // leave a retry loop behind for a database nobody replicates any more.
+        if (this.#managed.get(managed.entry.path) !== managed) return;
         this.#options.logger.warn("database file was replaced; starting over", {
           db: managed.entry.path,
         });

@@ -107,8 +107,8 @@ Deno.test("defaults are Litestream's", () => {
     truncatePageN: 121_359,
     busyTimeout: 1000,
     replica: {
+      // sync-interval unset: the engine picks the backend's default (100 ms file, 1 s S3).
       spec: { type: "file", path: "/backups/app" },
-      syncInterval: 1000,
       encoding: "frame",
     },
     line: 2,

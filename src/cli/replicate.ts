@@ -9,6 +9,8 @@ import { createLogger } from "../log.ts";
 import { Store } from "../store.ts";
 import { databaseEntry } from "./_engine.ts";
 import { loadCommandConfig, parseReplicateArgs } from "./_args.ts";
+import type { DatabaseConfig } from "../config/mod.ts";
+import { DirectoryMonitor } from "../monitor.ts";
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -26,14 +28,42 @@ export async function run(args: string[]): Promise<number> {
     return [signal, handler] as const;
   });
 
+  // Directory entries (`dir:`): one DirectoryMonitor each, started after the path databases
+  // and stopped before the stores close. They feed a second store whose databases get their
+  // `-wal` wake-ups from the monitor's one watcher (watchWAL: false), not a watcher per directory.
+  const dirStore = new Store({ logger, watchWAL: false });
+  const dirEntries: DatabaseConfig[] = [];
+  const monitors: DirectoryMonitor[] = [];
+
   try {
     for (const dbConfig of config.dbs) {
       if (dbConfig.path === undefined) {
-        logger.error("directory replication is not available yet", { dir: dbConfig.dir });
+        dirEntries.push(dbConfig); // started below, once the path databases are in
         continue;
       }
       // A database that cannot be opened yet is retried by the store; others go on.
       await store.add(databaseEntry(config, dbConfig, dbConfig.path));
+    }
+    try {
+      for (const dbConfig of dirEntries) {
+        const monitor = new DirectoryMonitor({
+          dir: dbConfig.dir!,
+          pattern: dbConfig.pattern,
+          recursive: dbConfig.recursive,
+          watch: dbConfig.watch,
+          store: dirStore,
+          entryFor: (dbPath) => databaseEntry(config, dbConfig, dbPath),
+          logger,
+        });
+        monitors.push(monitor);
+        await monitor.start();
+      }
+    } catch (err) {
+      // A dir entry that cannot work (missing directory; nothing found with watch: false)
+      // fails the command, after releasing everything already started.
+      await Promise.all(monitors.map((monitor) => monitor.close()));
+      await Promise.all([store.close(), dirStore.close()]);
+      throw err;
     }
     let code = 0;
     if (exec) {
@@ -43,7 +73,8 @@ export async function run(args: string[]): Promise<number> {
       await stopSignal.promise;
     }
     logger.info("stopping: final sync");
-    await store.close();
+    await Promise.all(monitors.map((monitor) => monitor.close())); // dir entries: stop finding
+    await Promise.all([store.close(), dirStore.close()]);
     return code;
   } finally {
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
