@@ -27,9 +27,17 @@ export interface WatchOptions {
 
 /** A running watcher: an async iterable of events, closed with {@linkcode FsWatcher.close}. */
 export interface FsWatcher extends AsyncIterable<Deno.FsEvent> {
+  /**
+   * Settles once the child watches (true) or failed to start (false). A scan that must not
+   * miss a file waits for it: changes made before the watch exists are not reported.
+   */
+  readonly ready: Promise<boolean>;
   /** Stops the child process; the iteration ends. */
   close(): void;
 }
+
+/** The child's first line: the watch exists from here on. */
+const READY_LINE = '{"ready":true}';
 
 /** The child side's argument that selects watch mode (`main.ts` dispatches it). */
 export const WATCH_COMMAND = "__watch";
@@ -53,7 +61,9 @@ export function watchFs(paths: string | string[], options: WatchOptions = {}): F
     stderr: "piped",
   }).spawn();
   let closed = false;
+  const ready = Promise.withResolvers<boolean>();
   const close = () => {
+    ready.resolve(false);
     if (closed) return;
     closed = true;
     try {
@@ -72,10 +82,12 @@ export function watchFs(paths: string | string[], options: WatchOptions = {}): F
         while ((newline = buffered.indexOf("\n")) >= 0) {
           const line = buffered.slice(0, newline);
           buffered = buffered.slice(newline + 1);
-          if (line) yield JSON.parse(line) as Deno.FsEvent;
+          if (line === READY_LINE) ready.resolve(true);
+          else if (line) yield JSON.parse(line) as Deno.FsEvent;
         }
       }
     } finally {
+      ready.resolve(false);
       close();
     }
     const status = await child.status;
@@ -85,7 +97,7 @@ export function watchFs(paths: string | string[], options: WatchOptions = {}): F
     }
   }
   const iterator = events();
-  return { close, [Symbol.asyncIterator]: () => iterator };
+  return { ready: ready.promise, close, [Symbol.asyncIterator]: () => iterator };
 }
 
 /** How to start this program again: `deno run … main.ts`, or just the compiled binary. */
@@ -113,6 +125,7 @@ export async function runWatchChild(args: string[]): Promise<number> {
     watcher.close();
   })();
   const encoder = new TextEncoder();
+  await writeAll(encoder.encode(READY_LINE + "\n"));
   for await (const event of watcher) {
     if (event.kind === "access") continue;
     await writeAll(encoder.encode(JSON.stringify(event) + "\n"));

@@ -31,6 +31,7 @@ import type { DatabaseEntry } from "./store.ts";
 import type { Logger } from "./log.ts";
 import { isCandidatePath, isWalkableDir, type PathRules, walkCandidates } from "./_monitor_walk.ts";
 import { probe } from "./_monitor_probe.ts";
+import { type FsWatcher, watchFs } from "./fs_watch.ts";
 
 /** What the monitor drives; {@linkcode Store} is one. */
 export interface MonitorTarget {
@@ -109,7 +110,7 @@ export class DirectoryMonitor {
   #tasks = new Set<Promise<unknown>>();
   #probeSlots: number;
   #probeQueue: Array<() => void> = [];
-  #watcher?: Deno.FsWatcher;
+  #watcher?: FsWatcher;
   #rootIno: number | null = null;
   #lastWatcherStart = -Infinity;
   #recovering = false;
@@ -163,7 +164,7 @@ export class DirectoryMonitor {
       throw new MonitorError(`${this.dir} (dbs entry with dir:) is not a directory`);
     }
     // Watch first, then scan: a database created during the scan is seen by one or the other.
-    this.#startWatcher(info.ino);
+    if (this.#startWatcher(info.ino)) await this.#watcher?.ready;
     const found = await this.#track(this.#reconcileOnce());
     if (!this.#options.watch && found === 0) {
       await this.close();
@@ -240,9 +241,10 @@ export class DirectoryMonitor {
 
   #startWatcher(rootIno: number | null): boolean {
     this.#lastWatcherStart = performance.now();
-    let watcher: Deno.FsWatcher;
+    let watcher: FsWatcher;
     try {
-      watcher = Deno.watchFs(this.dir, { recursive: this.#rules.recursive });
+      // Never Deno.watchFs in this process: it would drop SQLite's locks (see fs_watch.ts).
+      watcher = watchFs(this.dir, { recursive: this.#rules.recursive });
     } catch (err) {
       this.#logger.warn("cannot watch directory; relying on periodic scans", {
         error: (err as Error).message,
@@ -263,7 +265,7 @@ export class DirectoryMonitor {
     } catch { /* already closed */ }
   }
 
-  async #pump(watcher: Deno.FsWatcher): Promise<void> {
+  async #pump(watcher: FsWatcher): Promise<void> {
     let failure: unknown;
     try {
       for await (const event of watcher) {
@@ -289,7 +291,7 @@ export class DirectoryMonitor {
       this.#closeWatcher();
       if (this.#closed) return;
       const info = await Deno.stat(this.dir).catch(() => undefined);
-      if (info?.isDirectory) this.#startWatcher(info.ino);
+      if (info?.isDirectory && this.#startWatcher(info.ino)) await this.#watcher?.ready;
       await this.reconcile();
     } finally {
       this.#recovering = false;
@@ -582,7 +584,7 @@ export class DirectoryMonitor {
       }
       if (this.#watcher || performance.now() - this.#lastWatcherStart >= WATCHER_RESTART_DELAY) {
         this.#closeWatcher();
-        if (!this.#closed) this.#startWatcher(info.ino);
+        if (!this.#closed && this.#startWatcher(info.ino)) await this.#watcher?.ready;
       }
     }
     const seen = new Set<string>();

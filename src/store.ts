@@ -15,6 +15,9 @@ import { ThrottledJob } from "./_scheduler.ts";
 import { WALWatcher } from "./_wal_watcher.ts";
 import type { ReplicaClient } from "./replica/client.ts";
 import type { Logger } from "./log.ts";
+// Compaction/snapshots/retention and the meta dir lock (owned by the compaction work).
+import { type CompactionSettings, type Compactor, createCompactor } from "./compactor.ts";
+import { lockMetaDir, type MetaLock } from "./control.ts";
 
 /** Everything the store needs to replicate one database. */
 export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
@@ -28,6 +31,8 @@ export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
   monitorInterval: number;
   /** Local L0 files already on the replica are deleted after this long, ms. */
   l0Retention?: number;
+  /** Compaction levels, snapshots and retention of the replica (src/compactor.ts); unset: none. */
+  compaction?: CompactionSettings;
 }
 
 /** Options of {@linkcode Store}. */
@@ -42,6 +47,11 @@ export interface StoreOptions {
   openConcurrency?: number;
   /** Delay before retrying a database that failed to open, ms. Default 5000. */
   openRetryDelay?: number;
+  /**
+   * This process's control socket (src/control.ts), recorded in each database's meta dir lock
+   * so that `sluice snapshot` can ask this process for a snapshot.
+   */
+  controlSocket?: string;
 }
 
 /** A database the store is replicating, with its schedule. */
@@ -53,6 +63,10 @@ export interface Managed {
   poll: ReturnType<typeof setInterval>;
   unwatch?: () => void;
   lastWALStat?: string;
+  /** Compaction, snapshots and retention; runs on its own schedule. */
+  compactor?: Compactor;
+  /** The meta dir lock: this process alone writes the database's L0 files. */
+  lock?: MetaLock;
 }
 
 /** Live figures for status output and metrics. */
@@ -70,7 +84,7 @@ export interface DatabaseStatus {
 
 /** The set of databases under replication. */
 export class Store {
-  #options: Required<StoreOptions>;
+  #options: Required<Omit<StoreOptions, "controlSocket">> & StoreOptions;
   #managed = new Map<string, Managed>();
   #opening = new Map<string, Promise<Managed | undefined>>();
   #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -183,8 +197,13 @@ export class Store {
     const logger = this.#options.logger.child({ db: entry.path });
     const db = new DB(entry.path, { ...entry, logger });
     let client: ReplicaClient | undefined;
+    let lock: MetaLock | undefined;
     try {
+      // One process at a time may write a database's L0 files (src/control.ts). Locked before
+      // opening, but only for an existing file: nothing is created beside a missing database.
+      if (await Deno.stat(entry.path).then(() => true, () => false)) lock = await this.#lock(entry);
       await db.open();
+      lock ??= await this.#lock(entry);
       client = entry.createClient();
       const replica = new Replica(client, db.local, { logger });
       // A database behind its replica (restored from an older backup, or a lost meta dir)
@@ -205,11 +224,16 @@ export class Store {
         replica,
         job,
         poll: setInterval(() => this.#poll(managed), entry.monitorInterval),
+        compactor: entry.compaction
+          ? createCompactor(db, replica, entry.compaction, { logger, encoding: entry.encoding })
+          : undefined,
+        lock,
       };
       if (this.#closed) {
         clearInterval(managed.poll);
         await db.close();
         await client.close();
+        lock.release();
         return undefined;
       }
       if (this.#options.watchWAL) {
@@ -222,14 +246,24 @@ export class Store {
       this.#managed.set(entry.path, managed);
       logger.info("replicating", { replica: client.location, txid: formatHex(db.txid) });
       job.request();
+      managed.compactor?.start();
       return managed;
     } catch (err) {
       await db.close().catch(() => {});
       await client?.close().catch(() => {});
+      lock?.release();
       logger.error("cannot open database; will retry", { error: (err as Error).message });
       this.#scheduleRetry(entry);
       return undefined;
     }
+  }
+
+  /** The meta dir lock, naming this process and its control socket. */
+  #lock(entry: DatabaseEntry): Promise<MetaLock> {
+    return lockMetaDir(entry.metaDir, {
+      command: "replicate",
+      ...(this.#options.controlSocket ? { socket: this.#options.controlSocket } : {}),
+    });
   }
 
   #scheduleRetry(entry: DatabaseEntry): void {
@@ -250,7 +284,10 @@ export class Store {
     if (result.txid !== undefined) replica.noteLocalWrite(Date.now());
     if (replica.knownPosition === undefined || replica.knownPosition < db.txid) {
       await replica.upload(db.txid);
-      if (entry.l0Retention !== undefined) await replica.cleanupLocal(entry.l0Retention);
+      // With a compactor, its L0 retention removes local L0 files (once level 1 covers them).
+      if (!managed.compactor && entry.l0Retention !== undefined) {
+        await replica.cleanupLocal(entry.l0Retention);
+      }
     }
     return result.more === true;
   }
@@ -286,6 +323,7 @@ export class Store {
   }
 
   async #shutdown(managed: Managed, finalSync: boolean): Promise<void> {
+    await managed.compactor?.stop(); // waits for a running compaction or snapshot
     clearInterval(managed.poll);
     managed.unwatch?.();
     await managed.job.stop();
@@ -301,6 +339,7 @@ export class Store {
     }
     await managed.db.close();
     await managed.replica.client.close();
+    managed.lock?.release();
   }
 
   async #cycleUntilDone(managed: Managed): Promise<void> {

@@ -38,5 +38,13 @@ export function databaseEntry(
     busyTimeout: dbConfig.busyTimeout,
     encoding: dbConfig.replica.encoding,
     l0Retention: config.l0Retention,
+    // Levels, snapshots and retention (src/compactor.ts).
+    compaction: {
+      levels: config.levels.map((level) => level.interval),
+      snapshotInterval: config.snapshot.interval,
+      snapshotRetention: config.snapshot.retention,
+      l0Retention: config.l0Retention,
+      retentionEnabled: config.retention.enabled,
+    },
   };
 }

@@ -6,11 +6,12 @@
  */
 
 import { createLogger } from "../log.ts";
-import { Store } from "../store.ts";
+import { type Managed, Store } from "../store.ts";
 import { databaseEntry } from "./_engine.ts";
 import { loadCommandConfig, parseReplicateArgs } from "./_args.ts";
 import type { DatabaseConfig } from "../config/mod.ts";
 import { DirectoryMonitor } from "../monitor.ts";
+import { ControlServer, snapshotHandler } from "../control.ts";
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -18,7 +19,25 @@ export async function run(args: string[]): Promise<number> {
   const config = await loadCommandConfig(options);
   const exec = options.exec ?? config.exec;
   const logger = createLogger(config.logging);
-  const store = new Store({ logger });
+  if (!config.retention.enabled) {
+    logger.warn(
+      "retention is disabled: no replica file is ever deleted (local L0 cleanup goes on)",
+    );
+  }
+  // The control channel lets `sluice snapshot` ask this process for a snapshot of a database
+  // it replicates (src/control.ts); without it, such a snapshot waits until this process exits.
+  const control: ControlServer | undefined = await ControlServer.listen(
+    snapshotHandler({
+      get: (path: string): Managed | undefined => store.get(path) ?? dirStore.get(path),
+    }),
+    { logger },
+  ).catch((err) => {
+    logger.warn("no control channel; sluice snapshot cannot reach this process", {
+      error: (err as Error).message,
+    });
+    return undefined;
+  });
+  const store = new Store({ logger, controlSocket: control?.path });
 
   // SIGINT/SIGTERM stop new work; the store then syncs and uploads one last time.
   const stopSignal = Promise.withResolvers<string>();
@@ -31,7 +50,7 @@ export async function run(args: string[]): Promise<number> {
   // Directory entries (`dir:`): one DirectoryMonitor each, started after the path databases
   // and stopped before the stores close. They feed a second store whose databases get their
   // `-wal` wake-ups from the monitor's one watcher (watchWAL: false), not a watcher per directory.
-  const dirStore = new Store({ logger, watchWAL: false });
+  const dirStore = new Store({ logger, watchWAL: false, controlSocket: control?.path });
   const dirEntries: DatabaseConfig[] = [];
   const monitors: DirectoryMonitor[] = [];
 
@@ -78,6 +97,7 @@ export async function run(args: string[]): Promise<number> {
     return code;
   } finally {
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+    await control?.close();
   }
 }
 

@@ -1,0 +1,191 @@
+/**
+ * One compaction step: merge a contiguous run of files of one level into one file of the next
+ * level (spec §3.1, §3.2), streaming, and verify the result before anyone relies on it.
+ *
+ * @module
+ */
+
+import {
+  compact,
+  decodeHeader,
+  Decoder,
+  formatFilename,
+  type Header,
+  HEADER_SIZE,
+  type PageEncoding,
+} from "./ltx/mod.ts";
+import {
+  type LTXFileId,
+  type LTXFileInfo,
+  NotFoundError,
+  type ReplicaClient,
+} from "./replica/client.ts";
+import type { FileReplicaClient } from "./replica/file.ts";
+
+/** A compaction output that does not match its inputs; nothing is deleted because of it. */
+export class CompactionVerifyError extends Error {
+  /** Builds an error naming the output file and what was wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = "CompactionVerifyError";
+  }
+}
+
+/** Where the inputs come from and where the output goes. */
+export interface MergeStepOptions {
+  /** The replica: source listing, fallback source, destination. */
+  client: ReplicaClient;
+  /** Local copies of level-0 files, read in preference to the replica's. */
+  local?: FileReplicaClient;
+  /** Page encoding of the output. */
+  encoding?: PageEncoding;
+}
+
+/**
+ * The longest run of `files` (sorted by MinTXID) in which each file starts right after the
+ * previous one ends. A listing can show a later file before an earlier one (eventual
+ * consistency); the run stops before such a hole so the merge never spans it.
+ */
+export function contiguousRun(files: readonly LTXFileInfo[]): LTXFileInfo[] {
+  const run: LTXFileInfo[] = [];
+  for (const file of files) {
+    const prev = run[run.length - 1];
+    if (prev && file.minTXID !== prev.maxTXID + 1) break;
+    run.push(file);
+  }
+  return run;
+}
+
+/**
+ * Merges `inputs` (a contiguous run of one level, oldest first) into
+ * `<dstLevel>/<first.min>-<last.max>.ltx`, written atomically with the last input's timestamp.
+ * Level-0 inputs are read from `local` when it still has them. The output is then read back
+ * and its header checked against the inputs.
+ * @throws {CompactionVerifyError} when the inputs or the output do not cover the expected range.
+ * @throws {LTXError} from a malformed input; {ReplicaError} from the storage.
+ */
+export async function mergeStep(
+  dstLevel: number,
+  inputs: readonly LTXFileInfo[],
+  options: MergeStepOptions,
+): Promise<LTXFileInfo> {
+  const { client, local } = options;
+  const first = inputs[0];
+  const last = inputs[inputs.length - 1];
+  const id: LTXFileId = { level: dstLevel, minTXID: first.minTXID, maxTXID: last.maxTXID };
+  const target = `${
+    formatFilename(id.minTXID, id.maxTXID)
+  } (level ${dstLevel} at ${client.location})`;
+
+  const decoders: Decoder[] = [];
+  const cancelAll = () => Promise.all(decoders.map((d) => d.cancel().catch(() => {})));
+  let headers: Header[];
+  try {
+    for (const file of inputs) {
+      const { stream, name } = await openInput(file, client, local);
+      decoders.push(new Decoder(stream, { name }));
+    }
+    headers = [];
+    for (const decoder of decoders) headers.push(await decoder.readHeader());
+    checkInputs(inputs, headers, decoders, target);
+  } catch (err) {
+    await cancelAll();
+    throw err;
+  }
+
+  // The output streams straight from the merge into the replica's atomic write.
+  const pipe = new TransformStream<Uint8Array, Uint8Array>();
+  const written = client.writeLTXFile(id, pipe.readable, headers[headers.length - 1].timestamp);
+  written.catch(() => {}); // awaited below; a failure also surfaces through compact()
+  let header: Header;
+  try {
+    header = await compact(decoders, pipe.writable, { encoding: options.encoding });
+  } catch (err) {
+    await written.catch(() => {});
+    throw err;
+  }
+  const info = await written;
+
+  const problem = describeMismatch(header, id) ??
+    (info.level !== id.level || info.minTXID !== id.minTXID || info.maxTXID !== id.maxTXID
+      ? `the replica reports level ${info.level} ${
+        formatFilename(info.minTXID, info.maxTXID)
+      } for it`
+      : undefined) ??
+    await readBackHeader(client, id).then(
+      (stored) => describeMismatch(stored, id, header),
+      (err) => `it cannot be read back: ${(err as Error).message}`,
+    );
+  if (problem !== undefined) {
+    // Ours and wrong: remove it so no restore plan picks it up.
+    await client.deleteLTXFiles([id]).catch(() => {});
+    throw new CompactionVerifyError(`compaction output ${target} is wrong: ${problem}`);
+  }
+  return info;
+}
+
+/** Opens one input, preferring the local copy of a level-0 file. */
+async function openInput(
+  file: LTXFileInfo,
+  client: ReplicaClient,
+  local: FileReplicaClient | undefined,
+): Promise<{ stream: ReadableStream<Uint8Array>; name: string }> {
+  const name = formatFilename(file.minTXID, file.maxTXID);
+  if (local && file.level === 0) {
+    try {
+      return {
+        stream: await local.openLTXFile(file),
+        name: `${name} (level 0 at ${local.location})`,
+      };
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+  }
+  return {
+    stream: await client.openLTXFile(file),
+    name: `${name} (level ${file.level} at ${client.location})`,
+  };
+}
+
+/** Each header must match its listing entry and the run must be gap-free. */
+function checkInputs(
+  inputs: readonly LTXFileInfo[],
+  headers: Header[],
+  decoders: Decoder[],
+  target: string,
+): void {
+  headers.forEach((h, i) => {
+    const file = inputs[i];
+    if (h.minTXID !== file.minTXID || h.maxTXID !== file.maxTXID) {
+      throw new CompactionVerifyError(
+        `cannot compact into ${target}: ${decoders[i].name} has a header covering TXIDs ` +
+          `${formatFilename(h.minTXID, h.maxTXID)}, not what its name says; the replica is damaged`,
+      );
+    }
+    if (i > 0 && h.minTXID !== headers[i - 1].maxTXID + 1) {
+      throw new CompactionVerifyError(
+        `cannot compact into ${target}: ${decoders[i].name} does not follow ` +
+          `${decoders[i - 1].name} directly`,
+      );
+    }
+  });
+}
+
+/** A description of how `header` differs from the expected range (and `like`), or undefined. */
+function describeMismatch(header: Header, id: LTXFileId, like?: Header): string | undefined {
+  if (header.minTXID !== id.minTXID || header.maxTXID !== id.maxTXID) {
+    return `its header covers ${formatFilename(header.minTXID, header.maxTXID)}`;
+  }
+  if (like && (header.pageSize !== like.pageSize || header.commit !== like.commit)) {
+    return `read back with page size ${header.pageSize} and commit ${header.commit}, ` +
+      `written with ${like.pageSize} and ${like.commit}`;
+  }
+  return undefined;
+}
+
+/** Reads the first 100 bytes of a replica file and decodes them. */
+async function readBackHeader(client: ReplicaClient, id: LTXFileId): Promise<Header> {
+  const stream = await client.openLTXFile(id, { length: HEADER_SIZE });
+  const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  return decodeHeader(bytes.subarray(0, HEADER_SIZE));
+}

@@ -1,0 +1,532 @@
+/**
+ * Compaction levels, snapshots and retention for one database's replica (spec §3.2–§3.4), in
+ * Litestream's scheme: level 0 holds one file per sync; level 1 merges level 0 every 30 s,
+ * level 2 merges level 1 every 5 min, level 3 merges level 2 every hour (configurable, up to
+ * level 8); level 9 holds full snapshots (daily by default). Retention then deletes what no
+ * restore inside the retention window needs, so a replica stays bounded and a restore after a
+ * week reads about a dozen files.
+ *
+ * Safety rules, in the order they protect the data:
+ * - every compaction output is read back and checked against its inputs' TXID range before
+ *   anything may rely on it, and nothing is deleted as part of a compaction;
+ * - an L0 file is deleted only once level 1 covers it, and never the newest one (it is the
+ *   replica position); the newest file of every level and the newest snapshot always stay;
+ * - `retentionEnabled: false` never deletes a remote file (local L0 copies are still cleaned).
+ *
+ * ```ts
+ * const compactor = createCompactor(db, replica, settings, { logger });
+ * compactor.start();   // wall-clock aligned ticks per level
+ * await compactor.stop();
+ * ```
+ *
+ * @module
+ */
+
+import { formatFilename, type PageEncoding } from "./ltx/mod.ts";
+import {
+  type LTXFileId,
+  type LTXFileInfo,
+  type ReplicaClient,
+  SNAPSHOT_LEVEL,
+} from "./replica/client.ts";
+import type { FileReplicaClient } from "./replica/file.ts";
+import { type Logger, silentLogger } from "./log.ts";
+import type { DB } from "./db.ts";
+import type { Replica } from "./replica.ts";
+import { contiguousRun, mergeStep } from "./_compactor_merge.ts";
+import {
+  selectL0Deletions,
+  selectLevelDeletions,
+  selectSnapshotDeletions,
+} from "./_compactor_retention.ts";
+import { HEAVY_JOBS, nextBoundary, type Semaphore, truncateTime } from "./_compactor_schedule.ts";
+import { countingClient } from "./_compactor_progress.ts";
+
+export { CompactionVerifyError } from "./_compactor_merge.ts";
+export { countingClient } from "./_compactor_progress.ts";
+export {
+  selectL0Deletions,
+  selectLevelDeletions,
+  selectSnapshotDeletions,
+  type SnapshotRetentionPlan,
+} from "./_compactor_retention.ts";
+
+/** The highest compaction level below the snapshot level. */
+export const MAX_COMPACTION_LEVEL = 8;
+/** Default L0 retention check interval (Litestream's). */
+export const DEFAULT_L0_RETENTION_CHECK_INTERVAL = 15_000;
+/** Most input files merged into one output; a larger backlog becomes several outputs. */
+export const DEFAULT_MAX_INPUTS = 256;
+
+/**
+ * How a database's replica is compacted and pruned: the config's `levels`, `snapshot`,
+ * `l0-retention` and `retention` keys, in milliseconds.
+ */
+export interface CompactionSettings {
+  /** Intervals of levels 1…n (n ≤ 8), ms. Level i merges level i − 1. */
+  levels: number[];
+  /** How often a level-9 snapshot is taken, ms; 0 disables periodic snapshots. */
+  snapshotInterval: number;
+  /** How long snapshots are kept, ms (the newest is always kept). */
+  snapshotRetention: number;
+  /**
+   * How long L0 files stay on the replica after level 1 covers them, ms. 0 disables L0
+   * retention on the replica (local L0 copies are then removed as soon as level 1 covers them).
+   */
+  l0Retention: number;
+  /** false: never delete anything on the replica (lifecycle rules take over). */
+  retentionEnabled: boolean;
+  /**
+   * How often L0 retention runs, ms. Default 15 s, or half of `l0Retention` when that is
+   * shorter (at least 1 s).
+   */
+  l0RetentionCheckInterval?: number;
+}
+
+/** What the snapshot callback may be asked for. */
+export interface SnapshotCallOptions {
+  /** Called with the bytes written so far while the snapshot streams. */
+  onProgress?: (bytesWritten: number) => void;
+}
+
+/** Options of {@linkcode Compactor}. */
+export interface CompactorOptions extends CompactionSettings {
+  /** Local level-0 store (the meta dir): read before the replica, cleaned by L0 retention. */
+  local?: FileReplicaClient;
+  /** Takes a level-9 snapshot at the database's current position (`DB.snapshot`). */
+  snapshot?: (options?: SnapshotCallOptions) => Promise<{ txid: number }>;
+  /** The database's current TXID; a snapshot is skipped when level 9 already has it. */
+  position?: () => number;
+  /** Logger with the database path attached. */
+  logger?: Logger;
+  /** Page encoding of compaction outputs. Default "frame". */
+  encoding?: PageEncoding;
+  /** Most input files per output. Default {@linkcode DEFAULT_MAX_INPUTS}. */
+  maxInputs?: number;
+  /** Limits concurrent merges and snapshots; default: one limit shared by the process. */
+  limiter?: Semaphore;
+}
+
+/** Outcome of {@linkcode Compactor.compact}. */
+export interface CompactResult {
+  /**
+   * "compacted": new files were written; "too-early": the level already ran in the current
+   * interval; "up-to-date": the source level has nothing new.
+   */
+  outcome: "compacted" | "too-early" | "up-to-date";
+  /** The files written, oldest first. */
+  files: LTXFileInfo[];
+}
+
+/** Outcome of {@linkcode Compactor.snapshotIfDue}. */
+export interface SnapshotResult {
+  /**
+   * "snapshot": one was written; "too-early": one exists from the current interval;
+   * "up-to-date": the newest snapshot already covers the database; "disabled": no snapshot
+   * callback or interval.
+   */
+  outcome: "snapshot" | "too-early" | "up-to-date" | "disabled";
+  /** TXID of the snapshot written. */
+  txid?: number;
+}
+
+/** What snapshot retention deleted. */
+export interface SnapshotRetentionResult {
+  /** Files deleted, per level (9 first). Empty when retention is disabled. */
+  deleted: LTXFileId[];
+  /** The TXID floor applied to levels 1…8 (0: none). */
+  minSnapshotTXID: number;
+}
+
+/** What L0 retention deleted. */
+export interface L0RetentionResult {
+  /** Level-0 files deleted from the replica. */
+  remote: LTXFileId[];
+  /** Level-0 files deleted from the local meta directory. */
+  local: LTXFileId[];
+}
+
+/** Counters for metrics and status. */
+export interface CompactorStats {
+  compactions: number;
+  snapshots: number;
+  filesDeleted: number;
+  errors: number;
+  lastError?: string;
+}
+
+/**
+ * Compaction, snapshots and retention for one replica. Every operation, scheduled or called,
+ * runs in one queue, so two never touch the replica at once.
+ */
+export class Compactor {
+  /** The replica compacted. */
+  readonly client: ReplicaClient;
+  /** Counters for metrics and status. */
+  readonly stats: CompactorStats = { compactions: 0, snapshots: 0, filesDeleted: 0, errors: 0 };
+  #options: CompactorOptions;
+  #logger: Logger;
+  #limiter: Semaphore;
+  #queue: Promise<unknown> = Promise.resolve();
+  #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  #pendingTicks = new Set<string>();
+  #started = false;
+  #stopped = false;
+
+  /**
+   * Creates a compactor; nothing runs until a method or {@linkcode start} is called.
+   * @throws {RangeError} for more than 8 levels or a non-positive level interval.
+   */
+  constructor(client: ReplicaClient, options: CompactorOptions) {
+    if (options.levels.length > MAX_COMPACTION_LEVEL) {
+      throw new RangeError(
+        `at most ${MAX_COMPACTION_LEVEL} compaction levels, got ${options.levels.length}`,
+      );
+    }
+    options.levels.forEach((interval, i) => {
+      if (!(interval > 0)) {
+        throw new RangeError(`level ${i + 1} needs a positive interval, got ${interval}`);
+      }
+    });
+    this.client = client;
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.#limiter = options.limiter ?? HEAVY_JOBS;
+  }
+
+  /** The compaction levels configured (1…n). */
+  get levels(): number {
+    return this.#options.levels.length;
+  }
+
+  /**
+   * Merges new files of level `dstLevel − 1` into `dstLevel` (spec §3.2): not when the newest
+   * `dstLevel` file was created after `now` truncated to the level's interval ("too-early"),
+   * nor when the source level has nothing past it ("up-to-date"). Otherwise every source file
+   * starting after the newest destination file is merged (local L0 copies preferred) into
+   * `<dstLevel>/<min>-<max>.ltx`, verified after writing.
+   * @throws {RangeError} for a level that is not configured.
+   * @throws {CompactionVerifyError} / {LTXError} / {ReplicaError} when the merge fails.
+   */
+  compact(dstLevel: number, now: number = Date.now()): Promise<CompactResult> {
+    return this.#enqueue(() => this.#compact(dstLevel, now));
+  }
+
+  /**
+   * Takes a level-9 snapshot when due (spec §3.3): not when the newest snapshot was created
+   * after `now` truncated to the snapshot interval, nor when it already covers the database's
+   * position.
+   */
+  snapshotIfDue(now: number = Date.now()): Promise<SnapshotResult> {
+    return this.#enqueue(() => this.#snapshotIfDue(now));
+  }
+
+  /**
+   * Takes a level-9 snapshot now, whatever the schedule, then applies snapshot retention.
+   * @throws {Error} when no snapshot callback was given, or whatever the snapshot threw.
+   */
+  snapshotNow(options: SnapshotCallOptions = {}): Promise<{ txid: number }> {
+    return this.#enqueue(async () => {
+      const result = await this.#takeSnapshot(options);
+      await this.#enforceSnapshotRetention(Date.now());
+      return result;
+    });
+  }
+
+  /**
+   * Snapshot retention (spec §3.4): deletes snapshots created before `now − snapshotRetention`
+   * except the newest, then in levels 1…8 the files ending below the TXID of the newest deleted
+   * snapshot, keeping each level's newest file. Level 0 is left to
+   * {@linkcode enforceL0Retention}. Deletes nothing when retention is disabled.
+   */
+  enforceSnapshotRetention(now: number = Date.now()): Promise<SnapshotRetentionResult> {
+    return this.#enqueue(() => this.#enforceSnapshotRetention(now));
+  }
+
+  /**
+   * L0 retention (spec §3.4): level-0 files covered by level 1 and older than `l0Retention`
+   * are deleted from the replica (unless retention is disabled or `l0Retention` is 0) and from
+   * the local meta directory; the newest file of each stays.
+   */
+  enforceL0Retention(now: number = Date.now()): Promise<L0RetentionResult> {
+    return this.#enqueue(() => this.#enforceL0Retention(now));
+  }
+
+  /**
+   * Starts the schedule: each level and the snapshot run at once (the too-early rule skips
+   * what already ran) and then at every wall-clock multiple of their interval; L0 retention
+   * runs every check interval. Failures are logged and retried at the next tick.
+   */
+  start(): void {
+    if (this.#started || this.#stopped) return;
+    this.#started = true;
+    const { levels, snapshotInterval } = this.#options;
+    levels.forEach((interval, i) => {
+      const level = i + 1;
+      this.#every(`level ${level}`, interval, true, async (now) => {
+        const result = await this.#compact(level, now);
+        // Level 1 just grew: the L0 files it now covers may go.
+        if (level === 1 && result.outcome === "compacted") await this.#enforceL0Retention(now);
+      });
+    });
+    if (snapshotInterval > 0 && this.#options.snapshot) {
+      this.#every("snapshot", snapshotInterval, true, async (now) => {
+        try {
+          await this.#snapshotIfDue(now);
+        } finally {
+          await this.#enforceSnapshotRetention(now);
+        }
+      });
+    }
+    this.#every(
+      "L0 retention",
+      this.#l0CheckInterval(),
+      false,
+      (now) => this.#enforceL0Retention(now).then(() => {}),
+    );
+  }
+
+  /** Stops the schedule and waits for the running job (a queued scheduled job is skipped). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const timer of this.#timers.values()) clearTimeout(timer);
+    this.#timers.clear();
+    await this.#queue.catch(() => {});
+  }
+
+  #l0CheckInterval(): number {
+    const { l0RetentionCheckInterval, l0Retention } = this.#options;
+    if (l0RetentionCheckInterval !== undefined && l0RetentionCheckInterval > 0) {
+      return l0RetentionCheckInterval;
+    }
+    if (l0Retention > 0 && l0Retention < 2 * DEFAULT_L0_RETENTION_CHECK_INTERVAL) {
+      return Math.max(1000, l0Retention / 2);
+    }
+    return DEFAULT_L0_RETENTION_CHECK_INTERVAL;
+  }
+
+  /** Runs `fn` after everything queued before it; the queue survives failures. */
+  #enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * A job at every multiple of `interval` (and at once when `immediate`). A tick whose
+   * previous run has not finished is skipped rather than piled up.
+   */
+  #every(key: string, interval: number, immediate: boolean, job: (now: number) => Promise<void>) {
+    const fire = (scheduled: number) => {
+      if (this.#stopped) return;
+      // A timer may fire a hair early; the job must see the boundary it was meant for.
+      const now = Math.max(Date.now(), scheduled);
+      const next = nextBoundary(now, interval);
+      this.#timers.set(key, setTimeout(() => fire(next), Math.max(0, next - Date.now())));
+      if (this.#pendingTicks.has(key)) return;
+      this.#pendingTicks.add(key);
+      this.#enqueue(async () => {
+        if (this.#stopped) return;
+        await job(now);
+      }).catch((err) => this.#failed(key, err))
+        .finally(() => this.#pendingTicks.delete(key));
+    };
+    if (immediate) {
+      this.#timers.set(key, setTimeout(() => fire(Date.now()), 0));
+    } else {
+      const first = nextBoundary(Date.now(), interval);
+      this.#timers.set(key, setTimeout(() => fire(first), Math.max(0, first - Date.now())));
+    }
+  }
+
+  #failed(what: string, err: unknown): void {
+    const message = err instanceof Error ? err.message : String(err);
+    this.stats.errors++;
+    this.stats.lastError = message;
+    this.#logger.error(`${what} failed; retrying at the next tick`, { error: message });
+  }
+
+  async #compact(dstLevel: number, now: number): Promise<CompactResult> {
+    const { levels } = this.#options;
+    if (!Number.isInteger(dstLevel) || dstLevel < 1 || dstLevel > levels.length) {
+      throw new RangeError(
+        `level ${dstLevel} is not a compaction level (configured: 1…${levels.length})`,
+      );
+    }
+    const dstMax = await newestFile(this.client, dstLevel);
+    if (dstMax && dstMax.createdAt.getTime() > truncateTime(now, levels[dstLevel - 1])) {
+      return { outcome: "too-early", files: [] };
+    }
+    const seekTXID = (dstMax?.maxTXID ?? 0) + 1;
+    const listed: LTXFileInfo[] = [];
+    for await (const file of this.client.ltxFiles(dstLevel - 1, { seekTXID })) listed.push(file);
+    const sources = contiguousRun(listed);
+    if (sources.length === 0) return { outcome: "up-to-date", files: [] };
+    if (sources.length < listed.length) {
+      const hole = listed[sources.length];
+      this.#logger.warn("level has a hole; compacting up to it", {
+        level: dstLevel - 1,
+        after: formatFilename(sources[sources.length - 1].minTXID, sources.at(-1)!.maxTXID),
+        next: formatFilename(hole.minTXID, hole.maxTXID),
+      });
+    }
+    if (dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
+      // Possible when retention removed source files before this level took them.
+      this.#logger.warn("compaction output does not follow the level's newest file", {
+        level: dstLevel,
+        newest: formatFilename(dstMax.minTXID, dstMax.maxTXID),
+        next: formatFilename(sources[0].minTXID, sources[0].maxTXID),
+      });
+    }
+
+    const maxInputs = Math.max(1, this.#options.maxInputs ?? DEFAULT_MAX_INPUTS);
+    const files: LTXFileInfo[] = [];
+    for (let i = 0; i < sources.length; i += maxInputs) {
+      const batch = sources.slice(i, i + maxInputs);
+      const info = await this.#limiter.run(() =>
+        mergeStep(dstLevel, batch, {
+          client: this.client,
+          local: this.#options.local,
+          encoding: this.#options.encoding,
+        })
+      );
+      files.push(info);
+      this.stats.compactions++;
+      this.#logger.info("compacted", {
+        level: dstLevel,
+        file: formatFilename(info.minTXID, info.maxTXID),
+        inputs: batch.length,
+        bytes: info.size,
+      });
+    }
+    return { outcome: "compacted", files };
+  }
+
+  async #snapshotIfDue(now: number): Promise<SnapshotResult> {
+    const { snapshot, snapshotInterval, position } = this.#options;
+    if (!snapshot || !(snapshotInterval > 0)) return { outcome: "disabled" };
+    const newest = await newestFile(this.client, SNAPSHOT_LEVEL);
+    if (newest && newest.createdAt.getTime() > truncateTime(now, snapshotInterval)) {
+      return { outcome: "too-early" };
+    }
+    // Position 0 means "not synced yet": the snapshot callback syncs first, so let it decide.
+    const txid = position?.() ?? 0;
+    if (newest && txid > 0 && txid <= newest.maxTXID) return { outcome: "up-to-date" };
+    const result = await this.#takeSnapshot({});
+    return result.txid > 0 ? { outcome: "snapshot", txid: result.txid } : { outcome: "up-to-date" };
+  }
+
+  async #takeSnapshot(options: SnapshotCallOptions): Promise<{ txid: number }> {
+    const snapshot = this.#options.snapshot;
+    if (!snapshot) {
+      throw new Error(`no snapshot function configured for ${this.client.location}`);
+    }
+    const result = await this.#limiter.run(() => snapshot(options));
+    if (result.txid > 0) {
+      this.stats.snapshots++;
+      this.#logger.info("snapshot written", { txid: formatFilename(1, result.txid) });
+    }
+    return result;
+  }
+
+  async #enforceSnapshotRetention(now: number): Promise<SnapshotRetentionResult> {
+    if (!this.#options.retentionEnabled) return { deleted: [], minSnapshotTXID: 0 };
+    const snapshots = await listLevel(this.client, SNAPSHOT_LEVEL);
+    const plan = selectSnapshotDeletions(snapshots, now - this.#options.snapshotRetention);
+    const deleted: LTXFileId[] = [];
+    await this.#delete(SNAPSHOT_LEVEL, plan.doomed, deleted);
+    if (plan.minSnapshotTXID > 0) {
+      for (let level = 1; level <= this.#options.levels.length; level++) {
+        const doomed = selectLevelDeletions(
+          await listLevel(this.client, level),
+          plan.minSnapshotTXID,
+        );
+        await this.#delete(level, doomed, deleted);
+      }
+    }
+    return { deleted, minSnapshotTXID: plan.minSnapshotTXID };
+  }
+
+  async #enforceL0Retention(now: number): Promise<L0RetentionResult> {
+    const result: L0RetentionResult = { remote: [], local: [] };
+    if (this.#options.levels.length === 0) return result;
+    const maxL1 = (await newestFile(this.client, 1))?.maxTXID ?? 0;
+    if (maxL1 === 0) return result;
+    const { l0Retention, retentionEnabled, local } = this.#options;
+    const cutoff = now - Math.max(0, l0Retention);
+    if (retentionEnabled && l0Retention > 0) {
+      const doomed = selectL0Deletions(await listLevel(this.client, 0), maxL1, cutoff);
+      await this.#delete(0, doomed, result.remote);
+    }
+    if (local) {
+      // Covered by level 1 means uploaded: level 1 is built from the replica's own L0 listing.
+      const doomed = selectL0Deletions(await listLevel(local, 0), maxL1, cutoff);
+      if (doomed.length > 0) {
+        await local.deleteLTXFiles(doomed);
+        result.local.push(...doomed.map(idOf));
+        this.#logger.debug("local L0 files removed", { count: doomed.length });
+      }
+    }
+    return result;
+  }
+
+  async #delete(level: number, doomed: LTXFileInfo[], into: LTXFileId[]): Promise<void> {
+    if (doomed.length === 0) return;
+    await this.client.deleteLTXFiles(doomed);
+    into.push(...doomed.map(idOf));
+    this.stats.filesDeleted += doomed.length;
+    this.#logger.info("retention deleted files", {
+      level,
+      count: doomed.length,
+      upTo: formatFilename(doomed[doomed.length - 1].minTXID, doomed[doomed.length - 1].maxTXID),
+    });
+  }
+}
+
+/** Options of {@linkcode createCompactor}. */
+export interface CreateCompactorOptions {
+  logger?: Logger;
+  /** Page encoding of compaction outputs (the database's). */
+  encoding?: PageEncoding;
+}
+
+/**
+ * The compactor of a database under replication: reads its local L0 files, snapshots it with
+ * `DB.snapshot` into the replica, and skips snapshots when the replica already has its TXID.
+ */
+export function createCompactor(
+  db: DB,
+  replica: Replica,
+  settings: CompactionSettings,
+  options: CreateCompactorOptions = {},
+): Compactor {
+  const client = replica.client;
+  return new Compactor(client, {
+    ...settings,
+    local: db.local,
+    position: () => db.txid,
+    snapshot: (call) =>
+      db.snapshot(call?.onProgress ? countingClient(client, call.onProgress) : client),
+    logger: options.logger,
+    encoding: options.encoding,
+  });
+}
+
+async function listLevel(client: ReplicaClient, level: number): Promise<LTXFileInfo[]> {
+  const files: LTXFileInfo[] = [];
+  for await (const file of client.ltxFiles(level)) files.push(file);
+  return files;
+}
+
+/** The file of `level` with the largest MaxTXID (Litestream's MaxLTXFileInfo). */
+async function newestFile(client: ReplicaClient, level: number): Promise<LTXFileInfo | undefined> {
+  let newest: LTXFileInfo | undefined;
+  for await (const file of client.ltxFiles(level)) {
+    if (!newest || file.maxTXID > newest.maxTXID) newest = file;
+  }
+  return newest;
+}
+
+function idOf(file: LTXFileId): LTXFileId {
+  return { level: file.level, minTXID: file.minTXID, maxTXID: file.maxTXID };
+}
