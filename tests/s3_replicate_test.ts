@@ -118,10 +118,16 @@ Deno.test("s3: server down for 20 s while the application writes; replication ca
     // Retries back off to at most 30 s; give it that long to catch up before stopping.
     const restored = join(dir, "restored.db");
     await waitFor("replica caught up", async () => {
-      await Deno.remove(restored).catch(() => {});
+      // digest() opened the previous attempt's output, leaving its -wal and -shm beside it.
+      for (const suffix of ["", "-wal", "-shm"]) {
+        await Deno.remove(restored + suffix).catch(() => {});
+      }
       const res = await sluice("restore", "-o", restored, "--integrity-check", "none", url);
       return res.code === 0 && (await digest(restored)).sha256 === expected.sha256;
-    }, 45_000);
+    }, 45_000).catch(async (err) => {
+      const { stderr } = await replicate.stop();
+      throw new Error(`${(err as Error).message}; sluice said:\n${stderr.slice(-4000)}`);
+    });
     const stopped = await replicate.stop();
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
