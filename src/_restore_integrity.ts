@@ -7,6 +7,7 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
+import { pathExists, removeIfExists } from "./_fs.ts";
 
 /** Which SQLite check to run: `quick_check` or the slower full `integrity_check`. */
 export type IntegrityCheckMode = "quick" | "full";
@@ -18,7 +19,7 @@ export type IntegrityCheckMode = "quick" | "full";
  */
 export async function checkIntegrity(path: string, mode: IntegrityCheckMode): Promise<string[]> {
   const sidecars = [`${path}-wal`, `${path}-shm`];
-  const preexisting = await Promise.all(sidecars.map(exists));
+  const preexisting = await Promise.all(sidecars.map(pathExists));
   const problems: string[] = [];
   let db: DatabaseSync | undefined;
   try {
@@ -37,22 +38,4 @@ export async function checkIntegrity(path: string, mode: IntegrityCheckMode): Pr
     );
   }
   return problems;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-async function removeIfExists(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
 }

@@ -41,6 +41,7 @@ export {
   type RestoreTarget,
   TxNotAvailableError,
 } from "./_restore_plan.ts";
+import { pathExists, removeIfExists } from "./_fs.ts";
 export { IncompleteDatabaseError } from "./_restore_writer.ts";
 export { TruncatedFileError } from "./_restore_stream.ts";
 export type { IntegrityCheckMode } from "./_restore_integrity.ts";
@@ -371,24 +372,6 @@ async function syncDirectory(path: string): Promise<void> {
     await dir.sync();
   } finally {
     dir.close();
-  }
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
-async function removeIfExists(path: string): Promise<void> {
-  try {
-    await Deno.remove(path);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
 }
 
