@@ -139,12 +139,9 @@ export class Store {
    * `finalSync` syncs and uploads once more first (false when the file is already gone).
    */
   async remove(path: string, finalSync = false): Promise<void> {
-    const timer = this.#retryTimers.get(path);
-    if (timer !== undefined) {
-      clearTimeout(timer);
-      this.#retryTimers.delete(path);
-    }
+    this.#cancelRetry(path);
     await this.#opening.get(path)?.catch(() => {});
+    this.#cancelRetry(path); // an open that failed meanwhile scheduled one
     const managed = this.#managed.get(path);
     if (!managed) return;
     this.#managed.delete(path);
@@ -264,6 +261,11 @@ export class Store {
       command: "replicate",
       ...(this.#options.controlSocket ? { socket: this.#options.controlSocket } : {}),
     });
+  }
+
+  #cancelRetry(path: string): void {
+    clearTimeout(this.#retryTimers.get(path));
+    this.#retryTimers.delete(path);
   }
 
   #scheduleRetry(entry: DatabaseEntry): void {
