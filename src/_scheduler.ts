@@ -15,7 +15,10 @@ export interface ThrottledJobOptions {
   interval: number;
   /** First retry delay after a failure, in ms. Default 1000. */
   retryInitial?: number;
-  /** Longest retry delay, in ms. Default 30000. */
+  /**
+   * Longest retry delay, in ms. Default 10000: short enough that replication catches up within
+   * seconds of a replica's return; the S3 client already retries each request with backoff.
+   */
   retryMax?: number;
   /** Called with each failure; the job is retried after a backoff. */
   onError?: (err: unknown, attempt: number) => void;
@@ -35,7 +38,7 @@ export class ThrottledJob {
   /** `job` returns true when it knows more work is waiting (run again at once). */
   constructor(job: () => Promise<boolean | void>, options: ThrottledJobOptions) {
     this.#job = job;
-    this.#options = { retryInitial: 1000, retryMax: 30_000, ...options };
+    this.#options = { retryInitial: 1000, retryMax: 10_000, ...options };
   }
 
   /** Consecutive failures so far (0 when the last run succeeded). */
