@@ -122,6 +122,8 @@ export class DB {
   #dbFile?: RandomAccessFile & { close(): void };
   #walFile?: RandomAccessFile & { close(): void };
   #ino?: number | null;
+  /** Inodes of the `-wal` and `-shm` files this process uses, to recognise them once stale. */
+  #sidecarInodes = new Map<string, number>();
   #pageSize = 0;
   #cursor?: WALCursor;
   #syncedToWALEnd = false;
@@ -210,6 +212,10 @@ export class DB {
       if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) await this.#bumpSeq();
       this.#walFile = await openRandomAccess(this.path + "-wal");
       await this.#beginReadTx();
+      for (const suffix of ["-wal", "-shm"]) {
+        const ino = (await Deno.stat(this.path + suffix).catch(() => undefined))?.ino;
+        if (ino != null) this.#sidecarInodes.set(suffix, ino);
+      }
       this.#cursor = await this.#loadCursor();
     } catch (err) {
       this.#release();
@@ -288,7 +294,44 @@ export class DB {
     if (this.#closed) return;
     this.#closed = true;
     await this.#running.catch(() => {});
+    const moved = this.#dbFile !== undefined && await this.replaced();
     this.#release();
+    if (moved) await this.#setAsideStaleSidecars();
+  }
+
+  /**
+   * After the database file was renamed away or replaced, its `-wal` and `-shm` stay at the old
+   * path: SQLite will not checkpoint a moved database, and this process's connection kept them
+   * alive. SQLite would apply that WAL to whatever database is at the path next and corrupt it,
+   * so they are taken out of the way: the shared-memory index (derived data) is removed, the WAL
+   * (it may hold the moved database's last transactions; they are on the replica) is renamed to
+   * `<db>-wal.stale-<ms>` rather than deleted. Only files that are still the very ones this
+   * process used (same inode) are touched.
+   */
+  async #setAsideStaleSidecars(): Promise<void> {
+    for (const [suffix, ino] of this.#sidecarInodes) {
+      const path = this.path + suffix;
+      const info = await Deno.stat(path).catch(() => undefined);
+      if (info?.ino !== ino) continue;
+      try {
+        if (suffix === "-shm") {
+          await Deno.remove(path);
+        } else {
+          const aside = `${path}.stale-${Date.now()}`;
+          await Deno.rename(path, aside);
+          this.#options.logger?.warn(
+            "database was moved or replaced; its old WAL was set aside so that SQLite cannot " +
+              "apply it to the file now at this path",
+            { wal: aside },
+          );
+        }
+      } catch (err) {
+        this.#options.logger?.error("cannot set aside the old WAL of a moved database", {
+          path,
+          error: (err as Error).message,
+        });
+      }
+    }
   }
 
   async #syncAndCheckpoint(): Promise<SyncResult> {
