@@ -17,7 +17,7 @@ import type { ReplicaClient } from "./replica/client.ts";
 import type { Logger } from "./log.ts";
 // Compaction/snapshots/retention and the meta dir lock (owned by the compaction work).
 import { type CompactionSettings, type Compactor, createCompactor } from "./compactor.ts";
-import { lockMetaDir, type MetaLock } from "./control.ts";
+import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./control.ts";
 
 /** Everything the store needs to replicate one database. */
 export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
@@ -92,6 +92,7 @@ export class Store {
   #slots: number;
   #queue: Array<() => void> = [];
   #closed = false;
+  #refused = new Map<string, MetaDirLockedError>();
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -110,6 +111,14 @@ export class Store {
     return [...this.#managed.keys()];
   }
 
+  /**
+   * Why the store refused `path` for good (another `sluice replicate` holds its meta dir), or
+   * undefined. A refused database is not retried; adding it again tries once more.
+   */
+  refusal(path: string): MetaDirLockedError | undefined {
+    return this.#refused.get(path);
+  }
+
   /** The managed database at `path`, if open. */
   get(path: string): Managed | undefined {
     return this.#managed.get(path);
@@ -124,6 +133,7 @@ export class Store {
     if (this.#closed) return Promise.resolve(false);
     const existing = this.#managed.get(entry.path);
     if (existing) return Promise.resolve(true);
+    this.#refused.delete(entry.path);
     let opening = this.#opening.get(entry.path);
     if (!opening) {
       opening = this.#withSlot(() => this.#open(entry)).finally(() =>
@@ -249,6 +259,13 @@ export class Store {
       await db.close().catch(() => {});
       await client?.close().catch(() => {});
       lock?.release();
+      // Another `sluice replicate` owns this database: refused, not retried (a `sluice
+      // snapshot` holds the lock only for a moment, so that one is waited out).
+      if (err instanceof MetaDirLockedError && err.holder?.command !== "snapshot") {
+        this.#refused.set(entry.path, err);
+        logger.error("refusing to replicate", { error: err.message });
+        return undefined;
+      }
       logger.error("cannot open database; will retry", { error: (err as Error).message });
       this.#scheduleRetry(entry);
       return undefined;

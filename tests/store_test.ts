@@ -6,7 +6,16 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createDatabase, digest, restoreTo, runWriter, waitFor } from "./_sluice.ts";
+import {
+  createDatabase,
+  digest,
+  replicaTXID,
+  restoreTo,
+  runWriter,
+  sluice,
+  startReplicate,
+  waitFor,
+} from "./_sluice.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import { type DatabaseEntry, Store } from "../src/store.ts";
 import { createLogger } from "../src/log.ts";
@@ -103,6 +112,30 @@ Deno.test("store: a database removed while its open fails is not reopened by the
     await assert.rejects(Deno.stat(join(dir, "replica", "gone.db")), Deno.errors.NotFound);
   } finally {
     await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("replicate: a second sluice replicate of the same database is refused, exit 1", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-store-" });
+  const dbPath = join(dir, "app.db");
+  const replica = join(dir, "replica");
+  createDatabase(dbPath);
+  const first = startReplicate(dbPath, `file://${replica}`);
+  try {
+    await waitFor("first snapshot", async () => (await replicaTXID(replica)) >= 1);
+    const second = await sluice("replicate", dbPath, `file://${join(dir, "other")}`);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /\.app\.db-sluice is in use by sluice replicate \(pid \d+\)/);
+    // The first one is unharmed: it still replicates and stops cleanly.
+    await runWriter("--db", dbPath, "--rate", "0", "--count", "10");
+    const stopped = await first.stop();
+    assert.equal(stopped.code, 0, stopped.stderr);
+    const restored = join(dir, "restored.db");
+    await restoreTo(replica, restored);
+    assert.deepEqual(await digest(restored), await digest(dbPath));
+  } finally {
+    await first.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -60,8 +60,15 @@ export async function run(args: string[]): Promise<number> {
         dirEntries.push(dbConfig); // started below, once the path databases are in
         continue;
       }
-      // A database that cannot be opened yet is retried by the store; others go on.
-      await store.add(databaseEntry(config, dbConfig, dbConfig.path));
+      // A database that cannot be opened yet is retried by the store; others go on. One that
+      // another `sluice replicate` already replicates is a mistake to report, not to wait out.
+      if (!await store.add(databaseEntry(config, dbConfig, dbConfig.path))) {
+        const refusal = store.refusal(dbConfig.path);
+        if (refusal) {
+          await store.close();
+          throw refusal;
+        }
+      }
     }
     try {
       for (const dbConfig of dirEntries) {
