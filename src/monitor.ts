@@ -2,8 +2,11 @@
  * The directory monitor: keeps the {@linkcode Store} in step with the SQLite databases under a
  * directory tree (a `dbs: - dir:` entry), and wakes a database's sync when its `-wal` changes.
  *
- * One `Deno.watchFs` per monitored directory (recursive or not) serves both purposes, so a tree
- * of thousands of databases costs one watcher and no timer per database. Events are handled
+ * One watcher per monitored directory (recursive or not) serves both purposes, so a tree of
+ * thousands of databases costs one watcher and no timer per database. The watcher is
+ * `Deno.watchFs` run in a child process (`src/fs_watch.ts`): in this process it would drop
+ * SQLite's POSIX locks. The first scan starts only once the watch exists, so a database created
+ * meanwhile is seen by one or the other. Events are handled
  * as they arrive, with no debounce: a database created on disk reaches the store within
  * milliseconds, and a burst of events for the same file is folded into one look at it.
  *
