@@ -88,6 +88,8 @@ export interface DBStats {
   checkpointErrors: number;
   lastSyncAt?: Date;
   lastError?: string;
+  /** When `lastError` happened (status output tells an old error from a current one). */
+  lastErrorAt?: Date;
 }
 
 /** A database file that is not usable for replication (missing, not SQLite, wrong mode). */
@@ -344,6 +346,7 @@ export class DB {
     } catch (err) {
       this.stats.syncErrors++;
       this.stats.lastError = (err as Error).message;
+      this.stats.lastErrorAt = new Date();
       throw err;
     }
     await this.#maybeCheckpoint();

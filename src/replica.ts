@@ -17,6 +17,8 @@ export interface ReplicaStats {
   bytesUploaded: number;
   lastUploadAt?: Date;
   lastError?: string;
+  /** When `lastError` happened. */
+  lastErrorAt?: Date;
 }
 
 /** Options of {@linkcode Replica}. */
@@ -43,6 +45,8 @@ export class Replica {
   #local: FileReplicaClient;
   #logger?: Logger;
   #position?: number;
+  /** The newest position ever listed or reached; survives the errors that forget `#position`. */
+  #lastConfirmed?: number;
   #oldestPending?: number;
 
   /** Pairs the database's local L0 store with its remote replica. */
@@ -65,12 +69,21 @@ export class Replica {
       }
     }
     this.#position = max;
+    this.#lastConfirmed = Math.max(this.#lastConfirmed ?? 0, max);
     return max;
   }
 
   /** The cached position without a listing; undefined until known. */
   get knownPosition(): number | undefined {
     return this.#position;
+  }
+
+  /**
+   * The newest TXID this process has seen on the replica, kept while an error has made the
+   * cached position unknown (status and metrics still show how far the replica got).
+   */
+  get lastConfirmedPosition(): number | undefined {
+    return this.#position ?? this.#lastConfirmed;
   }
 
   /**
@@ -94,12 +107,14 @@ export class Replica {
    * @throws the client's error; the cached position is then forgotten and re-listed next time.
    */
   async upload(localTXID: number): Promise<number> {
-    let position = await this.position();
-    if (position >= localTXID) {
-      this.#oldestPending = undefined;
-      return position;
-    }
+    let position = 0;
     try {
+      // Inside the try: a replica that cannot even be listed is an upload error too (metrics).
+      position = await this.position();
+      if (position >= localTXID) {
+        this.#oldestPending = undefined;
+        return position;
+      }
       for await (const file of this.#local.ltxFiles(0, { seekTXID: position + 1 })) {
         if (file.minTXID > localTXID) break;
         if (file.minTXID !== position + 1) {
@@ -111,11 +126,13 @@ export class Replica {
         await this.#uploadOne(file);
         position = file.maxTXID;
         this.#position = position;
+        this.#lastConfirmed = position;
         this.#oldestPending = position >= localTXID ? undefined : this.#oldestPending;
       }
     } catch (err) {
       this.stats.uploadErrors++;
       this.stats.lastError = (err as Error).message;
+      this.stats.lastErrorAt = new Date();
       this.#position = undefined;
       throw err;
     }

@@ -79,6 +79,8 @@ export interface DatabaseStatus {
   walBytes: number;
   lastSyncAt: string | null;
   lastError: string | null;
+  /** When `lastError` happened (RFC 3339); errors are kept after recovery, this dates them. */
+  lastErrorAt: string | null;
   stats: DB["stats"] & { uploads: number; uploadErrors: number; bytesUploaded: number };
 }
 
@@ -185,7 +187,12 @@ export class Store {
   status(): DatabaseStatus[] {
     const now = Date.now();
     return [...this.#managed.values()].map(({ entry, db, replica }) => {
-      const position = replica.knownPosition;
+      const position = replica.lastConfirmedPosition;
+      // The newer of the database's and the replica's last error.
+      const [lastError, lastErrorAt] =
+        (replica.stats.lastErrorAt?.getTime() ?? -1) >= (db.stats.lastErrorAt?.getTime() ?? -1)
+          ? [replica.stats.lastError, replica.stats.lastErrorAt]
+          : [db.stats.lastError, db.stats.lastErrorAt];
       return {
         path: entry.path,
         replica: replica.client.location,
@@ -194,7 +201,8 @@ export class Store {
         lagSeconds: replica.lag(db.txid, now) / 1000,
         walBytes: db.walBytesSynced,
         lastSyncAt: db.stats.lastSyncAt?.toISOString() ?? null,
-        lastError: db.stats.lastError ?? replica.stats.lastError ?? null,
+        lastError: lastError ?? db.stats.lastError ?? null,
+        lastErrorAt: lastErrorAt?.toISOString() ?? null,
         stats: { ...db.stats, ...replica.stats },
       };
     });
@@ -219,6 +227,13 @@ export class Store {
       if (remote > db.txid) {
         const newest = await replica.newestFile();
         if (newest) await db.adoptReplicaPosition(newest.bytes, newest.txid);
+      } else if (remote < db.txid) {
+        // Local L0 files left from a previous run are not on the replica yet: the lag figure
+        // starts at the oldest of them, not at the next write.
+        for await (const file of db.local.ltxFiles(0, { seekTXID: remote + 1 })) {
+          replica.noteLocalWrite(file.createdAt.getTime());
+          break;
+        }
       }
       const job = new ThrottledJob(() => this.#cycle(managed), {
         interval: entry.syncInterval,

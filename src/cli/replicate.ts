@@ -12,6 +12,9 @@ import { loadCommandConfig, parseReplicateArgs } from "./_args.ts";
 import type { DatabaseConfig } from "../config/mod.ts";
 import { DirectoryMonitor } from "../monitor.ts";
 import { ControlServer, snapshotHandler } from "../control.ts";
+import { type DaemonStatus, type HTTPServer, serveHTTP } from "../http.ts";
+import { Metrics } from "../metrics.ts";
+import { VERSION } from "./version.ts";
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -53,8 +56,30 @@ export async function run(args: string[]): Promise<number> {
   const dirStore = new Store({ logger, watchWAL: false, controlSocket: control?.path });
   const dirEntries: DatabaseConfig[] = [];
   const monitors: DirectoryMonitor[] = [];
+  let http: HTTPServer | undefined;
+  let metrics: Metrics | undefined;
 
   try {
+    // `addr:` serves /metrics and /status (src/http.ts) for both stores; a taken address fails
+    // the command before any database is opened.
+    if (config.addr !== undefined) {
+      const startedAt = new Date().toISOString();
+      const status = () =>
+        [...store.status(), ...dirStore.status()].sort((a, b) => a.path < b.path ? -1 : 1);
+      metrics = new Metrics({ status, version: VERSION });
+      http = await serveHTTP({
+        addr: config.addr,
+        metrics,
+        logger,
+        status: (): DaemonStatus => ({
+          pid: Deno.pid,
+          version: VERSION,
+          startedAt,
+          config: config.source ?? null,
+          databases: status(),
+        }),
+      });
+    }
     for (const dbConfig of config.dbs) {
       if (dbConfig.path === undefined) {
         dirEntries.push(dbConfig); // started below, once the path databases are in
@@ -104,6 +129,8 @@ export async function run(args: string[]): Promise<number> {
     return code;
   } finally {
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
+    await http?.close();
+    metrics?.close();
     await control?.close();
   }
 }
