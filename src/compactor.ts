@@ -44,6 +44,7 @@ import { countingClient } from "./_compactor_progress.ts";
 
 export { CompactionVerifyError } from "./_compactor_merge.ts";
 export { countingClient } from "./_compactor_progress.ts";
+export { type PromoteSource, promoteToSnapshot } from "./_compactor_promote.ts";
 export {
   selectL0Deletions,
   selectLevelDeletions,
@@ -369,6 +370,16 @@ export class Compactor {
         after: formatFilename(sources[sources.length - 1].minTXID, sources.at(-1)!.maxTXID),
         next: formatFilename(hole.minTXID, hole.maxTXID),
       });
+    }
+    if (dstLevel === 1 && dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
+      // Level-0 files appear one by one (an upload in flight, an eventually consistent
+      // listing); merging past the gap would leave a hole in level 1 for good, and L0
+      // retention would then delete the late file. Wait for it.
+      this.#logger.warn("level 0 has a gap after level 1; waiting for it to fill", {
+        newest: formatFilename(dstMax.minTXID, dstMax.maxTXID),
+        next: formatFilename(sources[0].minTXID, sources[0].maxTXID),
+      });
+      return { outcome: "up-to-date", files: [] };
     }
     if (dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
       // Possible when retention removed source files before this level took them.

@@ -141,11 +141,14 @@ export async function readLockHolder(metaDir: string): Promise<LockHolder | unde
 export interface ControlHandler {
   /**
    * Takes a full snapshot of `dbPath` now; `onProgress` receives the bytes written so far.
-   * @throws {ControlError} with code "not-found" when this process does not replicate it.
+   * When `replica` (a location) is given, the database must be replicated there.
+   * @throws {ControlError} with code "not-found" when this process does not replicate it,
+   * "failed" when it replicates it elsewhere or the snapshot fails.
    */
   snapshot(
     dbPath: string,
     onProgress: (bytesWritten: number) => void,
+    replica?: string,
   ): Promise<{ txid: number }>;
 }
 
@@ -186,12 +189,20 @@ export interface ManagedDatabases {
  */
 export function snapshotHandler(databases: ManagedDatabases): ControlHandler {
   return {
-    async snapshot(dbPath, onProgress) {
+    async snapshot(dbPath, onProgress, replica) {
       const managed = databases.get(dbPath);
       if (!managed) {
         throw new ControlError(
           `sluice replicate (pid ${Deno.pid}) does not replicate ${dbPath} right now`,
           "not-found",
+        );
+      }
+      const location = managed.replica.client.location;
+      if (replica !== undefined && replica !== location) {
+        throw new ControlError(
+          `sluice replicate (pid ${Deno.pid}) replicates ${dbPath} to ${location}, not to ` +
+            `${replica}; snapshot it with the same replica (or stop that process first)`,
+          "failed",
         );
       }
       const result = managed.compactor
@@ -291,7 +302,10 @@ export class ControlServer {
     };
     try {
       const request = await readRequest(conn);
-      if (request.op !== "snapshot" || typeof request.db !== "string") {
+      if (
+        request.op !== "snapshot" || typeof request.db !== "string" ||
+        (request.replica !== undefined && typeof request.replica !== "string")
+      ) {
         await send({
           ok: false,
           code: "failed",
@@ -310,7 +324,11 @@ export class ControlServer {
         sending = sending.then(() => send({ progress: bytes })).catch(() => {});
       };
       try {
-        const result = await this.#handler.snapshot(request.db, onProgress);
+        const result = await this.#handler.snapshot(
+          request.db,
+          onProgress,
+          request.replica as string | undefined,
+        );
         await sending;
         await send({ ok: true, txid: result.txid });
       } catch (err) {
@@ -330,6 +348,8 @@ export class ControlServer {
 export interface RequestSnapshotOptions {
   /** Bytes of the snapshot written so far, as the server reports them. */
   onProgress?: (bytesWritten: number) => void;
+  /** The replica location the snapshot is meant for; the server refuses any other. */
+  replica?: string;
 }
 
 /**
@@ -353,7 +373,8 @@ export async function requestSnapshot(
     );
   }
   try {
-    const line = new TextEncoder().encode(JSON.stringify({ op: "snapshot", db: dbPath }) + "\n");
+    const request = { op: "snapshot", db: dbPath, replica: options.replica };
+    const line = new TextEncoder().encode(JSON.stringify(request) + "\n");
     for (let written = 0; written < line.length;) {
       written += await conn.write(line.subarray(written));
     }
@@ -383,7 +404,9 @@ export async function requestSnapshot(
   }
 }
 
-async function readRequest(conn: Deno.Conn): Promise<{ op?: string; db?: unknown }> {
+async function readRequest(
+  conn: Deno.Conn,
+): Promise<{ op?: string; db?: unknown; replica?: unknown }> {
   for await (const line of readLines(conn)) {
     return JSON.parse(line);
   }
