@@ -117,6 +117,8 @@ export interface CompactResult {
   outcome: "compacted" | "too-early" | "up-to-date";
   /** The files written, oldest first. */
   files: LTXFileInfo[];
+  /** The newest TXID the level holds after the run (0: the level is empty). */
+  maxTXID: number;
 }
 
 /** Outcome of {@linkcode Compactor.snapshotIfDue}. */
@@ -137,6 +139,8 @@ export interface SnapshotRetentionResult {
   deleted: LTXFileId[];
   /** The TXID floor applied to levels 1…8 (0: none). */
   minSnapshotTXID: number;
+  /** Snapshots left on the replica (only the newest: nothing more to delete until a new one). */
+  remaining?: number;
 }
 
 /** What L0 retention deleted. */
@@ -145,6 +149,11 @@ export interface L0RetentionResult {
   remote: LTXFileId[];
   /** Level-0 files deleted from the local meta directory. */
   local: LTXFileId[];
+  /**
+   * Files remain that a later run may delete (besides the newest, which always stays): the
+   * check must run again even if nothing new arrives.
+   */
+  pending: boolean;
 }
 
 /** Counters for metrics and status. */
@@ -264,26 +273,29 @@ export class Compactor {
     const { levels, snapshotInterval } = this.#options;
     levels.forEach((interval, i) => {
       const level = i + 1;
-      this.#every(`level ${level}`, interval, true, async (now) => {
+      this.#every(`level ${level}`, interval, true, async (now, position) => {
         const result = await this.#compact(level, now);
         // Level 1 just grew: the L0 files it now covers may go.
         if (level === 1 && result.outcome === "compacted") await this.#enforceL0Retention(now);
+        return result.maxTXID >= position; // the level holds everything: settled
       });
     });
     if (snapshotInterval > 0 && this.#options.snapshot) {
       this.#every("snapshot", snapshotInterval, true, async (now) => {
-        try {
-          await this.#snapshotIfDue(now);
-        } finally {
-          await this.#enforceSnapshotRetention(now);
-        }
+        // Retention runs even when the snapshot failed.
+        const snapshot = await this.#snapshotIfDue(now).catch((err: unknown) => err);
+        const retention = await this.#enforceSnapshotRetention(now);
+        if (snapshot instanceof Error) throw snapshot;
+        // Settled: the database is covered and only the newest snapshot is left to keep.
+        return (snapshot as SnapshotResult).outcome === "up-to-date" &&
+          (retention.remaining ?? 0) <= 1;
       });
     }
     this.#every(
       "L0 retention",
       this.#l0CheckInterval(),
       false,
-      (now) => this.#enforceL0Retention(now).then(() => {}),
+      async (now) => !(await this.#enforceL0Retention(now)).pending,
     );
   }
 
@@ -316,8 +328,18 @@ export class Compactor {
   /**
    * A job at every multiple of `interval` (and at once when `immediate`). A tick whose
    * previous run has not finished is skipped rather than piled up.
+   *
+   * An idle database must cost no replica requests (an S3 LIST per level per tick adds up
+   * over thousands of tenants): a job that reports itself settled, with nothing left to do at
+   * the database's position, is skipped at later ticks until that position moves.
    */
-  #every(key: string, interval: number, immediate: boolean, job: (now: number) => Promise<void>) {
+  #every(
+    key: string,
+    interval: number,
+    immediate: boolean,
+    job: (now: number, position: number) => Promise<boolean>,
+  ) {
+    let settledAt: number | undefined;
     const fire = (scheduled: number) => {
       if (this.#stopped) return;
       // A timer may fire a hair early; the job must see the boundary it was meant for.
@@ -328,7 +350,10 @@ export class Compactor {
       this.#pendingTicks.add(key);
       this.#enqueue(async () => {
         if (this.#stopped) return;
-        await job(now);
+        const position = this.#options.position?.() ?? 0;
+        if (settledAt !== undefined && settledAt === position) return;
+        settledAt = undefined;
+        if (await job(now, position)) settledAt = position;
       }).catch((err) => this.#failed(key, err))
         .finally(() => this.#pendingTicks.delete(key));
     };
@@ -356,13 +381,13 @@ export class Compactor {
     }
     const dstMax = await newestFile(this.client, dstLevel);
     if (dstMax && dstMax.createdAt.getTime() > truncateTime(now, levels[dstLevel - 1])) {
-      return { outcome: "too-early", files: [] };
+      return { outcome: "too-early", files: [], maxTXID: dstMax.maxTXID };
     }
     const seekTXID = (dstMax?.maxTXID ?? 0) + 1;
     const listed: LTXFileInfo[] = [];
     for await (const file of this.client.ltxFiles(dstLevel - 1, { seekTXID })) listed.push(file);
     const sources = contiguousRun(listed);
-    if (sources.length === 0) return { outcome: "up-to-date", files: [] };
+    if (sources.length === 0) return { outcome: "up-to-date", files: [], maxTXID: seekTXID - 1 };
     if (sources.length < listed.length) {
       const hole = listed[sources.length];
       this.#logger.warn("level has a hole; compacting up to it", {
@@ -379,7 +404,7 @@ export class Compactor {
         newest: formatFilename(dstMax.minTXID, dstMax.maxTXID),
         next: formatFilename(sources[0].minTXID, sources[0].maxTXID),
       });
-      return { outcome: "up-to-date", files: [] };
+      return { outcome: "up-to-date", files: [], maxTXID: seekTXID - 1 };
     }
     if (dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
       // Possible when retention removed source files before this level took them.
@@ -410,7 +435,7 @@ export class Compactor {
         bytes: info.size,
       });
     }
-    return { outcome: "compacted", files };
+    return { outcome: "compacted", files, maxTXID: files.at(-1)!.maxTXID };
   }
 
   async #snapshotIfDue(now: number): Promise<SnapshotResult> {
@@ -455,23 +480,32 @@ export class Compactor {
         await this.#delete(level, doomed, deleted);
       }
     }
-    return { deleted, minSnapshotTXID: plan.minSnapshotTXID };
+    return {
+      deleted,
+      minSnapshotTXID: plan.minSnapshotTXID,
+      remaining: snapshots.length - plan.doomed.length,
+    };
   }
 
   async #enforceL0Retention(now: number): Promise<L0RetentionResult> {
-    const result: L0RetentionResult = { remote: [], local: [] };
+    const result: L0RetentionResult = { remote: [], local: [], pending: false };
     if (this.#options.levels.length === 0) return result;
     const maxL1 = (await newestFile(this.client, 1))?.maxTXID ?? 0;
+    // No level 1 yet: its first compaction runs this check itself.
     if (maxL1 === 0) return result;
     const { l0Retention, retentionEnabled, local } = this.#options;
     const cutoff = now - Math.max(0, l0Retention);
     if (retentionEnabled && l0Retention > 0) {
-      const doomed = selectL0Deletions(await listLevel(this.client, 0), maxL1, cutoff);
+      const listed = await listLevel(this.client, 0);
+      const doomed = selectL0Deletions(listed, maxL1, cutoff);
       await this.#delete(0, doomed, result.remote);
+      result.pending ||= listed.length - doomed.length > 1;
     }
     if (local) {
       // Covered by level 1 means uploaded: level 1 is built from the replica's own L0 listing.
-      const doomed = selectL0Deletions(await listLevel(local, 0), maxL1, cutoff);
+      const listed = await listLevel(local, 0);
+      const doomed = selectL0Deletions(listed, maxL1, cutoff);
+      result.pending ||= listed.length - doomed.length > 1;
       if (doomed.length > 0) {
         await local.deleteLTXFiles(doomed);
         result.local.push(...doomed.map(idOf));

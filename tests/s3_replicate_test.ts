@@ -136,7 +136,7 @@ Deno.test("s3: server down for 20 s while the application writes; replication ca
   }
 });
 
-Deno.test("s3: an idle replicated database makes zero requests", async () => {
+Deno.test("s3: an idle replicated database makes zero requests, compaction included", async () => {
   const server = await startS3Server({ buckets: ["sluice-idle"] });
   const dir = await Deno.makeTempDir({ prefix: "sluice-s3-idle-" });
   const client = new S3ReplicaClient(s3Spec(server, "sluice-idle", "app"));
@@ -150,15 +150,24 @@ Deno.test("s3: an idle replicated database makes zero requests", async () => {
       createClient: () => client,
       syncInterval: 100,
       monitorInterval: 100,
+      // Compaction, snapshots and retention on short clocks: they too must go quiet.
+      compaction: {
+        levels: [1000, 2000],
+        snapshotInterval: 2000,
+        snapshotRetention: 1000,
+        l0Retention: 500,
+        retentionEnabled: true,
+      },
     });
     await runWriter("--db", dbPath, "--rate", "0", "--count", "20");
     await waitFor("upload of the writes", () =>
       store.status()[0]?.lagSeconds === 0 &&
       store.status()[0]?.replicaTXID === store.status()[0]?.localTXID);
-    await new Promise((r) => setTimeout(r, 500));
+    // Let compaction, L0 retention and snapshot retention finish with what was written.
+    await new Promise((r) => setTimeout(r, 6000));
     const before = client.requestCount;
-    // 30 polls of an idle database.
-    await new Promise((r) => setTimeout(r, 3000));
+    // 40 polls, 4 level-1 ticks, 2 snapshot ticks of an idle database.
+    await new Promise((r) => setTimeout(r, 4000));
     assert.equal(client.requestCount - before, 0, "requests made while idle");
   } finally {
     await store.close();
