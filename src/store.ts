@@ -19,6 +19,9 @@ import type { Logger } from "./log.ts";
 import { type CompactionSettings, type Compactor, createCompactor } from "./compactor.ts";
 import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./control.ts";
 
+/** How far the safety-net poll of an idle, watched database backs off: × `monitor-interval`. */
+export const IDLE_POLL_FACTOR = 8;
+
 /** Everything the store needs to replicate one database. */
 export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
   /** Absolute database path. */
@@ -60,7 +63,10 @@ export interface Managed {
   db: DB;
   replica: Replica;
   job: ThrottledJob;
-  poll: ReturnType<typeof setInterval>;
+  /** The next safety-net poll. */
+  poll?: ReturnType<typeof setTimeout>;
+  /** Delay before the next poll, ms: grows while the database is idle and watched. */
+  pollDelay: number;
   unwatch?: () => void;
   lastWALStat?: string;
   /** Compaction, snapshots and retention; runs on its own schedule. */
@@ -162,7 +168,10 @@ export class Store {
 
   /** A change was seen on `path` or its WAL: sync soon. */
   notify(path: string): void {
-    this.#managed.get(path)?.job.request();
+    const managed = this.#managed.get(path);
+    if (!managed) return;
+    managed.pollDelay = managed.entry.monitorInterval; // active again: poll at the base rate
+    managed.job.request();
   }
 
   /** Runs a sync and upload of every database now, waiting for them (tests, shutdown). */
@@ -245,14 +254,13 @@ export class Store {
         db,
         replica,
         job,
-        poll: setInterval(() => this.#poll(managed), entry.monitorInterval),
+        pollDelay: entry.monitorInterval,
         compactor: entry.compaction
           ? createCompactor(db, replica, entry.compaction, { logger, encoding: entry.encoding })
           : undefined,
         lock,
       };
       if (this.#closed) {
-        clearInterval(managed.poll);
         await db.close();
         await client.close();
         lock.release();
@@ -260,12 +268,13 @@ export class Store {
       }
       if (this.#options.watchWAL) {
         try {
-          managed.unwatch = this.#watcher.watch(entry.path, () => job.request());
+          managed.unwatch = this.#watcher.watch(entry.path, () => this.notify(entry.path));
         } catch (err) {
           logger.warn("cannot watch; relying on polling", { error: (err as Error).message });
         }
       }
       this.#managed.set(entry.path, managed);
+      this.#schedulePoll(managed);
       logger.info("replicating", { replica: client.location, txid: formatHex(db.txid) });
       job.request();
       managed.compactor?.start();
@@ -326,19 +335,41 @@ export class Store {
     return result.more === true;
   }
 
-  /** The safety-net poll: cheap fstat of the WAL; a sync only when it changed. */
-  async #poll(managed: Managed): Promise<void> {
+  /**
+   * Schedules the next safety-net poll. While a watcher covers the database and nothing
+   * changes, the delay doubles up to {@linkcode IDLE_POLL_FACTOR} × `monitor-interval`: a
+   * thousand idle tenants then cost a few hundred stat calls a second instead of two thousand.
+   * Without a watcher the poll is the only trigger and keeps its interval.
+   */
+  #schedulePoll(managed: Managed): void {
+    if (this.#managed.get(managed.entry.path) !== managed) return;
+    managed.poll = setTimeout(async () => {
+      const changed = await this.#poll(managed);
+      const watched = !this.#options.watchWAL || managed.unwatch !== undefined;
+      const base = managed.entry.monitorInterval;
+      managed.pollDelay = changed || !watched
+        ? base
+        : Math.min(managed.pollDelay * 2, base * IDLE_POLL_FACTOR);
+      this.#schedulePoll(managed);
+    }, managed.pollDelay);
+  }
+
+  /**
+   * The safety-net poll: a stat of the database (replaced?) and of its WAL; a sync only when
+   * the WAL changed or the replica is behind. Resolves true when something changed.
+   */
+  async #poll(managed: Managed): Promise<boolean> {
     try {
       if (await managed.db.replaced()) {
         // Removed while we looked (a directory monitor saw the file go): re-adding it would
         // leave a retry loop behind for a database nobody replicates any more.
-        if (this.#managed.get(managed.entry.path) !== managed) return;
+        if (this.#managed.get(managed.entry.path) !== managed) return false;
         this.#options.logger.warn("database file was replaced; starting over", {
           db: managed.entry.path,
         });
         await this.remove(managed.entry.path, false);
         await this.add(managed.entry);
-        return;
+        return true;
       }
       const stat = await Deno.stat(managed.entry.path + "-wal").catch(() => undefined);
       const key = stat ? `${stat.size}:${stat.mtime?.getTime()}:${stat.ino}` : "none";
@@ -347,18 +378,21 @@ export class Store {
       if (key !== managed.lastWALStat || behind) {
         managed.lastWALStat = key;
         managed.job.request();
+        return true;
       }
+      return false;
     } catch (err) {
       this.#options.logger.warn("poll failed", {
         db: managed.entry.path,
         error: (err as Error).message,
       });
+      return true;
     }
   }
 
   async #shutdown(managed: Managed, finalSync: boolean): Promise<void> {
     await managed.compactor?.stop(); // waits for a running compaction or snapshot
-    clearInterval(managed.poll);
+    clearTimeout(managed.poll);
     managed.unwatch?.();
     await managed.job.stop();
     if (finalSync) {
