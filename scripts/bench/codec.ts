@@ -2,27 +2,32 @@
  * LTX codec benchmark: CRC-64/GO-ISO, and LTX encode and decode of a whole snapshot, in MB/s of
  * page data per core (one thread).
  *
- *   deno run -A scripts/bench/codec.ts [--mb=32] [--json]
+ *   deno run -A scripts/bench/codec.ts [--quick]
  *
  * Pages come from a generated SQLite database of typical rows (4 KiB pages, about half
- * compressible, like real tables and indexes). Encode writes to a discarding sink in both page
- * encodings; decode reads the encoded bytes back through a stream with full verification.
- * Runs in about 15 s.
+ * compressible, like real tables and indexes; 32 MB, 8 MB with `--quick`). Encode writes to a
+ * discarding sink in both page encodings; decode reads the encoded bytes back through a stream
+ * with full verification.
+ *
+ * Baselines, on the same bytes in the same run: for encode, LZ4 compression of every page alone
+ * with lz4_flex compiled to WebAssembly (`npm:lz4-wasm-nodejs`), i.e. the compression step with
+ * no LTX framing, checksums or streams; for decode, lz4-wasm decompression of those blocks; for
+ * CRC-64, zlib's native CRC-32 (`node:zlib` crc32, C code), the cost of a table-driven CRC in
+ * native code.
  *
  * @module
  */
 
 import { DatabaseSync } from "node:sqlite";
+import zlib from "node:zlib";
+import * as wasm from "lz4-wasm-nodejs";
 import { crc64, Decoder, Encoder, type Header, type PageEncoding } from "../../src/ltx/mod.ts";
+import { type BenchOptions, type BenchResult, formatTable, progress, result } from "./_common.ts";
 
-const args = Object.fromEntries(
-  Deno.args.map((a) => a.replace(/^--/, "").split("=")).map(([k, v]) => [k, v ?? "true"]),
-);
-const TARGET_MB = Number(args.mb ?? 32);
 const PAGE_SIZE = 4096;
 
 /** Database pages of a table with text, numbers and JSON plus an index. */
-async function databasePages(): Promise<Uint8Array> {
+async function databasePages(TARGET_MB: number): Promise<Uint8Array> {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/bench.db`;
@@ -95,41 +100,94 @@ async function decode(chunks: Uint8Array[]) {
   return { seconds: (performance.now() - start) / 1000, pages };
 }
 
-const db = await databasePages();
-const mb = db.length / 1e6;
-const results: Record<string, number> = {};
-
-// CRC-64 over the database in 4 KiB slices (as the codec feeds it) and in one call.
-for (const [label, slice] of [["crc64 4K pages", PAGE_SIZE], ["crc64 whole", db.length]] as const) {
-  crc64(db.subarray(0, PAGE_SIZE)); // warm up
-  const start = performance.now();
+/** MB/s of `run` over `bytes` bytes per call, for at least `ms` milliseconds after a warm-up. */
+function mbPerSecond(run: () => void, bytes: number, ms: number): number {
+  run();
   let rounds = 0;
-  while (performance.now() - start < 1500) {
-    for (let at = 0; at < db.length; at += slice) crc64(db.subarray(at, at + slice));
+  const start = performance.now();
+  while (performance.now() - start < ms) {
+    run();
     rounds++;
   }
-  results[label] = (mb * rounds) / ((performance.now() - start) / 1000);
+  return (bytes * rounds) / ((performance.now() - start) / 1000) / 1e6;
 }
 
-for (const encoding of ["frame", "block"] as const) {
-  await encode(db.subarray(0, 256 * PAGE_SIZE), encoding); // warm up
-  const encoded = await encode(db, encoding);
-  results[`encode ${encoding}`] = mb / encoded.seconds;
-  results[`ratio ${encoding}`] = encoded.size / db.length;
-  await decode(encoded.chunks);
-  const decoded = await decode(encoded.chunks);
-  results[`decode ${encoding}`] = mb / decoded.seconds;
-}
+/** The codec figures. */
+export async function run(options: BenchOptions): Promise<BenchResult[]> {
+  progress("codec: LTX encode/decode and CRC-64");
+  const db = await databasePages(options.quick ? 8 : 32);
+  const mb = db.length / 1e6;
+  const ms = options.quick ? 500 : 1500;
+  const pages: Uint8Array[] = [];
+  for (let at = 0; at < db.length; at += PAGE_SIZE) pages.push(db.subarray(at, at + PAGE_SIZE));
+  const results: BenchResult[] = [];
 
-if (args.json) {
-  console.log(JSON.stringify({ databaseMB: mb, ...results }));
-} else {
-  console.log(`database: ${mb.toFixed(1)} MB of ${PAGE_SIZE}-byte pages (generated rows)`);
-  for (const [label, value] of Object.entries(results)) {
-    console.log(
-      label.startsWith("ratio")
-        ? `${label.padEnd(16)} ${value.toFixed(3)} (file size / page bytes)`
-        : `${label.padEnd(16)} ${value.toFixed(0).padStart(6)} MB/s`,
-    );
+  const crcPages = mbPerSecond(
+    () => {
+      for (const page of pages) crc64(page);
+    },
+    db.length,
+    ms,
+  );
+  const crc32Pages = mbPerSecond(
+    () => {
+      for (const page of pages) zlib.crc32(page);
+    },
+    db.length,
+    ms,
+  );
+  results.push(
+    result("CRC-64, 4 KiB pages, 1 core", "MB/s", crcPages, crc32Pages, "zlib crc32 (native C)"),
+  );
+
+  const wasmCompress = mbPerSecond(
+    () => {
+      for (const page of pages) wasm.compress(page);
+    },
+    db.length,
+    ms,
+  );
+  const blocks = pages.map((page) => wasm.compress(page));
+  const wasmDecompress = mbPerSecond(
+    () => {
+      for (const block of blocks) wasm.decompress(block);
+    },
+    db.length,
+    ms,
+  );
+
+  for (const encoding of ["frame", "block"] as const) {
+    await encode(db.subarray(0, 256 * PAGE_SIZE), encoding); // warm up
+    let best = Infinity;
+    let encoded!: Awaited<ReturnType<typeof encode>>;
+    for (let i = 0; i < (options.quick ? 1 : 3); i++) {
+      encoded = await encode(db, encoding);
+      best = Math.min(best, encoded.seconds);
+    }
+    results.push(result(
+      `LTX encode (${encoding}), 1 core`,
+      "MB/s",
+      mb / best,
+      wasmCompress,
+      "lz4-wasm compress",
+      `${encoding}: output is ${(encoded.size / db.length).toFixed(3)} of the page bytes`,
+    ));
+    await decode(encoded.chunks); // warm up
+    let bestDecode = Infinity;
+    for (let i = 0; i < (options.quick ? 1 : 3); i++) {
+      bestDecode = Math.min(bestDecode, (await decode(encoded.chunks)).seconds);
+    }
+    results.push(result(
+      `LTX decode (${encoding}), 1 core`,
+      "MB/s",
+      mb / bestDecode,
+      wasmDecompress,
+      "lz4-wasm decompress",
+    ));
   }
+  return results;
+}
+
+if (import.meta.main) {
+  console.log(formatTable(await run({ quick: Deno.args.includes("--quick") })));
 }

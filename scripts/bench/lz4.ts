@@ -2,11 +2,12 @@
  * LZ4 block codec benchmark: sluice's TypeScript codec (src/ltx/_lz4_block.ts) against the WASM
  * build of lz4_flex (npm:lz4-wasm-nodejs), on realistic SQLite pages and synthetic ones.
  *
- *   deno run -A scripts/bench/lz4.ts [--ms=400]
+ *   deno run -A scripts/bench/lz4.ts [--quick]
  *
- * Page sets: the fixture databases (4 KiB and 64 KiB pages), a freshly generated database of
- * typical rows with an index (4 KiB pages), text pages and random (incompressible) pages.
- * Prints MB/s of uncompressed bytes per core, and the compression ratio. Runs in about 15 s.
+ * Page sets: a freshly generated database of typical rows with an index (4 KiB pages), the
+ * 64 KiB-page fixture database, and random (incompressible) 4 KiB pages. Reports MB/s of
+ * uncompressed bytes on one core; the baseline is lz4-wasm on the same pages in the same run.
+ * Every block of either side is first checked to decode to its page with sluice's decoder.
  *
  * @module
  */
@@ -15,8 +16,8 @@ import { DatabaseSync } from "node:sqlite";
 import * as wasm from "lz4-wasm-nodejs";
 import { compressBlock, compressBound, decompressBlock } from "../../src/ltx/_lz4_block.ts";
 
-const msArg = Deno.args.find((a) => a.startsWith("--ms="));
-const MEASURE_MS = msArg ? Number(msArg.slice(5)) : 400;
+import { type BenchOptions, type BenchResult, formatTable, progress, result } from "./_common.ts";
+
 const fixtures = new URL("../../../shared/fixtures/sqlite/", import.meta.url);
 
 function splitPages(bytes: Uint8Array, pageSize: number): Uint8Array[] {
@@ -61,20 +62,6 @@ async function generatedDatabasePages(): Promise<Uint8Array[]> {
   }
 }
 
-function textPages(count: number, pageSize: number): Uint8Array[] {
-  const encoder = new TextEncoder();
-  const pages: Uint8Array[] = [];
-  for (let i = 0; i < count; i++) {
-    let text = "";
-    while (text.length < pageSize) {
-      text += `row ${i * 1000 + text.length} name=user${text.length % 97} ` +
-        `email=u${text.length}@example.com; `;
-    }
-    pages.push(encoder.encode(text).slice(0, pageSize));
-  }
-  return pages;
-}
-
 function randomPages(count: number, pageSize: number): Uint8Array[] {
   return Array.from({ length: count }, () => {
     const page = new Uint8Array(pageSize);
@@ -85,69 +72,96 @@ function randomPages(count: number, pageSize: number): Uint8Array[] {
   });
 }
 
-function mbPerSecond(run: () => void, bytesPerRun: number): number {
+function mbPerSecond(run: () => void, bytesPerRun: number, ms: number): number {
   run(); // warm up
   let bytes = 0;
   const start = performance.now();
-  while (performance.now() - start < MEASURE_MS) {
+  while (performance.now() - start < ms) {
     run();
     bytes += bytesPerRun;
   }
   return bytes / ((performance.now() - start) / 1000) / 1e6;
 }
 
-const sets: [string, Uint8Array[]][] = [
-  ["fixture 4K", [
-    ...splitPages(await Deno.readFile(new URL("v1.db", fixtures)), 4096),
-    ...splitPages(await Deno.readFile(new URL("v2.db", fixtures)), 4096),
-  ]],
-  ["generated 4K", await generatedDatabasePages()],
-  ["fixture 64K", splitPages(await Deno.readFile(new URL("big.db", fixtures)), 65536)],
-  ["text 4K", textPages(64, 4096)],
-  ["random 4K", randomPages(64, 4096)],
-  ["random 64K", randomPages(8, 65536)],
-];
-
-console.log(
-  "page set       pages  ratio(ts/wasm)   compress MB/s ts / wasm   decompress MB/s ts / wasm",
-);
-for (const [name, pages] of sets) {
-  const total = pages.reduce((n, p) => n + p.length, 0);
-  const scratch = new Uint8Array(compressBound(65536));
-  const tsBlocks = pages.map((p) => scratch.slice(0, compressBlock(p, scratch, 0)));
-  const wasmBlocks = pages.map((p) => wasm.compress(p)); // 4-byte size prefix + block
-  const outputs = pages.map((p) => new Uint8Array(p.length));
-  // Cross-check: each side's blocks decode with sluice's decoder to the original page.
-  for (const [i, page] of pages.entries()) {
-    for (const block of [tsBlocks[i], wasmBlocks[i].subarray(4)]) {
-      const end = decompressBlock(block, 0, block.length, outputs[i], 0, page.length);
-      if (end !== page.length || outputs[i].some((b, k) => b !== page[k])) {
-        throw new Error(`${name}: page ${i} does not round-trip`);
+/** The LZ4 figures: sluice's TypeScript block codec vs lz4-wasm, per page set. */
+export async function run(options: BenchOptions): Promise<BenchResult[]> {
+  progress("lz4: TypeScript block codec vs lz4-wasm");
+  const ms = options.quick ? 200 : 600;
+  const sets: [string, Uint8Array[]][] = [
+    ["generated 4K", await generatedDatabasePages()],
+    ["fixture 64K", splitPages(await Deno.readFile(new URL("big.db", fixtures)), 65536)],
+    ["random 4K", randomPages(64, 4096)],
+  ];
+  const results: BenchResult[] = [];
+  for (const [name, pages] of sets) {
+    const total = pages.reduce((n, p) => n + p.length, 0);
+    const scratch = new Uint8Array(compressBound(65536));
+    const tsBlocks = pages.map((p) => scratch.slice(0, compressBlock(p, scratch, 0)));
+    const wasmBlocks = pages.map((p) => wasm.compress(p)); // 4-byte size prefix + block
+    const outputs = pages.map((p) => new Uint8Array(p.length));
+    // Cross-check: each side's blocks decode with sluice's decoder to the original page.
+    for (const [i, page] of pages.entries()) {
+      for (const block of [tsBlocks[i], wasmBlocks[i].subarray(4)]) {
+        const end = decompressBlock(block, 0, block.length, outputs[i], 0, page.length);
+        if (end !== page.length || outputs[i].some((b, k) => b !== page[k])) {
+          throw new Error(`${name}: page ${i} does not round-trip`);
+        }
       }
     }
+    const ratio = (blocks: Uint8Array[], prefix: number) =>
+      (blocks.reduce((n, b) => n + b.length - prefix, 0) / total).toFixed(3);
+    const tsCompress = mbPerSecond(
+      () => {
+        for (const p of pages) compressBlock(p, scratch, 0);
+      },
+      total,
+      ms,
+    );
+    const wasmCompress = mbPerSecond(
+      () => {
+        for (const p of pages) wasm.compress(p);
+      },
+      total,
+      ms,
+    );
+    const tsDecompress = mbPerSecond(
+      () => {
+        for (let i = 0; i < pages.length; i++) {
+          decompressBlock(tsBlocks[i], 0, tsBlocks[i].length, outputs[i], 0, pages[i].length);
+        }
+      },
+      total,
+      ms,
+    );
+    const wasmDecompress = mbPerSecond(
+      () => {
+        for (const b of wasmBlocks) wasm.decompress(b);
+      },
+      total,
+      ms,
+    );
+    results.push(
+      result(
+        `LZ4 compress, ${name} pages, 1 core`,
+        "MB/s",
+        tsCompress,
+        wasmCompress,
+        "lz4-wasm (lz4_flex)",
+        `${name}: ${pages.length} pages, compressed size ratio sluice ${ratio(tsBlocks, 0)}, ` +
+          `lz4-wasm ${ratio(wasmBlocks, 4)}`,
+      ),
+      result(
+        `LZ4 decompress, ${name} pages, 1 core`,
+        "MB/s",
+        tsDecompress,
+        wasmDecompress,
+        "lz4-wasm (lz4_flex)",
+      ),
+    );
   }
-  const ratio = (blocks: Uint8Array[], prefix: number) =>
-    (blocks.reduce((n, b) => n + b.length - prefix, 0) / total).toFixed(3);
-  const tsCompress = mbPerSecond(() => {
-    for (const p of pages) compressBlock(p, scratch, 0);
-  }, total);
-  const wasmCompress = mbPerSecond(() => {
-    for (const p of pages) wasm.compress(p);
-  }, total);
-  const tsDecompress = mbPerSecond(() => {
-    for (let i = 0; i < pages.length; i++) {
-      decompressBlock(tsBlocks[i], 0, tsBlocks[i].length, outputs[i], 0, pages[i].length);
-    }
-  }, total);
-  const wasmDecompress = mbPerSecond(() => {
-    for (const b of wasmBlocks) wasm.decompress(b);
-  }, total);
-  console.log(
-    `${name.padEnd(14)} ${String(pages.length).padStart(5)}  ${ratio(tsBlocks, 0)}/${
-      ratio(wasmBlocks, 4)
-    }      ${tsCompress.toFixed(0).padStart(6)} / ${wasmCompress.toFixed(0).padStart(6)}` +
-      `           ${tsDecompress.toFixed(0).padStart(6)} / ${
-        wasmDecompress.toFixed(0).padStart(6)
-      }`,
-  );
+  return results;
+}
+
+if (import.meta.main) {
+  console.log(formatTable(await run({ quick: Deno.args.includes("--quick") })));
 }

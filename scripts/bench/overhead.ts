@@ -1,0 +1,96 @@
+/**
+ * Overhead on the application: the bench writer's transactions per second (unthrottled, small
+ * rows, its own process) with no replicator, with sluice replicating the database to a file
+ * replica, and with Litestream v0.3.13 doing the same. The baseline is "no replicator".
+ *
+ * Runs alternate (none, sluice, Litestream, repeated) so slow drift on a shared machine hits all
+ * three alike; each figure is the median of its runs. On 2 cores the writer and the replicator
+ * compete for CPU, so this measures exactly what an application on a small machine would feel.
+ *
+ *   deno run -A scripts/bench/overhead.ts [--quick]
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import {
+  type Background,
+  type BenchOptions,
+  type BenchResult,
+  formatTable,
+  percentile,
+  progress,
+  result,
+  sleep,
+  until,
+  withTempDir,
+} from "./_common.ts";
+import { createBenchDatabase, runWriter, startReplicator, type ToolName } from "./_replicators.ts";
+import { watchReplica } from "./_watch.ts";
+
+type Mode = "none" | ToolName;
+
+async function writerRate(mode: Mode, seconds: number): Promise<number> {
+  return await withTempDir(`overhead-${mode}`, async (dir) => {
+    const dbPath = join(dir, "app.db");
+    const replicaDir = join(dir, "replica");
+    createBenchDatabase(dbPath);
+    let replicator: Background | undefined;
+    if (mode !== "none") {
+      const watcher = await watchReplica(replicaDir, 100);
+      replicator = await startReplicator(mode, dbPath, { type: "file", dir: replicaDir }, dir);
+      const ready = await until(() => watcher.seen.size > 0, 30_000);
+      await watcher.stop();
+      if (!ready) throw new Error(`${mode} wrote nothing to its replica within 30 s`);
+      await sleep(500);
+    }
+    try {
+      const run = await runWriter({ db: dbPath, rate: 0, seconds, payloadBytes: 100, firstK: 1 });
+      return run.committed / run.seconds;
+    } finally {
+      await replicator?.stop();
+    }
+  });
+}
+
+/** The overhead figures. */
+export async function run(options: BenchOptions): Promise<BenchResult[]> {
+  const seconds = options.quick ? 2 : 6;
+  const rounds = options.quick ? 1 : 2;
+  const rates: Record<Mode, number[]> = { none: [], sluice: [], litestream: [] };
+  let failure: string | undefined;
+  for (let i = 0; i < rounds; i++) {
+    for (const mode of ["none", "sluice", "litestream"] as const) {
+      progress(`overhead: writer alone vs with a replicator, ${mode}, round ${i + 1}`);
+      try {
+        rates[mode].push(await writerRate(mode, seconds));
+      } catch (err) {
+        if (mode !== "litestream") throw err;
+        failure = `Litestream not measured: ${(err as Error).message}`;
+      }
+    }
+  }
+  const none = percentile(rates.none, 0.5);
+  return [
+    result(
+      "writer tx/s with sluice (vs no replicator)",
+      "tx/s",
+      percentile(rates.sluice, 0.5),
+      none,
+      "no replicator",
+      `unthrottled writer, small rows, synchronous=NORMAL, median of ${rounds} run(s) of ${seconds} s`,
+    ),
+    result(
+      "writer tx/s with Litestream (vs no replicator)",
+      "tx/s",
+      percentile(rates.litestream, 0.5),
+      none,
+      "no replicator",
+      failure ?? "same method; here the first column is Litestream v0.3.13, not sluice",
+    ),
+  ];
+}
+
+if (import.meta.main) {
+  console.log(formatTable(await run({ quick: Deno.args.includes("--quick") })));
+}
