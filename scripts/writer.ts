@@ -5,7 +5,7 @@
  *   deno run -A scripts/writer.ts --db PATH [--rate N] [--duration S | --count N]
  *     [--row-size B] [--big-every K] [--big-pages P]
  *     [--checkpoint-mode none|passive|full|restart|truncate|random] [--checkpoint-every K]
- *     [--busy-timeout MS] [--seed N] [--ack-file PATH]
+ *     [--busy-timeout MS] [--seed N] [--ack-file PATH] [--ack-times]
  *
  * Creates the database if missing (WAL mode, table `t(id INTEGER PRIMARY KEY, n INTEGER,
  * payload BLOB)`). Transaction number k (the newest row's `n` + 1, read under the write lock, so
@@ -16,7 +16,9 @@
  *
  * After each commit the transaction number is appended to `--ack-file` (one per line, written
  * before the next transaction starts), so a test can check that a restore holds every
- * acknowledged transaction. Runs until `--count` transactions, `--duration` seconds, or
+ * acknowledged transaction. With `--ack-times` each line also carries the time of the
+ * acknowledgement, `<k> <ms since the epoch>`, taken after the commit returned (the chaos
+ * campaigns compare it with the replica's file timestamps). Runs until `--count` transactions, `--duration` seconds, or
  * SIGTERM/SIGINT (the transaction in progress is finished first), then prints one JSON line:
  * `{"committed":N,"busyErrors":N,"lastId":N,"checkpoints":N,"checkpointsBusy":N}`.
  *
@@ -50,6 +52,8 @@ export interface WriterOptions {
   busyTimeout: number;
   seed: number;
   ackFile?: string;
+  /** Append the acknowledgement time to each ack line (`<k> <ms>`). */
+  ackTimes?: boolean;
 }
 
 /** @throws Error naming the bad argument. */
@@ -69,6 +73,7 @@ export function parseWriterArgs(args: string[]): WriterOptions {
       "busy-timeout": { type: "string", default: "5000" },
       seed: { type: "string", default: "1" },
       "ack-file": { type: "string" },
+      "ack-times": { type: "boolean", default: false },
     },
   });
   if (!values.db) throw new Error("--db PATH is required");
@@ -94,6 +99,7 @@ export function parseWriterArgs(args: string[]): WriterOptions {
     busyTimeout: number("busy-timeout"),
     seed: number("seed"),
     ackFile: values["ack-file"],
+    ackTimes: values["ack-times"] ?? false,
   };
 }
 
@@ -177,7 +183,10 @@ export async function runWriter(options: WriterOptions) {
       }
       summary.lastId = id;
       summary.committed++;
-      if (ack) await writeAll(ack, new TextEncoder().encode(`${id}\n`));
+      if (ack) {
+        const line = options.ackTimes ? `${id} ${Date.now()}\n` : `${id}\n`;
+        await writeAll(ack, new TextEncoder().encode(line));
+      }
 
       if (options.checkpointMode !== "none" && id % options.checkpointEvery === 0) {
         const modes = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"];

@@ -1,9 +1,25 @@
 /**
  * Test helper: a TCP proxy on 127.0.0.1 that can cut connections mid-response, to prove that
- * clients survive dropped connections (e.g. a restore download cut in the middle of a file).
+ * clients survive dropped connections (e.g. a restore download cut in the middle of a file),
+ * and inject storage faults for the chaos campaigns: refuse every connection (server down),
+ * answer a fraction of new connections with HTTP 500 or reset them, and delay traffic.
  *
  * @module
  */
+
+/** Faults applied to connections accepted from now on (see {@linkcode FaultProxy.setFaults}). */
+export interface ProxyFaults {
+  /** Close every new connection at once, like a server that is down. */
+  down?: boolean;
+  /** Fraction (0…1) of new connections answered `500 Internal Server Error` and closed. */
+  failRate?: number;
+  /** Fraction (0…1) of new connections closed after the request arrived, without an answer. */
+  resetRate?: number;
+  /** Delay before forwarding each chunk, in both directions, ms. */
+  delayMs?: number;
+  /** Random source for the rates (default Math.random), for reproducible runs. */
+  random?: () => number;
+}
 
 /** A running proxy. */
 export interface FaultProxy {
@@ -22,6 +38,12 @@ export interface FaultProxy {
   cutResponses(afterBytes: number | number[], times?: number): void;
   /** Disarms any pending fault. */
   reset(): void;
+  /** Applies `faults` to connections accepted from now on; `{}` clears them. */
+  setFaults(faults: ProxyFaults): void;
+  /** Closes every open connection (clients reconnect, and meet the current faults). */
+  dropAll(): void;
+  /** Connections answered 500, reset, or refused because of {@linkcode setFaults}. */
+  readonly injected: { failed: number; reset: number; refused: number };
   /** Stops listening and closes every connection. */
   close(): Promise<void>;
 }
@@ -38,6 +60,8 @@ export function startFaultProxy(target: string): FaultProxy {
   let budgets: number[] = [];
   /** The connection currently being cut and its remaining byte budget. */
   let victim: { id: number; budget: number } | undefined;
+  let faults: ProxyFaults = {};
+  const injected = { failed: 0, reset: 0, refused: 0 };
 
   const closeQuietly = (conn: Deno.Conn) => {
     if (!open.delete(conn)) return;
@@ -67,6 +91,7 @@ export function startFaultProxy(target: string): FaultProxy {
         const n = await from.read(buffer);
         if (n === null) break;
         const { allowed, cut } = id === undefined ? { allowed: n, cut: false } : allowance(id, n);
+        if (faults.delayMs) await new Promise((r) => setTimeout(r, faults.delayMs));
         let written = 0;
         while (written < allowed) written += await to.write(buffer.subarray(written, allowed));
         if (cut) break;
@@ -86,6 +111,7 @@ export function startFaultProxy(target: string): FaultProxy {
       const id = ++connections;
       open.add(client);
       track((async () => {
+        if (await injectFault(client)) return;
         let upstream: Deno.Conn;
         try {
           upstream = await Deno.connect({ hostname, port: Number(targetPort) });
@@ -98,6 +124,40 @@ export function startFaultProxy(target: string): FaultProxy {
       })());
     }
   };
+  /** Applies the connection-level faults; true when `client` was dealt with. */
+  const injectFault = async (client: Deno.Conn): Promise<boolean> => {
+    if (faults.down) {
+      injected.refused++;
+      closeQuietly(client);
+      return true;
+    }
+    const random = faults.random ?? Math.random;
+    const fail = (faults.failRate ?? 0) > 0 && random() < faults.failRate!;
+    const reset = !fail && (faults.resetRate ?? 0) > 0 && random() < faults.resetRate!;
+    if (!fail && !reset) return false;
+    // Wait for the request head, so the client has sent something before it hears back.
+    const buffer = new Uint8Array(16 * 1024);
+    let head = "";
+    try {
+      while (!head.includes("\r\n\r\n") && head.length < 64 * 1024) {
+        const n = await client.read(buffer);
+        if (n === null) break;
+        head += new TextDecoder().decode(buffer.subarray(0, n));
+      }
+      if (fail) {
+        const body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
+        const response = `HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n` +
+          `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
+        const bytes = new TextEncoder().encode(response);
+        for (let at = 0; at < bytes.length;) at += await client.write(bytes.subarray(at));
+      }
+    } catch { /* client gone */ }
+    if (fail) injected.failed++;
+    else injected.reset++;
+    closeQuietly(client);
+    return true;
+  };
+
   const accepting = accept().catch(() => {});
   const port = (listener.addr as Deno.NetAddr).port;
 
@@ -117,6 +177,15 @@ export function startFaultProxy(target: string): FaultProxy {
     reset() {
       budgets = [];
       victim = undefined;
+    },
+    setFaults(next: ProxyFaults) {
+      faults = { ...next };
+    },
+    dropAll() {
+      for (const conn of [...open]) closeQuietly(conn);
+    },
+    get injected() {
+      return { ...injected };
     },
     async close() {
       try {

@@ -1,0 +1,117 @@
+/**
+ * `deno task test:chaos`: bounded crash, behaviour, storage-fault and concurrency campaigns
+ * against the real `sluice replicate` (docs/RELIABILITY.md lists them and their last results).
+ *
+ *   deno run -A scripts/chaos.ts [--cycles N] [--rounds N] [--seed S] [--only a,b,c,d]
+ *     [--phase-ms MS] [--known] [--json]
+ *
+ * - a / crash: N SIGKILL/restart cycles (default 100) during writes, checkpoints, uploads,
+ *   compactions and snapshots;
+ * - b / behaviour: N rounds (default 2) of the application's checkpoints, long reads, VACUUM,
+ *   journal mode switch, file replacement and WAL deletion;
+ * - c / storage: S3 500s/resets/down/slow/server kill, meta dir disk full, read-only replica;
+ * - d / concurrency: a second `replicate` of the same database.
+ *
+ * Every campaign ends with a restore checked against what the writer acknowledged. Scenarios
+ * that reproduce an engine bug still open (docs/RELIABILITY.md, "Failures found") are left out
+ * unless `--known` is given; the summary names them. Exit status 1 when a campaign failed.
+ * Default size: about 6–8 minutes on 2 cores.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { CampaignResult } from "./chaos_lib.ts";
+import { crashCampaign } from "./chaos_crash.ts";
+import { behaviourCampaign } from "./chaos_behaviour.ts";
+import { APP_STEPS, type AppStep } from "./chaos_app.ts";
+import { storageCampaign, type StorageFault } from "./chaos_storage.ts";
+import { concurrencyCampaign, type ConcurrencyCase } from "./chaos_concurrency.ts";
+
+/** Scenarios left out by default: they fail until the engine bug they reproduce is fixed. */
+export const KNOWN_FAILURES = [
+  {
+    id: "F1",
+    campaign: "b",
+    scenario: "replace-now",
+    bug: "sluice sets aside the -wal of a replacing database that reuses it (app data lost)",
+  },
+  { id: "F2", campaign: "c", scenario: "meta-full", bug: "sluice exits on ENOSPC in the meta dir" },
+  {
+    id: "F3",
+    campaign: "d",
+    scenario: "same-replica",
+    bug: "two databases can replicate into one replica path",
+  },
+] as const;
+
+if (import.meta.main) {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      cycles: { type: "string", default: "100" },
+      rounds: { type: "string", default: "2" },
+      seed: { type: "string" },
+      only: { type: "string", default: "a,b,c,d" },
+      "phase-ms": { type: "string", default: "3000" },
+      known: { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const seed = values.seed !== undefined ? Number(values.seed) : Date.now() % 1_000_000;
+  const only = new Set(values.only.split(",").map((s) => s.trim()));
+  const log = (message: string) =>
+    console.error(`${new Date().toISOString().slice(11, 19)} ${message}`);
+  log(`chaos: seed ${seed} (rerun with --seed ${seed}), campaigns ${[...only].join(",")}`);
+  const storageFaults: StorageFault[] = ["s3", "replica-readonly"];
+  const concurrencyCases: ConcurrencyCase[] = ["same-db"];
+  if (values.known) {
+    storageFaults.push("meta-full");
+    concurrencyCases.push("same-replica");
+  }
+
+  const started = performance.now();
+  const results: CampaignResult[] = [];
+  if (only.has("a")) {
+    results.push(await crashCampaign({ cycles: Number(values.cycles), seed, log }));
+  }
+  if (only.has("b")) {
+    const steps: AppStep[] = values.known ? [...APP_STEPS, "replace-now"] : [...APP_STEPS];
+    results.push(
+      await behaviourCampaign({ rounds: Number(values.rounds), seed: seed + 1, steps, log }),
+    );
+  }
+  if (only.has("c")) {
+    results.push(
+      await storageCampaign({
+        seed: seed + 2,
+        faults: storageFaults,
+        phaseMs: Number(values["phase-ms"]),
+        log,
+      }),
+    );
+  }
+  if (only.has("d")) {
+    results.push(await concurrencyCampaign({ seed: seed + 3, cases: concurrencyCases, log }));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const failed = results.filter((r) => !r.ok);
+  if (values.json) {
+    console.log(JSON.stringify({ seed, seconds, results, knownFailures: KNOWN_FAILURES }));
+  } else {
+    console.log(`chaos: seed ${seed}, ${seconds.toFixed(0)} s`);
+    for (const r of results) {
+      console.log(
+        `  ${r.ok ? "ok  " : "FAIL"} ${r.name}: ${r.size} (${(r.durationMs / 1000).toFixed(0)} s)`,
+      );
+      for (const note of r.notes) console.log(`       ${note}`);
+      if (r.error) console.log(`       ${r.error.split("\n")[0]}`);
+    }
+    if (!values.known) {
+      for (const k of KNOWN_FAILURES) {
+        console.log(`  skip ${k.id} (${k.campaign}/${k.scenario}): ${k.bug}; run with --known`);
+      }
+    }
+  }
+  Deno.exit(failed.length > 0 ? 1 : 0);
+}

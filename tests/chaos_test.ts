@@ -1,0 +1,256 @@
+/**
+ * Short versions of the chaos campaigns (scripts/chaos.ts runs the full ones): SIGKILL cycles,
+ * one run of each application behaviour, S3 and read-only-replica faults, a second replicate
+ * of one database. Each ends with a restore checked against the writer's acknowledgements.
+ *
+ * The tests marked `ignore` reproduce engine bugs still open (docs/RELIABILITY.md, "Failures
+ * found"); remove `ignore` once fixed.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { crashCampaign } from "../scripts/chaos_crash.ts";
+import { behaviourCampaign } from "../scripts/chaos_behaviour.ts";
+import { storageCampaign } from "../scripts/chaos_storage.ts";
+import { concurrencyCampaign } from "../scripts/chaos_concurrency.ts";
+import type { CampaignResult } from "../scripts/chaos_lib.ts";
+import { replicaPosition, runSluice, sleep, spawnSluice, until } from "../scripts/chaos_lib.ts";
+import { createDatabase, digest, ROOT, runWriter } from "./_sluice.ts";
+import {
+  claimReplica,
+  fileMarkerStore,
+  MARKER_NAME,
+  ReplicaInUseError,
+} from "../src/_replica_marker.ts";
+import { FileReplicaClient } from "../src/replica/mod.ts";
+
+const quiet = () => {};
+
+function assertPassed(result: CampaignResult) {
+  assert.ok(result.ok, `${result.name} failed: ${result.error}\n${result.notes.join("\n")}`);
+}
+
+Deno.test("chaos: 5 SIGKILL/restart cycles during writes, checkpoints, compaction", async () => {
+  assertPassed(
+    await crashCampaign({ cycles: 5, seed: 11, checkEvery: 2, maxLifeMs: 2500, log: quiet }),
+  );
+});
+
+Deno.test("chaos: each application behaviour once, each followed by a checked restore", async () => {
+  assertPassed(await behaviourCampaign({ rounds: 1, seed: 12, count: 20, log: quiet }));
+});
+
+Deno.test("chaos: S3 500s, resets, down, slow, server kill; read-only replica", async () => {
+  assertPassed(
+    await storageCampaign({
+      seed: 13,
+      faults: ["s3", "replica-readonly"],
+      phaseMs: 1500,
+      log: quiet,
+    }),
+  );
+});
+
+Deno.test("chaos: a second replicate of the same database is refused", async () => {
+  assertPassed(await concurrencyCampaign({ seed: 14, cases: ["same-db"], log: quiet }));
+});
+
+Deno.test("replica marker: the first database claims the replica, a second is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-marker-" });
+  try {
+    const client = new FileReplicaClient(join(dir, "replica"));
+    await claimReplica(client, "/data/a.db");
+    await claimReplica(client, "/data/a.db"); // ours: accepted again
+    await assert.rejects(
+      () => claimReplica(client, "/data/b.db"),
+      (err: unknown) =>
+        err instanceof ReplicaInUseError && err.owner.db === "/data/a.db" &&
+        err.message.includes("/data/b.db") && err.message.includes(MARKER_NAME),
+    );
+    // An unreadable marker is refused, never overwritten.
+    await Deno.writeTextFile(join(dir, "replica", MARKER_NAME), "garbage");
+    await assert.rejects(() => claimReplica(client, "/data/a.db"), ReplicaInUseError);
+    assert.equal(await Deno.readTextFile(join(dir, "replica", MARKER_NAME)), "garbage");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("replica marker: concurrent claims, exactly one database wins", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-marker-" });
+  try {
+    const root = join(dir, "replica");
+    const client = new FileReplicaClient(root);
+    const outcomes = await Promise.allSettled(
+      Array.from(
+        { length: 8 },
+        (_, i) => claimReplica(client, `/db/${i}.db`, fileMarkerStore(root)),
+      ),
+    );
+    assert.equal(outcomes.filter((o) => o.status === "fulfilled").length, 1);
+    for (const o of outcomes) {
+      if (o.status === "rejected") assert.ok(o.reason instanceof ReplicaInUseError);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// F1: replacing the database file the usual way (TRUNCATE checkpoint, mv a copy over it, keep
+// using it) loses the application's committed transactions. SQLite reuses the existing, now
+// empty `-wal` file (same inode) for the new database; sluice's replacement handling
+// (src/db.ts #setAsideStaleSidecars) sees the inode it used, renames that live WAL aside and
+// removes the `-shm` while the application writes through them.
+Deno.test({
+  name: "F1: a database replaced by mv and written at once keeps every transaction",
+  ignore: true,
+  fn: async () => {
+    // Racy: lost in about 1 attempt of 4 on this machine; 8 attempts.
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const dir = await Deno.makeTempDir({ prefix: "sluice-f1-" });
+      const dbPath = join(dir, "app.db");
+      createDatabase(dbPath);
+      await Deno.writeTextFile(
+        join(dir, "sluice.yml"),
+        `dbs:\n  - path: ${dbPath}\n    monitor-interval: 200ms\n` +
+          `    replica:\n      url: file://${join(dir, "rep")}\n`,
+      );
+      const sluice = spawnSluice(["replicate", "-c", join(dir, "sluice.yml")]);
+      try {
+        await until(
+          "first upload",
+          async () => (await replicaPosition({ type: "file", path: join(dir, "rep") })) > 0,
+        );
+        // 20 transactions, VACUUM INTO a copy, TRUNCATE checkpoint, mv the copy over the
+        // file, 20 more at once on a new connection.
+        const app = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            join(ROOT, "scripts/chaos_app.ts"),
+            ...["--db", dbPath, "--ack-file", join(dir, "acks"), "--step", "replace-now"],
+            ...["--count", "40"],
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.ok(app.success, new TextDecoder().decode(app.stderr));
+        const { committed } = JSON.parse(new TextDecoder().decode(app.stdout));
+        const d = await digest(dbPath);
+        assert.equal(d.integrity, "ok");
+        assert.equal(d.distinctN, d.maxN, "transactions 1..max all present");
+        assert.equal(d.maxN, committed, `attempt ${attempt}: committed transactions lost`);
+      } finally {
+        await sluice.stop("SIGKILL");
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
+  },
+});
+
+// F2: ENOSPC in the meta directory kills `sluice replicate` (exit 1, "No space left on device"):
+// src/db.ts #encodeTo starts client.writeLTXFile() and attaches no handler to its promise
+// until the encoder finishes; when the write fails first, the rejection is unhandled and the
+// global handler (src/cli/mod.ts) exits. Needs root for the 2 MiB tmpfs.
+Deno.test({
+  name: "F2: sluice keeps running when the meta directory is full",
+  ignore: true,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "sluice-f2-" });
+    const meta = join(dir, "meta");
+    await Deno.mkdir(meta);
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", meta],
+      stderr: "null",
+    }).output();
+    if (!mount.success) {
+      await Deno.remove(dir, { recursive: true });
+      return; // not allowed to mount here
+    }
+    const dbPath = join(dir, "app.db");
+    const config = join(dir, "sluice.yml");
+    await Deno.writeTextFile(
+      config,
+      `dbs:\n  - path: ${dbPath}\n    meta-path: ${meta}\n    replica:\n      url: file://${
+        join(dir, "rep")
+      }\n`,
+    );
+    createDatabase(dbPath);
+    const sluice = spawnSluice(["replicate", "-c", config]);
+    try {
+      await sleep(1000);
+      await runWriter("--db", dbPath, "--count", "10", "--big-every", "2", "--big-pages", "100");
+      await sleep(2000);
+      const exited = await Promise.race([
+        sluice.status.then(() => true),
+        sleep(0).then(() => false),
+      ]);
+      assert.equal(exited, false, `sluice exited: ${sluice.stderr()}`);
+    } finally {
+      await sluice.stop("SIGKILL");
+      await new Deno.Command("umount", { args: ["-l", meta] }).output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+// F3: nothing stops a second database from replicating into a replica path another database
+// uses; its TXIDs and compactions interleave with the first's. src/_replica_marker.ts
+// implements the marker; it needs a call in the store (see docs/RELIABILITY.md).
+Deno.test({
+  name: "F3: a second database pointed at the same replica is refused",
+  ignore: true,
+  fn: async () => {
+    assertPassed(await concurrencyCampaign({ seed: 15, cases: ["same-replica"], log: quiet }));
+  },
+});
+
+// F5: after a restart, sluice continues incrementally from the start of a restarted WAL
+// without checking that the previous WAL generation ended at its cursor. Frames committed
+// after the cursor (while sluice was down) and checkpointed into the database before the
+// restart are never replicated: the restore passes integrity_check but lacks those changes.
+// src/_wal_position.ts afterLastFrameCheck() accepts "the frame before the cursor is ours and
+// every newer frame has the new salts"; it must also see that no valid frame of the old
+// generation follows the cursor (the new generation has not reached that offset, so the
+// bytes there are the old generation's), else snapshot. Found by the crash campaign (a torn
+// transaction: 1 of 4 rows, after 100 cycles).
+Deno.test({
+  name: "F5: commits checkpointed away while sluice was down reach the replica",
+  ignore: true,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "sluice-f5-" });
+    const dbPath = join(dir, "app.db");
+    const replica = join(dir, "rep");
+    createDatabase(dbPath);
+    let sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
+    let app: DatabaseSync | undefined;
+    try {
+      await until(
+        "first upload",
+        async () => (await replicaPosition({ type: "file", path: replica })) > 0,
+      );
+      await runWriter("--db", dbPath, "--count", "20");
+      await sleep(1000); // synced: the cursor is past these 20 transactions
+      await sluice.stop("SIGKILL");
+      app = new DatabaseSync(dbPath);
+      // Old generation, after the cursor: a page the new generation will not touch.
+      app.prepare("UPDATE t SET payload = ? WHERE id = 1").run(new Uint8Array(100).fill(7));
+      app.exec("PRAGMA wal_checkpoint(RESTART)");
+      // New generation: one small commit, far below the cursor's offset. The application
+      // stays connected (closing would checkpoint and delete the WAL).
+      app.prepare("INSERT INTO t (n, payload) VALUES (21, x'00')").run();
+      sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
+      await sleep(2000);
+      assert.equal((await sluice.stop("SIGTERM")).code, 0);
+      const out = join(dir, "out.db");
+      const restored = await runSluice(["restore", "-o", out, `file://${replica}`]);
+      assert.equal(restored.code, 0, restored.stderr);
+      assert.equal((await digest(out)).sha256, (await digest(dbPath)).sha256);
+    } finally {
+      app?.close();
+      await sluice.stop("SIGKILL");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
