@@ -87,6 +87,12 @@ export interface LastFrameCheck {
    * still carries the cursor's salts; only needed when the header salts changed.
    */
   saltsSinceRestart?: Array<{ salt1: number; salt2: number }>;
+  /**
+   * A frame of the cursor's generation lies at the cursor's end offset: the old WAL grew past
+   * what was synced before it restarted, and those frames may have been checkpointed into the
+   * database. Only needed when the header salts changed.
+   */
+  oldFramesAfterCursor?: boolean;
 }
 
 /** Finishes the "last page match" row of spec §4.3.1. */
@@ -102,8 +108,13 @@ export function afterLastFrameCheck(
   if (header.salt1 === cursor.salt1 && header.salt2 === cursor.salt2) {
     return { kind: "incremental", offset, salt1: cursor.salt1, salt2: cursor.salt2 };
   }
-  // The WAL restarted after a checkpoint. Safe only if every frame before the old ones carries
-  // the new salts: any third generation means a checkpoint we did not see (frames were missed).
+  // The WAL restarted after a checkpoint. Frames of the old generation beyond the cursor were
+  // committed while we were not looking and may now be in the database only: snapshot.
+  if (check.oldFramesAfterCursor) {
+    return { kind: "snapshot", reason: "wal restarted after frames that were never synced" };
+  }
+  // Safe only if every frame before the old ones carries the new salts: any third generation
+  // means a checkpoint we did not see (frames were missed).
   for (const salts of check.saltsSinceRestart ?? []) {
     if (salts.salt1 !== header.salt1 || salts.salt2 !== header.salt2) {
       return { kind: "snapshot", reason: "wal restarted more than once since the last sync" };

@@ -529,6 +529,9 @@ export class DB {
   ): Promise<LTXFileInfo> {
     const pipe = new TransformStream<Uint8Array, Uint8Array>();
     const written = client.writeLTXFile(id, pipe.readable, header.timestamp);
+    // The write can fail (disk full) while pages are still being encoded; its rejection is
+    // awaited below, but must count as handled now or the process dies of it.
+    written.catch(() => {});
     const encoder = new Encoder(pipe.writable, header, { encoding: this.#options.encoding });
     try {
       for await (const page of this.#readPages(pgnos, pageMap)) {
@@ -627,7 +630,10 @@ export class DB {
       if (f.salt1 === cursor.salt1 && f.salt2 === cursor.salt2) break;
       saltsSinceRestart.push({ salt1: f.salt1, salt2: f.salt2 });
     }
-    return { matches, saltsSinceRestart };
+    const next = await readFrameHeader(this.#walFile!, offset);
+    const oldFramesAfterCursor = !!next && next.salt1 === cursor.salt1 &&
+      next.salt2 === cursor.salt2;
+    return { matches, saltsSinceRestart, oldFramesAfterCursor };
   }
 
   async #l0HasPage(txid: number, pgno: number, data: Uint8Array): Promise<boolean> {

@@ -101,6 +101,14 @@ Deno.test("last-frame check decisions", async (t) => {
     });
     assert.equal(start.kind, "snapshot");
   });
+  await t.step("match, WAL restarted after unsynced old frames: they were missed, snapshot", () => {
+    const start = afterLastFrameCheck(cursor, restarted, end, {
+      matches: true,
+      saltsSinceRestart: [{ salt1: 12, salt2: 99 }],
+      oldFramesAfterCursor: true,
+    });
+    assert.equal(start.kind, "snapshot");
+  });
 });
 
 Deno.test("sync start: a cursor marked as emptied continues at 32 with any salts", () => {
