@@ -18,9 +18,9 @@
  *   the database open in WAL mode);
  * - `replace`: copies the database (VACUUM INTO), TRUNCATE-checkpoints it, moves the copy over
  *   the file (a new inode), waits 1.5 s (sluice notices the new inode), then writes to it;
- * - `replace-now`: the same without the wait. Not in {@linkcode APP_STEPS}: it loses the
- *   application's transactions (sluice sets aside the `-wal` that the new file now uses; see
- *   docs/RELIABILITY.md, failure F1). Run it with `--step replace-now`.
+ * - `replace-now`: the same without the wait. Not in {@linkcode APP_STEPS}: it once lost the
+ *   application's transactions (docs/RELIABILITY.md, failure F1, fixed; the deterministic
+ *   repro is tests/db_replace_test.ts). Run it with `--step replace-now`.
  * - `delete-wal`: TRUNCATE-checkpoints, closes, deletes `-wal` and `-shm` (run it while sluice
  *   is stopped), then writes a new WAL generation.
  *

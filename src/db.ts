@@ -124,6 +124,12 @@ export class DB {
   #dbFile?: RandomAccessFile & { close(): void };
   #walFile?: RandomAccessFile & { close(): void };
   #ino?: number | null;
+  #dev?: number | null;
+  /**
+   * Set when the file at the path is not the database the local cursor describes (replaced
+   * while sluice was down or between two opens): the next sync must be a snapshot.
+   */
+  #replacedSinceCursor?: string;
   /** Inodes of the `-wal` and `-shm` files this process uses, to recognise them once stale. */
   #sidecarInodes = new Map<string, number>();
   #pageSize = 0;
@@ -186,6 +192,7 @@ export class DB {
     // The one descriptor on the DB file that sluice keeps for its whole life (POSIX locks).
     this.#dbFile = await openRandomAccess(this.path);
     this.#ino = info.ino;
+    this.#dev = info.dev;
     try {
       const head = new Uint8Array(100);
       const n = await this.#dbFile.readAt(head, 0);
@@ -219,6 +226,7 @@ export class DB {
         if (ino != null) this.#sidecarInodes.set(suffix, ino);
       }
       this.#cursor = await this.#loadCursor();
+      await this.#checkIdentity();
     } catch (err) {
       this.#release();
       if (err instanceof DatabaseOpenError) throw err;
@@ -298,41 +306,62 @@ export class DB {
     await this.#running.catch(() => {});
     const moved = this.#dbFile !== undefined && await this.replaced();
     this.#release();
-    if (moved) await this.#setAsideStaleSidecars();
+    if (moved) await this.#setAsideStaleWAL();
   }
 
   /**
-   * After the database file was renamed away or replaced, its `-wal` and `-shm` stay at the old
-   * path: SQLite will not checkpoint a moved database, and this process's connection kept them
-   * alive. SQLite would apply that WAL to whatever database is at the path next and corrupt it,
-   * so they are taken out of the way: the shared-memory index (derived data) is removed, the WAL
-   * (it may hold the moved database's last transactions; they are on the replica) is renamed to
-   * `<db>-wal.stale-<ms>` rather than deleted. Only files that are still the very ones this
-   * process used (same inode) are touched.
+   * After the database file was renamed away or replaced, its `-wal` stays at the old path:
+   * SQLite will not checkpoint a moved database, and this process's connection kept the WAL
+   * alive. SQLite would apply that WAL to whatever database is at the path next and corrupt
+   * it, so it is renamed to `<db>-wal.stale-<ms>` (it may hold the moved database's last
+   * transactions; they are on the replica). Only a WAL that is certainly the old one is
+   * touched: the same inode this process used, frames under the salts of our last sync, and
+   * nothing written after it.
+   * An application that already reopened the path writes under new salts (SQLite restarts an
+   * empty or checkpointed WAL with a fresh salt), and its live WAL must not be pulled away.
+   * The `-shm` is left alone: the next first connection rebuilds it, and another process may
+   * have it mapped.
    */
-  async #setAsideStaleSidecars(): Promise<void> {
-    for (const [suffix, ino] of this.#sidecarInodes) {
-      const path = this.path + suffix;
-      const info = await Deno.stat(path).catch(() => undefined);
-      if (info?.ino !== ino) continue;
-      try {
-        if (suffix === "-shm") {
-          await Deno.remove(path);
-        } else {
-          const aside = `${path}.stale-${Date.now()}`;
-          await Deno.rename(path, aside);
-          this.#options.logger?.warn(
-            "database was moved or replaced; its old WAL was set aside so that SQLite cannot " +
-              "apply it to the file now at this path",
-            { wal: aside },
-          );
-        }
-      } catch (err) {
-        this.#options.logger?.error("cannot set aside the old WAL of a moved database", {
-          path,
-          error: (err as Error).message,
-        });
+  async #setAsideStaleWAL(): Promise<void> {
+    const ino = this.#sidecarInodes.get("-wal");
+    const cursor = this.#cursor;
+    if (ino === undefined || !cursor) return;
+    const path = this.path + "-wal";
+    let file: Deno.FsFile | undefined;
+    try {
+      file = await Deno.open(path, { read: true });
+      const info = await file.stat();
+      // Frames past our last sync mean someone still writes to it (an application that
+      // reopened the path while our read transaction kept the WAL from being reset): leave it.
+      if (info.ino !== ino || info.size <= WAL_HEADER_SIZE) return;
+      if (info.size !== this.#cursorEnd(cursor)) {
+        this.#options.logger?.warn(
+          "database was moved or replaced while its WAL was in use; the WAL was left in place",
+          { wal: path },
+        );
+        return;
       }
+      const head = new Uint8Array(WAL_HEADER_SIZE);
+      const header = parseWALHeader(head.subarray(0, (await file.read(head)) ?? 0));
+      if (header?.salt1 !== cursor.salt1 || header.salt2 !== cursor.salt2) return;
+    } catch {
+      return; // gone or unreadable: nothing to set aside
+    } finally {
+      file?.close();
+    }
+    const aside = `${path}.stale-${Date.now()}`;
+    try {
+      await Deno.rename(path, aside);
+      this.#options.logger?.warn(
+        "database was moved or replaced; its old WAL was set aside so that SQLite cannot " +
+          "apply it to the file now at this path",
+        { wal: aside },
+      );
+    } catch (err) {
+      this.#options.logger?.error("cannot set aside the old WAL of a moved database", {
+        path,
+        error: (err as Error).message,
+      });
     }
   }
 
@@ -365,6 +394,7 @@ export class DB {
       syncedToWALEnd: this.#syncedToWALEnd,
       frameSize,
     };
+    forceSnapshot ??= this.#replacedSinceCursor;
     let start: SyncStart = forceSnapshot
       ? { kind: "snapshot", reason: forceSnapshot }
       : decideSyncStart(this.#cursor, seen);
@@ -433,6 +463,7 @@ export class DB {
     await this.#writeL0(ltxHeader, pgnos, pageMap);
 
     this.#cursor = cursorFrom(ltxHeader);
+    if (snapshot) await this.#recordIdentity();
     this.#syncedToWALEnd = offset + walBytes === walFileSize;
     this.#syncedSinceCheckpoint = true;
     if (walBytes > 0) {
@@ -761,6 +792,41 @@ export class DB {
   }
 
   /** Newest local L0 header, the persisted cursor (spec §2.5). */
+  /** `<meta>/db-identity`: which file (device and inode) the local L0 files describe. */
+  get #identityPath(): string {
+    return join(this.metaDir, "db-identity");
+  }
+
+  /**
+   * Compares the database file with the one the local cursor was taken from. A different
+   * file (moved in over the old one) makes the cursor meaningless even when a stale WAL
+   * still matches it, so the next sync snapshots.
+   */
+  async #checkIdentity(): Promise<void> {
+    const current = `${this.#dev ?? 0}:${this.#ino ?? 0}`;
+    const recorded = await Deno.readTextFile(this.#identityPath).then(
+      (text) => text.trim(),
+      (err) => {
+        if (err instanceof Deno.errors.NotFound) return undefined;
+        throw err;
+      },
+    );
+    if (recorded === undefined) {
+      // First run, or a meta dir from before this record existed: trust the cursor.
+      if (this.#cursor) await this.#recordIdentity();
+    } else if (recorded !== current && this.#cursor) {
+      this.#replacedSinceCursor = "database file replaced since the last sync";
+    }
+  }
+
+  /** Records the file a snapshot was just taken from (atomically: a torn record would lie). */
+  async #recordIdentity(): Promise<void> {
+    const tmp = `${this.#identityPath}.tmp`;
+    await Deno.writeTextFile(tmp, `${this.#dev ?? 0}:${this.#ino ?? 0}\n`);
+    await Deno.rename(tmp, this.#identityPath);
+    this.#replacedSinceCursor = undefined;
+  }
+
   async #loadCursor(): Promise<WALCursor | undefined> {
     let newest: number | undefined;
     for await (const f of this.local.ltxFiles(0)) newest = f.maxTXID;
