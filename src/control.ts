@@ -19,6 +19,7 @@
  */
 
 import { join } from "node:path";
+import { tmpdir } from "node:os";
 import type { Logger } from "./log.ts";
 import type { ReplicaClient } from "./replica/client.ts";
 import { countingClient } from "./_compactor_progress.ts";
@@ -243,14 +244,16 @@ export class ControlServer {
   }
 
   /**
-   * Listens on `control.sock` in a new private temp directory.
+   * Listens on `control.sock` in a new private temp directory, after removing the ones that
+   * killed processes left behind.
    * @throws when the socket cannot be created.
    */
   static async listen(
     handler: ControlHandler,
     options: ControlServerOptions = {},
   ): Promise<ControlServer> {
-    const dir = await Deno.makeTempDir({ dir: options.dir, prefix: "sluice-" });
+    await removeStaleSocketDirs(options.dir ?? tmpdir());
+    const dir = await Deno.makeTempDir({ dir: options.dir, prefix: SOCKET_DIR_PREFIX });
     const path = join(dir, "control.sock");
     let listener: Deno.Listener;
     try {
@@ -433,4 +436,35 @@ async function* readLines(conn: Deno.Conn): AsyncGenerator<string> {
     }
   }
   if (pending.trim() !== "") yield pending;
+}
+
+const SOCKET_DIR_PREFIX = "sluice-ctl-";
+
+/**
+ * Removes `sluice-ctl-*` directories whose only entry is a socket nobody listens on: what a
+ * SIGKILLed `replicate` leaves in the temp directory. A live socket is never touched.
+ */
+async function removeStaleSocketDirs(parent: string): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(parent));
+  } catch {
+    return; // an unreadable temp directory: nothing to clean
+  }
+  for (const entry of entries) {
+    if (!entry.isDirectory || !entry.name.startsWith(SOCKET_DIR_PREFIX)) continue;
+    const dir = join(parent, entry.name);
+    try {
+      const inside = await Array.fromAsync(Deno.readDir(dir));
+      if (inside.length !== 1 || inside[0].name !== "control.sock") continue;
+      const conn = await Deno.connect({ transport: "unix", path: join(dir, "control.sock") })
+        .catch((err) => err as Error);
+      if (!(conn instanceof Error)) {
+        conn.close();
+        continue; // someone is listening
+      }
+      if (!(conn instanceof Deno.errors.ConnectionRefused)) continue;
+      await Deno.remove(dir, { recursive: true });
+    } catch { /* another user's, or already gone */ }
+  }
 }

@@ -216,7 +216,7 @@ export class DB {
       this.#pageSize = (this.#writer.prepare("PRAGMA page_size").get() as { page_size: number })
         .page_size;
       await Deno.mkdir(join(this.metaDir, "ltx", "0"), { recursive: true });
-      await removeTempFiles(join(this.metaDir, "ltx", "0"));
+      await this.local.removeTempFiles();
       // Make sure a WAL with a header exists before opening the descriptor on it.
       if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) await this.#bumpSeq();
       this.#walFile = await openRandomAccess(this.path + "-wal");
@@ -893,14 +893,6 @@ async function fileSize(path: string): Promise<number> {
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return 0;
     throw err;
-  }
-}
-
-async function removeTempFiles(dir: string): Promise<void> {
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.isFile && entry.name.endsWith(".tmp")) {
-      await Deno.remove(join(dir, entry.name)).catch(() => {});
-    }
   }
 }
 

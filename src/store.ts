@@ -14,10 +14,12 @@ import { Replica } from "./replica.ts";
 import { ThrottledJob } from "./_scheduler.ts";
 import { WALWatcher } from "./_wal_watcher.ts";
 import type { ReplicaClient } from "./replica/client.ts";
+import { FileReplicaClient } from "./replica/file.ts";
 import type { Logger } from "./log.ts";
 // Compaction/snapshots/retention and the meta dir lock (owned by the compaction work).
 import { type CompactionSettings, type Compactor, createCompactor } from "./compactor.ts";
 import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./control.ts";
+import { claimReplica, ReplicaInUseError } from "./_replica_marker.ts";
 
 /** How far the safety-net poll of an idle, watched database backs off: × `monitor-interval`. */
 export const IDLE_POLL_FACTOR = 8;
@@ -100,7 +102,7 @@ export class Store {
   #slots: number;
   #queue: Array<() => void> = [];
   #closed = false;
-  #refused = new Map<string, MetaDirLockedError>();
+  #refused = new Map<string, MetaDirLockedError | ReplicaInUseError>();
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -120,10 +122,11 @@ export class Store {
   }
 
   /**
-   * Why the store refused `path` for good (another `sluice replicate` holds its meta dir), or
-   * undefined. A refused database is not retried; adding it again tries once more.
+   * Why the store refused `path` for good (another `sluice replicate` holds its meta dir, or
+   * its replica belongs to another database), or undefined. A refused database is not retried;
+   * adding it again tries once more.
    */
-  refusal(path: string): MetaDirLockedError | undefined {
+  refusal(path: string): MetaDirLockedError | ReplicaInUseError | undefined {
     return this.#refused.get(path);
   }
 
@@ -229,6 +232,9 @@ export class Store {
       await db.open();
       lock ??= await this.#lock(entry);
       client = entry.createClient();
+      // Two databases writing one replica would interleave their TXIDs: the first one owns it.
+      await claimReplica(client, entry.path);
+      if (client instanceof FileReplicaClient) await client.removeTempFiles();
       const replica = new Replica(client, db.local, { logger });
       // A database behind its replica (restored from an older backup, or a lost meta dir)
       // continues the replica's TXID sequence instead of colliding with it.
@@ -285,7 +291,10 @@ export class Store {
       lock?.release();
       // Another `sluice replicate` owns this database: refused, not retried (a `sluice
       // snapshot` holds the lock only for a moment, so that one is waited out).
-      if (err instanceof MetaDirLockedError && err.holder?.command !== "snapshot") {
+      if (
+        err instanceof ReplicaInUseError ||
+        (err instanceof MetaDirLockedError && err.holder?.command !== "snapshot")
+      ) {
         this.#refused.set(entry.path, err);
         logger.error("refusing to replicate", { error: err.message });
         return undefined;

@@ -147,12 +147,11 @@ Deno.test({
   },
 });
 
-// F3: nothing stops a second database from replicating into a replica path another database
-// uses; its TXIDs and compactions interleave with the first's. src/_replica_marker.ts
-// implements the marker; it needs a call in the store (see docs/RELIABILITY.md).
+// F3 (fixed): nothing stopped a second database from replicating into a replica path another
+// database uses; its TXIDs and compactions interleaved with the first's. The store now claims
+// the replica (src/_replica_marker.ts) before replicating.
 Deno.test({
   name: "F3: a second database pointed at the same replica is refused",
-  ignore: true,
   fn: async () => {
     assertPassed(await concurrencyCampaign({ seed: 15, cases: ["same-replica"], log: quiet }));
   },

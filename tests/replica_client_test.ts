@@ -762,6 +762,25 @@ Deno.test("file replica: a write into an unwritable location fails cleanly", asy
   }
 });
 
+Deno.test("file replica: temp files of a killed writer are removed, finished files kept", async () => {
+  const root = await Deno.makeTempDir();
+  try {
+    const client = new FileReplicaClient(root);
+    await client.writeLTXFile(id(0, 1), new Uint8Array(10), 0);
+    const level1 = join(root, "ltx", "1");
+    await Deno.mkdir(level1, { recursive: true });
+    const leftover = join(level1, "0000000000000001-0000000000000002.ltx.tmp");
+    await Deno.writeTextFile(leftover, "half");
+    await Deno.writeTextFile(join(root, "notes.tmp"), "not ours");
+    await client.removeTempFiles();
+    await assert.rejects(Deno.stat(leftover), Deno.errors.NotFound);
+    await Deno.stat(join(root, "notes.tmp"));
+    assert.deepEqual((await list(client, 0)).map((f) => f.maxTXID), [1]);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("s3 replica: cleaned paths and spec defaults", async () => {
   const { cleanPath, isAWSEndpoint } = await import("../src/replica/mod.ts");
   assert.equal(cleanPath("/a//b/./c/"), "a/b/c");

@@ -403,3 +403,38 @@ Deno.test("control: requests, progress and the error codes of the socket protoco
     (err: unknown) => err instanceof ControlError && err.code === "unreachable",
   );
 });
+
+Deno.test("control: socket directories left by killed processes are removed, live ones kept", async () => {
+  const parent = await Deno.makeTempDir();
+  const handler = { snapshot: () => Promise.resolve({ txid: 1 }) };
+  const live = await ControlServer.listen(handler, { dir: parent });
+  const staleDir = join(parent, "sluice-ctl-dead");
+  await Deno.mkdir(staleDir);
+  // A process that listens and is killed leaves its socket behind.
+  const holder = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `Deno.listen({ transport: "unix", path: Deno.args[0] }); console.log("up"); ` +
+      `setInterval(() => {}, 1000);`,
+      join(staleDir, "control.sock"),
+    ],
+    stdout: "piped",
+  }).spawn();
+  await holder.stdout.pipeThrough(new TextDecoderStream()).getReader().read();
+  holder.kill("SIGKILL");
+  await holder.status;
+  const unrelated = join(parent, "sluice-ctl-other");
+  await Deno.mkdir(unrelated);
+  await Deno.writeTextFile(join(unrelated, "notes.txt"), "keep");
+  try {
+    await Deno.stat(join(staleDir, "control.sock"));
+    const next = await ControlServer.listen(handler, { dir: parent });
+    await next.close();
+    await assert.rejects(Deno.stat(staleDir), Deno.errors.NotFound);
+    await Deno.stat(live.path);
+    await Deno.stat(join(unrelated, "notes.txt"));
+  } finally {
+    await live.close();
+    await Deno.remove(parent, { recursive: true });
+  }
+});

@@ -208,6 +208,26 @@ export class FileReplicaClient implements ReplicaClient {
     }
   }
 
+  /**
+   * Removes the `*.ltx.tmp` files a killed writer left in the level directories. Call it only
+   * while holding the replica (no other writer can be mid-write).
+   */
+  async removeTempFiles(): Promise<void> {
+    const dir = join(this.root, "ltx");
+    try {
+      for await (const level of Deno.readDir(dir)) {
+        if (!level.isDirectory) continue;
+        for await (const entry of Deno.readDir(join(dir, level.name))) {
+          if (entry.isFile && entry.name.endsWith(".ltx.tmp")) {
+            await Deno.remove(join(dir, level.name, entry.name)).catch(() => {});
+          }
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw this.#error(`clean ${dir}`, err);
+    }
+  }
+
   /** Nothing to release: every operation opens and closes its own descriptors. */
   close(): Promise<void> {
     return Promise.resolve();
