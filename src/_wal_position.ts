@@ -108,7 +108,12 @@ export function afterLastFrameCheck(
   if (header.salt1 === cursor.salt1 && header.salt2 === cursor.salt2) {
     return { kind: "incremental", offset, salt1: cursor.salt1, salt2: cursor.salt2 };
   }
-  // The WAL restarted after a checkpoint. Frames of the old generation beyond the cursor were
+  // The WAL restarted after a checkpoint. SQLite adds one to salt-1 at each restart: any other
+  // step means a generation came and went unseen (its frames may only be in the database now).
+  if (header.salt1 !== ((cursor.salt1 + 1) >>> 0)) {
+    return { kind: "snapshot", reason: "wal restarted more than once since the last sync" };
+  }
+  // Frames of the old generation beyond the cursor were
   // committed while we were not looking and may now be in the database only: snapshot.
   if (check.oldFramesAfterCursor) {
     return { kind: "snapshot", reason: "wal restarted after frames that were never synced" };

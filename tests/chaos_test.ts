@@ -203,3 +203,43 @@ Deno.test({
     }
   },
 });
+
+// F8 (fixed): like F5, but the WAL restarted twice while sluice was down and the second
+// generation overwrote every frame of the first: no old frame is left to notice. SQLite adds
+// one to salt-1 at each restart, so a jump of two means a generation was missed: snapshot.
+// Found by the crash campaign (one transaction missing from a restore, 1 run in 3).
+Deno.test("F8: a WAL generation that came and went while sluice was down reaches the replica", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-f8-" });
+  const dbPath = join(dir, "app.db");
+  const replica = join(dir, "rep");
+  createDatabase(dbPath);
+  let sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
+  let app: DatabaseSync | undefined;
+  try {
+    await until(
+      "first upload",
+      async () => (await replicaPosition({ type: "file", path: replica })) > 0,
+    );
+    await runWriter("--db", dbPath, "--count", "20");
+    await sleep(1000); // synced: the cursor is deep in the WAL, at its end
+    await sluice.stop("SIGKILL");
+    app = new DatabaseSync(dbPath);
+    app.exec("PRAGMA wal_checkpoint(RESTART)");
+    // First new generation: one page changed, then checkpointed and restarted again.
+    app.prepare("UPDATE t SET payload = ? WHERE id = 1").run(new Uint8Array(100).fill(7));
+    app.exec("PRAGMA wal_checkpoint(RESTART)");
+    // Second generation: at least as long as the first, far below the old cursor.
+    app.prepare("INSERT INTO t (n, payload) VALUES (21, x'00')").run();
+    sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
+    await sleep(2000);
+    assert.equal((await sluice.stop("SIGTERM")).code, 0);
+    const out = join(dir, "out.db");
+    const restored = await runSluice(["restore", "-o", out, `file://${replica}`]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.equal((await digest(out)).sha256, (await digest(dbPath)).sha256);
+  } finally {
+    app?.close();
+    await sluice.stop("SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -101,6 +101,15 @@ Deno.test("last-frame check decisions", async (t) => {
     });
     assert.equal(start.kind, "snapshot");
   });
+  await t.step("match, salt-1 moved by two: a whole generation was missed, snapshot", () => {
+    // The second restart overwrote every frame of the first: only salt-1 tells.
+    const twice = seen({ headerSalts: { salt1: 13, salt2: 5 } });
+    const start = afterLastFrameCheck(cursor, twice, end, {
+      matches: true,
+      saltsSinceRestart: [{ salt1: 13, salt2: 5 }],
+    });
+    assert.equal(start.kind, "snapshot");
+  });
   await t.step("match, WAL restarted after unsynced old frames: they were missed, snapshot", () => {
     const start = afterLastFrameCheck(cursor, restarted, end, {
       matches: true,
