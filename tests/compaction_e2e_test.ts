@@ -237,6 +237,13 @@ Deno.test({
       // At most 12, spread over the range, to keep the test fast.
       const step = Math.max(1, Math.ceil(sorted.length / 12));
       const candidates = sorted.filter((_, i) => i % step === 0 || i === sorted.length - 1);
+      // Plus a few compaction-level boundaries past the newest snapshot: their plans need a
+      // level (the sample alone can miss them when retention has moved on under load).
+      for (const files of [l1, l2, l3]) {
+        for (const f of files.filter((f) => f.maxTXID > newestSnap.maxTXID).slice(0, 2)) {
+          if (!candidates.includes(f.maxTXID)) candidates.push(f.maxTXID);
+        }
+      }
       const usedLevels = new Set<number>();
       let checked = 0;
       for (const txid of candidates) {
