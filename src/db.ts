@@ -227,6 +227,7 @@ export class DB {
       }
       this.#cursor = await this.#loadCursor();
       await this.#checkIdentity();
+      this.#closeWriter();
     } catch (err) {
       this.#release();
       if (err instanceof DatabaseOpenError) throw err;
@@ -713,7 +714,7 @@ export class DB {
   async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
     this.#options.logger?.debug("checkpoint start", { mode, synced: this.walBytesSynced });
     const reader = this.#reader!;
-    const writer = this.#writer!;
+    const writer = this.#writerConnection();
     const before = await this.#readWALHeader();
     await this.#syncOnce();
     let barrier = false;
@@ -754,11 +755,30 @@ export class DB {
       }
     }
     this.#options.logger?.debug("checkpoint", { mode, restarted });
+    this.#closeWriter();
+  }
+
+  /**
+   * The connection that writes (helper tables, sequence bumps, the checkpoint's write lock).
+   * Opened on demand and closed after use: an idle database then costs one SQLite connection,
+   * not two (about 60 KiB each, which adds up over a thousand tenants).
+   */
+  #writerConnection(): DatabaseSync {
+    return this.#writer ??= this.#connect();
+  }
+
+  /** Closes the writer connection between uses; the reader keeps the WAL and its locks. */
+  #closeWriter(): void {
+    try {
+      if (this.#writer?.isTransaction) this.#writer.exec("ROLLBACK");
+      this.#writer?.close();
+    } catch { /* reopened on next use */ }
+    this.#writer = undefined;
   }
 
   /** Takes the database write lock on the writer connection (released by ROLLBACK). */
   async #lockWrites(): Promise<void> {
-    const writer = this.#writer!;
+    const writer = this.#writerConnection();
     await this.#retry(() => {
       writer.exec("BEGIN");
       try {
@@ -785,7 +805,7 @@ export class DB {
   /** Forces a WAL write (to create the WAL, or restart it after a checkpoint). */
   async #bumpSeq(): Promise<void> {
     await this.#retry(() =>
-      this.#writer!.exec(
+      this.#writerConnection().exec(
         "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
       )
     );

@@ -69,6 +69,8 @@ export interface Managed {
   poll?: ReturnType<typeof setTimeout>;
   /** Delay before the next poll, ms: grows while the database is idle and watched. */
   pollDelay: number;
+  /** When the pending poll fires (`performance.now()` time); meaningful while `poll` is set. */
+  pollDueAt?: number;
   unwatch?: () => void;
   lastWALStat?: string;
   /** Compaction, snapshots and retention; runs on its own schedule. */
@@ -173,7 +175,12 @@ export class Store {
   notify(path: string): void {
     const managed = this.#managed.get(path);
     if (!managed) return;
-    managed.pollDelay = managed.entry.monitorInterval; // active again: poll at the base rate
+    const base = managed.entry.monitorInterval;
+    managed.pollDelay = base; // active again: poll at the base rate
+    // A long idle wait is cut short: a replaced file is then noticed within one interval.
+    if (managed.poll !== undefined && (managed.pollDueAt ?? 0) - performance.now() > base) {
+      this.#schedulePoll(managed);
+    }
     managed.job.request();
   }
 
@@ -352,7 +359,10 @@ export class Store {
    */
   #schedulePoll(managed: Managed): void {
     if (this.#managed.get(managed.entry.path) !== managed) return;
+    clearTimeout(managed.poll);
+    managed.pollDueAt = performance.now() + managed.pollDelay;
     managed.poll = setTimeout(async () => {
+      managed.poll = undefined; // running: notify() leaves the rescheduling to us
       const changed = await this.#poll(managed);
       const watched = !this.#options.watchWAL || managed.unwatch !== undefined;
       const base = managed.entry.monitorInterval;

@@ -10,18 +10,13 @@
  * @module
  */
 
-import {
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  type GetObjectCommandOutput,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  type ListObjectsV2CommandOutput,
-  PutObjectCommand,
+import type {
+  GetObjectCommandOutput,
+  ListObjectsV2CommandOutput,
   S3Client,
-  type S3ClientConfig,
+  S3ClientConfig,
 } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
+import { loadS3SDK, type S3SDK } from "./_s3_sdk.ts";
 import { posix } from "node:path";
 import {
   type ListOptions,
@@ -99,7 +94,8 @@ export class S3ReplicaClient implements ReplicaClient {
   /** The endpoint for messages (userinfo removed), or `"AWS S3"`. */
   readonly endpointLabel: string;
 
-  readonly #client: S3Client;
+  readonly #config: S3ClientConfig;
+  #client?: Promise<{ client: S3Client; sdk: S3SDK }>;
   readonly #partSize: number;
   readonly #readRetries: number;
   readonly #readRetryDelayMs: number;
@@ -149,12 +145,22 @@ export class S3ReplicaClient implements ReplicaClient {
         sessionToken: spec.sessionToken,
       };
     }
-    this.#client = new S3Client(config);
-    // Innermost step, so it runs once per HTTP attempt (retries included).
-    this.#client.middlewareStack.add((next) => (args) => {
-      this.#requestCount++;
-      return next(args);
-    }, { step: "deserialize", name: "sluiceRequestCounter", priority: "low" });
+    this.#config = config;
+  }
+
+  /** The SDK client, created (and the SDK loaded) on the first request. */
+  #sdk(): Promise<{ client: S3Client; sdk: S3SDK }> {
+    this.#client ??= loadS3SDK().then((sdk) => {
+      const client = new sdk.S3Client(this.#config);
+      // Innermost step, so it runs once per HTTP attempt (retries included).
+      client.middlewareStack.add((next) => (args) => {
+        this.#requestCount++;
+        return next(args);
+      }, { step: "deserialize", name: "sluiceRequestCounter", priority: "low" });
+      if (this.#closed) client.destroy();
+      return { client, sdk };
+    });
+    return this.#client;
   }
 
   /** HTTP requests sent so far by this client, retries and multipart parts included. */
@@ -189,8 +195,9 @@ export class S3ReplicaClient implements ReplicaClient {
     do {
       let page: ListObjectsV2CommandOutput;
       try {
-        page = await this.#client.send(
-          new ListObjectsV2Command({
+        const { client, sdk } = await this.#sdk();
+        page = await client.send(
+          new sdk.ListObjectsV2Command({
             Bucket: this.bucket,
             Prefix: prefix,
             ContinuationToken: token,
@@ -311,8 +318,9 @@ export class S3ReplicaClient implements ReplicaClient {
 
     if (bytes !== undefined) {
       try {
-        await this.#client.send(
-          new PutObjectCommand({
+        const { client, sdk } = await this.#sdk();
+        await client.send(
+          new sdk.PutObjectCommand({
             Bucket: this.bucket,
             Key: key,
             Body: bytes,
@@ -334,8 +342,9 @@ export class S3ReplicaClient implements ReplicaClient {
       },
     });
     const source = prependedStream(head, reader);
-    const upload = new Upload({
-      client: this.#client,
+    const { client, sdk } = await this.#sdk();
+    const upload = new sdk.Upload({
+      client,
       params: {
         Bucket: this.bucket,
         Key: key,
@@ -381,8 +390,13 @@ export class S3ReplicaClient implements ReplicaClient {
       let page: ListObjectsV2CommandOutput;
       try {
         // StartAfter (not a continuation token) stays valid while the listed keys are deleted.
-        page = await this.#client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, StartAfter: startAfter }),
+        const { client, sdk } = await this.#sdk();
+        page = await client.send(
+          new sdk.ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            StartAfter: startAfter,
+          }),
         );
       } catch (err) {
         throw this.#error(`list ${prefix || "/"}`, err);
@@ -400,20 +414,21 @@ export class S3ReplicaClient implements ReplicaClient {
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#client.destroy();
+      void this.#client?.then(({ client }) => client.destroy(), () => {});
     }
     return Promise.resolve();
   }
 
-  #getObject(
+  async #getObject(
     key: string,
     start: number,
     end: number | undefined,
     etag: string | undefined,
   ): Promise<GetObjectCommandOutput> {
     const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end ?? ""}`;
-    return this.#client.send(
-      new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range, IfMatch: etag }),
+    const { client, sdk } = await this.#sdk();
+    return await client.send(
+      new sdk.GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range, IfMatch: etag }),
     );
   }
 
@@ -422,8 +437,9 @@ export class S3ReplicaClient implements ReplicaClient {
       const batch = keys.slice(i, i + DELETE_BATCH_SIZE);
       let errors;
       try {
-        const result = await this.#client.send(
-          new DeleteObjectsCommand({
+        const { client, sdk } = await this.#sdk();
+        const result = await client.send(
+          new sdk.DeleteObjectsCommand({
             Bucket: this.bucket,
             Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
           }),
@@ -452,8 +468,9 @@ export class S3ReplicaClient implements ReplicaClient {
         const info = infos[i];
         const key = this.objectKey(info);
         try {
-          const head = await this.#client.send(
-            new HeadObjectCommand({ Bucket: this.bucket, Key: key }),
+          const { client, sdk } = await this.#sdk();
+          const head = await client.send(
+            new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: key }),
           );
           const text = head.Metadata?.[TIMESTAMP_METADATA_KEY];
           const ms = text === undefined ? undefined : parseRFC3339(text);
@@ -529,7 +546,7 @@ function defaultRegion(): () => Promise<string> {
   let resolved: Promise<string> | undefined;
   return () => {
     resolved ??= (async () => {
-      const probe = new S3Client({});
+      const probe = new (await loadS3SDK()).S3Client({});
       try {
         return await probe.config.region();
       } catch {
