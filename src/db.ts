@@ -102,6 +102,13 @@ export class DatabaseOpenError extends Error {
 }
 
 const DEFAULT_MAX_SYNC_WAL_BYTES = 64 * 1024 * 1024;
+/**
+ * Least time between two PASSIVE checkpoints for the page-count threshold. Syncs run every
+ * few milliseconds under load, and a checkpoint after each one blocks the application's
+ * writes each time (it halved an unthrottled writer's rate); the emergency threshold is not
+ * spaced.
+ */
+const MIN_CHECKPOINT_SPACING_MS = 1000;
 const READ_CHUNK = 1 << 20;
 
 /**
@@ -695,7 +702,11 @@ export class DB {
         if (this.walBytesSynced >= walBytes(this.#options.truncatePageN)) {
           await this.#checkpoint("TRUNCATE");
         }
-      } else if (synced >= walBytes(this.#options.minCheckpointPageN)) {
+      } else if (
+        synced >= walBytes(this.#options.minCheckpointPageN) &&
+        Date.now() - this.#lastCheckpointAt >= MIN_CHECKPOINT_SPACING_MS
+      ) {
+        // Spaced like Litestream's (one sync a second there): each holds the write lock.
         await this.#checkpoint("PASSIVE");
       } else if (
         this.#syncedSinceCheckpoint && synced > walBytes(1) &&

@@ -1,5 +1,7 @@
 /**
- * File-system events from a child process, with the shape of `Deno.watchFs`.
+ * File-system events with the shape of `Deno.watchFs`, without `Deno.watchFs` in this process:
+ * on Linux straight from inotify through FFI (src/_inotify.ts), elsewhere (or without FFI
+ * permission) from a child process.
  *
  * Why not `Deno.watchFs` itself: its Linux implementation opens and closes every path it
  * reports (measured with strace on Deno 2.9.6: `openat("app.db-shm", O_RDONLY)` on the
@@ -7,7 +9,7 @@
  * this process holds on it, so a watcher in the replicating process silently releases
  * SQLite's locks on the `-shm` and database files, including the read mark of the long-running
  * read transaction. Another process can then restart the WAL under sluice and frames are lost.
- * In a child process those opens and closes touch no lock of ours.
+ * In a child process those opens and closes touch no lock of ours; inotify opens nothing.
  *
  * The child is this same program (`sluice __watch`, or `deno run main.ts __watch` from
  * source), so a compiled binary needs nothing extra. It exits when its stdin closes, so it
@@ -18,6 +20,7 @@
 
 import { basename } from "node:path";
 import { fileURLToPath } from "node:url";
+import { inotifyAvailable, InotifyWatcher } from "./_inotify.ts";
 
 /** Options of {@linkcode watchFs}. */
 export interface WatchOptions {
@@ -48,6 +51,19 @@ export const WATCH_COMMAND = "__watch";
  */
 export function watchFs(paths: string | string[], options: WatchOptions = {}): FsWatcher {
   const list = Array.isArray(paths) ? paths : [paths];
+  if (inotifyAvailable()) {
+    const watcher = new InotifyWatcher(list, options.recursive !== false);
+    return {
+      ready: watcher.ready,
+      close: () => watcher.close(),
+      [Symbol.asyncIterator]: () => watcher[Symbol.asyncIterator](),
+    };
+  }
+  return watchInChild(list, options);
+}
+
+/** The portable way: `Deno.watchFs` in a child process, its events as JSON lines. */
+function watchInChild(list: string[], options: WatchOptions): FsWatcher {
   const args = [
     ...childPrefix(),
     WATCH_COMMAND,

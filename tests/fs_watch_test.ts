@@ -1,0 +1,110 @@
+/**
+ * The file watcher sluice uses instead of `Deno.watchFs` in its own process: the events the
+ * monitor relies on, recursion into directories created later, a clean close, and above all
+ * that watching a database's directory leaves SQLite's POSIX locks in this process alone.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { watchFs } from "../src/fs_watch.ts";
+import { createDatabase, runWriter } from "./_sluice.ts";
+
+/** Collects events until `done` returns true for the list so far (or 5 s pass). */
+async function collect(
+  watcher: AsyncIterable<Deno.FsEvent>,
+  done: (events: Deno.FsEvent[]) => boolean,
+): Promise<Deno.FsEvent[]> {
+  const events: Deno.FsEvent[] = [];
+  const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000));
+  const iterator = watcher[Symbol.asyncIterator]();
+  while (!done(events)) {
+    const next = await Promise.race([iterator.next(), timeout]);
+    if (next === "timeout" || next.done) break;
+    events.push(next.value);
+  }
+  return events;
+}
+
+const has = (events: Deno.FsEvent[], kind: string, path: string) =>
+  events.some((e) => e.kind === kind && e.paths.includes(path));
+
+Deno.test("fs watch: create, modify, rename and remove, in subdirectories created later", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
+  const watcher = watchFs(dir, { recursive: true });
+  try {
+    assert.equal(await watcher.ready, true);
+    const nested = join(dir, "a", "b", "c");
+    await Deno.mkdir(nested, { recursive: true });
+    await new Promise((r) => setTimeout(r, 100)); // the new directories are watched
+    const file = join(nested, "t.db");
+    await Deno.writeTextFile(file, "one");
+    await Deno.writeTextFile(file, "two", { append: true });
+    await Deno.rename(file, join(nested, "u.db"));
+    await Deno.remove(join(nested, "u.db"));
+    const events = await collect(watcher, (e) => has(e, "remove", join(nested, "u.db")));
+    assert.ok(has(events, "create", join(dir, "a")), "directory created");
+    assert.ok(has(events, "create", file), "file created in a directory made after the start");
+    assert.ok(has(events, "modify", file), "file modified");
+    assert.ok(has(events, "remove", file), "rename source reported gone");
+    assert.ok(has(events, "rename", join(nested, "u.db")), "rename destination reported");
+    assert.ok(has(events, "remove", join(nested, "u.db")), "file removed");
+  } finally {
+    watcher.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fs watch: close ends the iteration; a missing directory is an error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
+  try {
+    const watcher = watchFs(dir, { recursive: false });
+    await watcher.ready;
+    const drained = (async () => {
+      for await (const _ of watcher) { /* nothing happens */ }
+    })();
+    watcher.close();
+    await drained;
+    await assert.rejects(async () => {
+      const missing = watchFs(join(dir, "missing"), { recursive: false });
+      for await (const _ of missing) break;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fs watch: watching a database's directory keeps this process's SQLite locks", async () => {
+  // Deno.watchFs opens and closes each path it reports, which drops every POSIX lock this
+  // process holds on the file. Our read transaction's lock must survive many WAL events: while
+  // it holds, another process cannot RESTART the WAL.
+  const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
+  const path = join(dir, "app.db");
+  createDatabase(path);
+  const reader = new DatabaseSync(path);
+  const watcher = watchFs(dir, { recursive: false });
+  try {
+    await watcher.ready;
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM t").get();
+    await runWriter("--db", path, "--count", "50");
+    const events = await collect(watcher, (e) => e.length >= 20);
+    assert.ok(has(events, "modify", path + "-wal"), "WAL writes were seen");
+    const probe = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { DatabaseSync } from "node:sqlite";
+         const db = new DatabaseSync(Deno.args[0]);
+         console.log(JSON.stringify(db.prepare("PRAGMA wal_checkpoint(RESTART)").get()));`,
+        path,
+      ],
+      stdout: "piped",
+    });
+    const out = JSON.parse(new TextDecoder().decode((await probe.output()).stdout));
+    assert.equal(out.busy, 1, "the other process saw our reader and could not restart the WAL");
+  } finally {
+    watcher.close();
+    reader.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
