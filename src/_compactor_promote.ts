@@ -31,6 +31,7 @@ import {
   type ReplicaClient,
   SNAPSHOT_LEVEL,
 } from "./replica/client.ts";
+import { FileReplicaClient } from "./replica/file.ts";
 
 /** Size of a WAL frame header (spec §4.1); the snapshot header records the last frame. */
 const WAL_FRAME_HEADER_SIZE = 24;
@@ -107,16 +108,19 @@ export async function promoteToSnapshot(
   const newTail = new Uint8Array(8);
   new DataView(newTail.buffer).setBigUint64(0, patched);
 
+  const snapshotId = { level: SNAPSHOT_LEVEL, minTXID: 1, maxTXID: source.txid };
+  if (source.client instanceof FileReplicaClient && target instanceof FileReplicaClient) {
+    // Directory to directory: a kernel copy with the header and checksum written over it.
+    return await target.copyLTXFile(snapshotId, source.client.filePath(id), now, [
+      { offset: 0, bytes: newHead },
+      { offset: size - 8, bytes: newTail },
+    ]);
+  }
   const body = await source.client.openLTXFile(id, {
     offset: HEADER_SIZE,
     length: size - HEADER_SIZE - 8,
   });
-  const stream = concatStreams(newHead, body, newTail);
-  return await target.writeLTXFile(
-    { level: SNAPSHOT_LEVEL, minTXID: 1, maxTXID: source.txid },
-    stream,
-    now,
-  );
+  return await target.writeLTXFile(snapshotId, concatStreams(newHead, body, newTail), now);
 }
 
 /**

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { FlushBehind } from "./replica/mod.ts";
 import { CHECKSUM_FLAG, lockPageNumber, type Page, pageChecksum } from "./ltx/mod.ts";
 
 /** The merged page set does not form a complete database. */
@@ -36,6 +37,7 @@ export interface DatabaseWriterOptions {
 /** Sequential writer of pages 1…commit to an open file. */
 export class DatabaseWriter {
   #file: Deno.FsFile;
+  #flushBehind: FlushBehind;
   #pageSize: number;
   #commit: number;
   #lockPage: number;
@@ -50,6 +52,7 @@ export class DatabaseWriter {
   /** Prepares to write to `file` from offset 0. */
   constructor(file: Deno.FsFile, options: DatabaseWriterOptions) {
     this.#file = file;
+    this.#flushBehind = new FlushBehind(file);
     this.#pageSize = options.pageSize;
     this.#commit = options.commit;
     this.#lockPage = lockPageNumber(options.pageSize);
@@ -58,6 +61,14 @@ export class DatabaseWriter {
     const chunkPages = Math.max(1, Math.floor((options.chunkSize ?? 4 << 20) / options.pageSize));
     this.#buffer = new Uint8Array(chunkPages * options.pageSize);
     this.#checksum = options.checksum ? 0n : undefined;
+  }
+
+  /**
+   * Waits for a background flush in flight (before closing the file on an error path).
+   * @throws the error a background flush met.
+   */
+  settle(): Promise<void> {
+    return this.#flushBehind.settle();
   }
 
   /** Total size of the finished database in bytes. */
@@ -114,6 +125,7 @@ export class DatabaseWriter {
       );
     }
     await this.#flush();
+    await this.#flushBehind.settle();
     return this.#checksum === undefined ? undefined : CHECKSUM_FLAG | this.#checksum;
   }
 
@@ -137,6 +149,7 @@ export class DatabaseWriter {
       offset += await this.#file.write(this.#buffer.subarray(offset, this.#buffered));
     }
     this.#written += this.#buffered;
+    this.#flushBehind.wrote(this.#buffered);
     this.#buffered = 0;
     this.#onProgress?.(this.#written, this.totalBytes);
   }

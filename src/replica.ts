@@ -7,7 +7,7 @@
  */
 
 import type { LTXFileId, LTXFileInfo, ReplicaClient } from "./replica/client.ts";
-import type { FileReplicaClient } from "./replica/file.ts";
+import { FileReplicaClient } from "./replica/file.ts";
 import type { Logger } from "./log.ts";
 
 /** Counters exposed as metrics. */
@@ -142,8 +142,13 @@ export class Replica {
 
   async #uploadOne(file: LTXFileInfo): Promise<void> {
     const id: LTXFileId = { level: 0, minTXID: file.minTXID, maxTXID: file.maxTXID };
-    const body = await this.#local.openLTXFile(id);
-    await this.client.writeLTXFile(id, body, file.createdAt.getTime());
+    if (this.client instanceof FileReplicaClient) {
+      // Directory to directory: a kernel copy, not a stream through this process.
+      await this.client.copyLTXFile(id, this.#local.filePath(id), file.createdAt.getTime());
+    } else {
+      const body = await this.#local.openLTXFile(id);
+      await this.client.writeLTXFile(id, body, file.createdAt.getTime());
+    }
     this.stats.uploads++;
     this.stats.bytesUploaded += file.size;
     this.stats.lastUploadAt = new Date();

@@ -182,6 +182,7 @@ export async function restore(
     new Decoder(openSized(client, info, names[i], { signal }), { name: names[i] })
   );
   let file: Deno.FsFile | undefined;
+  let writer: DatabaseWriter | undefined;
   let result: RestoreResult;
   try {
     const headers: Header[] = [];
@@ -195,7 +196,7 @@ export async function restore(
     // A leftover temp file (or a symlink planted there) is replaced, never written through.
     await removeIfExists(tmpPath);
     file = await Deno.open(tmpPath, { write: true, createNew: true });
-    const writer = new DatabaseWriter(file, {
+    writer = new DatabaseWriter(file, {
       pageSize,
       commit,
       checksum: checksummed,
@@ -232,6 +233,7 @@ export async function restore(
     };
   } catch (err) {
     await Promise.all(decoders.map((decoder) => decoder.cancel().catch(() => {})));
+    await writer?.settle().catch(() => {});
     try {
       file?.close();
     } catch { /* already closed */ }

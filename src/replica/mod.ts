@@ -20,6 +20,7 @@ export {
   SNAPSHOT_LEVEL,
 } from "./client.ts";
 export { FileReplicaClient } from "./file.ts";
+export { FlushBehind } from "./_flush_behind.ts";
 export { cleanPath, isAWSEndpoint, MIN_PART_SIZE, S3ReplicaClient, type S3Spec } from "./s3.ts";
 export { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";
 
