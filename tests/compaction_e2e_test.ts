@@ -246,6 +246,12 @@ Deno.test({
       }
       const usedLevels = new Set<number>();
       let checked = 0;
+      // Points that end a compaction-level file but no snapshot: their plans need a level.
+      const snapshotEnds = new Set(l9.map((f) => f.maxTXID));
+      const levelEnds = new Set(
+        [...l1, ...l2, ...l3].map((f) => f.maxTXID).filter((t) => !snapshotEnds.has(t)),
+      );
+      let levelPoints = 0;
       for (const txid of candidates) {
         const out = join(dir, `at-${txid}.db`);
         let result;
@@ -256,6 +262,15 @@ Deno.test({
           throw err;
         }
         for (const f of result.files) usedLevels.add(f.level);
+        if (levelEnds.has(txid)) {
+          levelPoints++;
+          assert.ok(
+            result.files.some((f) => f.level >= 1 && f.level <= 3),
+            `TXID ${txid} ends a level file, yet its plan used levels ${
+              result.files.map((f) => f.level)
+            }`,
+          );
+        }
         const truth = join(dir, `truth-${txid}.db`);
         await restore(archive, { outputPath: truth, txid });
         assert.deepEqual(
@@ -270,10 +285,14 @@ Deno.test({
       }
       assert.ok(checked >= 2, `restored ${checked} earlier points`);
       assert.ok(usedLevels.has(9), "some restore plan used a snapshot");
-      assert.ok(
-        [1, 2, 3].some((level) => usedLevels.has(level)),
-        `some restore plan used a compaction level (used: ${[...usedLevels]})`,
-      );
+      // Under heavy load, retention can leave only snapshot boundaries restorable; the
+      // compaction levels are then checked by the Litestream restore below and the listing above.
+      if (levelPoints > 0) {
+        assert.ok(
+          [1, 2, 3].some((level) => usedLevels.has(level)),
+          `some restore plan used a compaction level (used: ${[...usedLevels]})`,
+        );
+      }
       assert.ok(newestSnap.maxTXID <= maxTXID);
 
       // Litestream's own restore of the compacted replica is byte-identical to ours.
