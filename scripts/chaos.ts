@@ -3,7 +3,7 @@
  * against the real `sluice replicate` (docs/RELIABILITY.md lists them and their last results).
  *
  *   deno run -A scripts/chaos.ts [--cycles N] [--rounds N] [--seed S] [--only a,b,c,d]
- *     [--phase-ms MS] [--known] [--json]
+ *     [--phase-ms MS] [--json]
  *
  * - a / crash: N SIGKILL/restart cycles (default 100) during writes, checkpoints, uploads,
  *   compactions and snapshots;
@@ -12,9 +12,9 @@
  * - c / storage: S3 500s/resets/down/slow/server kill, meta dir disk full, read-only replica;
  * - d / concurrency: a second `replicate` of the same database.
  *
- * Every campaign ends with a restore checked against what the writer acknowledged. Scenarios
- * that reproduce an engine bug still open (docs/RELIABILITY.md, "Failures found") are left out
- * unless `--known` is given; the summary names them. Exit status 1 when a campaign failed.
+ * Every campaign ends with a restore checked against what the writer acknowledged, including
+ * the scenarios that once found engine bugs (docs/RELIABILITY.md, "Failures found"). Exit
+ * status 1 when a campaign failed.
  * Default size: about 6–8 minutes on 2 cores.
  *
  * @module
@@ -28,23 +28,6 @@ import { APP_STEPS, type AppStep } from "./chaos_app.ts";
 import { storageCampaign, type StorageFault } from "./chaos_storage.ts";
 import { concurrencyCampaign, type ConcurrencyCase } from "./chaos_concurrency.ts";
 
-/** Scenarios left out by default: they fail until the engine bug they reproduce is fixed. */
-export const KNOWN_FAILURES = [
-  {
-    id: "F1",
-    campaign: "b",
-    scenario: "replace-now",
-    bug: "sluice sets aside the -wal of a replacing database that reuses it (app data lost)",
-  },
-  { id: "F2", campaign: "c", scenario: "meta-full", bug: "sluice exits on ENOSPC in the meta dir" },
-  {
-    id: "F3",
-    campaign: "d",
-    scenario: "same-replica",
-    bug: "two databases can replicate into one replica path",
-  },
-] as const;
-
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
@@ -54,7 +37,6 @@ if (import.meta.main) {
       seed: { type: "string" },
       only: { type: "string", default: "a,b,c,d" },
       "phase-ms": { type: "string", default: "3000" },
-      known: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
     },
   });
@@ -63,12 +45,8 @@ if (import.meta.main) {
   const log = (message: string) =>
     console.error(`${new Date().toISOString().slice(11, 19)} ${message}`);
   log(`chaos: seed ${seed} (rerun with --seed ${seed}), campaigns ${[...only].join(",")}`);
-  const storageFaults: StorageFault[] = ["s3", "replica-readonly"];
-  const concurrencyCases: ConcurrencyCase[] = ["same-db"];
-  if (values.known) {
-    storageFaults.push("meta-full");
-    concurrencyCases.push("same-replica");
-  }
+  const storageFaults: StorageFault[] = ["s3", "replica-readonly", "meta-full"];
+  const concurrencyCases: ConcurrencyCase[] = ["same-db", "same-replica"];
 
   const started = performance.now();
   const results: CampaignResult[] = [];
@@ -76,7 +54,7 @@ if (import.meta.main) {
     results.push(await crashCampaign({ cycles: Number(values.cycles), seed, log }));
   }
   if (only.has("b")) {
-    const steps: AppStep[] = values.known ? [...APP_STEPS, "replace-now"] : [...APP_STEPS];
+    const steps: AppStep[] = [...APP_STEPS, "replace-now"];
     results.push(
       await behaviourCampaign({ rounds: Number(values.rounds), seed: seed + 1, steps, log }),
     );
@@ -97,7 +75,7 @@ if (import.meta.main) {
   const seconds = (performance.now() - started) / 1000;
   const failed = results.filter((r) => !r.ok);
   if (values.json) {
-    console.log(JSON.stringify({ seed, seconds, results, knownFailures: KNOWN_FAILURES }));
+    console.log(JSON.stringify({ seed, seconds, results }));
   } else {
     console.log(`chaos: seed ${seed}, ${seconds.toFixed(0)} s`);
     for (const r of results) {
@@ -106,11 +84,6 @@ if (import.meta.main) {
       );
       for (const note of r.notes) console.log(`       ${note}`);
       if (r.error) console.log(`       ${r.error.split("\n")[0]}`);
-    }
-    if (!values.known) {
-      for (const k of KNOWN_FAILURES) {
-        console.log(`  skip ${k.id} (${k.campaign}/${k.scenario}): ${k.bug}; run with --known`);
-      }
     }
   }
   Deno.exit(failed.length > 0 ? 1 : 0);
