@@ -54,7 +54,10 @@ if (import.meta.main) {
     results.push(await crashCampaign({ cycles: Number(values.cycles), seed, log }));
   }
   if (only.has("b")) {
-    const steps: AppStep[] = [...APP_STEPS, "replace-now"];
+    // Not `replace-now`: mv over a file while sluice's reader keeps the application's TRUNCATE
+    // from emptying the WAL makes SQLite apply the old WAL to the new file, corrupting the
+    // application's own database whatever sluice does (docs/RELIABILITY.md, F1).
+    const steps: AppStep[] = [...APP_STEPS];
     results.push(
       await behaviourCampaign({ rounds: Number(values.rounds), seed: seed + 1, steps, log }),
     );

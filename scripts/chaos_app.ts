@@ -18,9 +18,11 @@
  *   the database open in WAL mode);
  * - `replace`: copies the database (VACUUM INTO), TRUNCATE-checkpoints it, moves the copy over
  *   the file (a new inode), waits 1.5 s (sluice notices the new inode), then writes to it;
- * - `replace-now`: the same without the wait. Not in {@linkcode APP_STEPS}: it once lost the
- *   application's transactions (docs/RELIABILITY.md, failure F1, fixed; the deterministic
- *   repro is tests/db_replace_test.ts). Run it with `--step replace-now`.
+ * - `replace-now`: the same without the wait. Not in {@linkcode APP_STEPS}: with sluice's read
+ *   transaction open, the TRUNCATE checkpoint cannot empty the WAL, and the reopened file is
+ *   read through the old WAL: SQLite corrupts the application's own database (a documented
+ *   SQLite hazard of replacing an open database; docs/RELIABILITY.md, F1). Run it with
+ *   `--step replace-now` to see it.
  * - `delete-wal`: TRUNCATE-checkpoints, closes, deletes `-wal` and `-shm` (run it while sluice
  *   is stopped), then writes a new WAL generation.
  *
@@ -44,7 +46,7 @@ export const APP_STEPS = [
   "replace",
   "delete-wal",
 ] as const;
-/** One application behaviour (`replace-now` reproduces failure F1, so it is opt-in). */
+/** One application behaviour (`replace-now` is opt-in: it corrupts the application's file). */
 export type AppStep = (typeof APP_STEPS)[number] | "replace-now";
 
 const CHECKPOINT_MODES = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"] as const;

