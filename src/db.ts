@@ -23,6 +23,7 @@ import {
   type PageEncoding,
 } from "./ltx/mod.ts";
 import {
+  checkpoint,
   isBusyError,
   openRandomAccess,
   parseDatabaseHeader,
@@ -738,7 +739,8 @@ export class DB {
       }
       reader.exec("COMMIT");
       try {
-        await this.#retry(() => reader.prepare(`PRAGMA wal_checkpoint(${mode})`).get());
+        // In a worker: a large checkpoint would freeze the event loop for hundreds of ms.
+        await this.#retry(() => checkpoint(this.path, mode));
       } finally {
         await this.#beginReadTx();
       }

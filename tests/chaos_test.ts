@@ -16,7 +16,7 @@ import { storageCampaign } from "../scripts/chaos_storage.ts";
 import { concurrencyCampaign } from "../scripts/chaos_concurrency.ts";
 import type { CampaignResult } from "../scripts/chaos_lib.ts";
 import { replicaPosition, runSluice, sleep, spawnSluice, until } from "../scripts/chaos_lib.ts";
-import { createDatabase, digest, ROOT, runWriter } from "./_sluice.ts";
+import { createDatabase, digest, runWriter } from "./_sluice.ts";
 import {
   claimReplica,
   fileMarkerStore,

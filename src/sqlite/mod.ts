@@ -31,3 +31,4 @@ export {
   pendingBytePage,
 } from "./database.ts";
 export { isBusyError, retryBusy, type RetryOptions } from "./busy.ts";
+export { checkpoint, type CheckpointMode, type CheckpointResult } from "./checkpoint.ts";
