@@ -165,8 +165,13 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
     return wd;
   }
 
-  /** Watches every directory under `dir` (not following symlinks). */
-  async #addTree(dir: string): Promise<void> {
+  /**
+   * Watches every directory under `dir` (not following symlinks). With `report`, also reports
+   * each entry found as created: in a directory that just appeared, files made before its watch
+   * existed (`mkdir -p a/b/c && touch a/b/c/x`) would otherwise go unseen. Each directory is
+   * watched before it is listed, so nothing falls between the two.
+   */
+  async #addTree(dir: string, report = false): Promise<void> {
     let entries: Deno.DirEntry[];
     try {
       entries = await Array.fromAsync(Deno.readDir(dir));
@@ -174,10 +179,12 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
       return; // gone, or unreadable: nothing to watch below it
     }
     for (const entry of entries) {
-      if (this.#closed || !entry.isDirectory) continue;
+      if (this.#closed) return;
       const sub = join(dir, entry.name);
-      if (this.#addWatch(sub) >= 0) await this.#addTree(sub);
+      if (report) this.#push("create", [sub]);
+      if (entry.isDirectory && this.#addWatch(sub) >= 0) await this.#addTree(sub, report);
     }
+    if (report) this.#wake();
   }
 
   #push(kind: Deno.FsEvent["kind"], paths: string[], flag?: Deno.FsEventFlag): void {
@@ -268,6 +275,6 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
   /** A directory appeared inside a recursive watch: watch it and what it already holds. */
   #watchNewDirectory(path: string): void {
     if (this.#addWatch(path) < 0) return;
-    this.#addTree(path).then(() => this.#wake());
+    this.#addTree(path, true);
   }
 }

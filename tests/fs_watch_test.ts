@@ -55,6 +55,29 @@ Deno.test("fs watch: create, modify, rename and remove, in subdirectories create
   }
 });
 
+Deno.test("fs watch: a file made at once in a new nested directory is reported", async () => {
+  // mkdir -p then a file straight away: the file may exist before the new directories' watches
+  // do; the watcher reports what it finds when it adds them.
+  const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
+  const watcher = watchFs(dir, { recursive: true });
+  try {
+    await watcher.ready;
+    const files: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const nested = join(dir, `x${i}`, "y", "z");
+      await Deno.mkdir(nested, { recursive: true });
+      const file = join(nested, "t.db");
+      await Deno.writeTextFile(file, "x");
+      files.push(file);
+    }
+    const events = await collect(watcher, (e) => files.every((f) => has(e, "create", f)));
+    for (const file of files) assert.ok(has(events, "create", file), `${file} reported`);
+  } finally {
+    watcher.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("fs watch: close ends the iteration; a missing directory is an error", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
   try {
