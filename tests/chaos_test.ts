@@ -157,59 +157,13 @@ Deno.test({
   },
 });
 
-// F5 (fixed): after a restart, sluice continued incrementally from the start of a restarted WAL
-// without checking that the previous WAL generation ended at its cursor. Frames committed
-// after the cursor (while sluice was down) and checkpointed into the database before the
-// restart are never replicated: the restore passes integrity_check but lacks those changes.
-// src/_wal_position.ts afterLastFrameCheck() now also requires that no frame of the old
-// generation follows the cursor (the new generation has not reached that offset, so the
-// bytes there are the old generation's), else it snapshots. Found by the crash campaign (a torn
-// transaction: 1 of 4 rows, after 100 cycles).
-Deno.test({
-  name: "F5: commits checkpointed away while sluice was down reach the replica",
-  fn: async () => {
-    const dir = await Deno.makeTempDir({ prefix: "sluice-f5-" });
-    const dbPath = join(dir, "app.db");
-    const replica = join(dir, "rep");
-    createDatabase(dbPath);
-    let sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
-    let app: DatabaseSync | undefined;
-    try {
-      await until(
-        "first upload",
-        async () => (await replicaPosition({ type: "file", path: replica })) > 0,
-      );
-      await runWriter("--db", dbPath, "--count", "20");
-      await sleep(1000); // synced: the cursor is past these 20 transactions
-      await sluice.stop("SIGKILL");
-      app = new DatabaseSync(dbPath);
-      // Old generation, after the cursor: a page the new generation will not touch.
-      app.prepare("UPDATE t SET payload = ? WHERE id = 1").run(new Uint8Array(100).fill(7));
-      app.exec("PRAGMA wal_checkpoint(RESTART)");
-      // New generation: one small commit, far below the cursor's offset. The application
-      // stays connected (closing would checkpoint and delete the WAL).
-      app.prepare("INSERT INTO t (n, payload) VALUES (21, x'00')").run();
-      sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
-      await sleep(2000);
-      assert.equal((await sluice.stop("SIGTERM")).code, 0);
-      const out = join(dir, "out.db");
-      const restored = await runSluice(["restore", "-o", out, `file://${replica}`]);
-      assert.equal(restored.code, 0, restored.stderr);
-      assert.equal((await digest(out)).sha256, (await digest(dbPath)).sha256);
-    } finally {
-      app?.close();
-      await sluice.stop("SIGKILL");
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-});
-
-// F8 (fixed): like F5, but the WAL restarted twice while sluice was down and the second
-// generation overwrote every frame of the first: no old frame is left to notice. SQLite adds
-// one to salt-1 at each restart, so a jump of two means a generation was missed: snapshot.
-// Found by the crash campaign (one transaction missing from a restore, 1 run in 3).
-Deno.test("F8: a WAL generation that came and went while sluice was down reaches the replica", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "sluice-f8-" });
+/**
+ * Replicates 20 transactions, SIGKILLs sluice, lets the application do `whileDown` on a
+ * connection it keeps open (closing would checkpoint and delete the WAL), restarts sluice and
+ * checks that the restore equals the database.
+ */
+async function restartAfter(prefix: string, whileDown: (app: DatabaseSync) => void) {
+  const dir = await Deno.makeTempDir({ prefix });
   const dbPath = join(dir, "app.db");
   const replica = join(dir, "rep");
   createDatabase(dbPath);
@@ -224,12 +178,7 @@ Deno.test("F8: a WAL generation that came and went while sluice was down reaches
     await sleep(1000); // synced: the cursor is deep in the WAL, at its end
     await sluice.stop("SIGKILL");
     app = new DatabaseSync(dbPath);
-    app.exec("PRAGMA wal_checkpoint(RESTART)");
-    // First new generation: one page changed, then checkpointed and restarted again.
-    app.prepare("UPDATE t SET payload = ? WHERE id = 1").run(new Uint8Array(100).fill(7));
-    app.exec("PRAGMA wal_checkpoint(RESTART)");
-    // Second generation: at least as long as the first, far below the old cursor.
-    app.prepare("INSERT INTO t (n, payload) VALUES (21, x'00')").run();
+    whileDown(app);
     sluice = spawnSluice(["replicate", dbPath, `file://${replica}`]);
     await sleep(2000);
     assert.equal((await sluice.stop("SIGTERM")).code, 0);
@@ -242,4 +191,37 @@ Deno.test("F8: a WAL generation that came and went while sluice was down reaches
     await sluice.stop("SIGKILL");
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+// F5 (fixed): after a restart, sluice continued incrementally from the start of a restarted WAL
+// without checking that the previous WAL generation ended at its cursor. Frames committed
+// after the cursor (while sluice was down) and checkpointed into the database before the
+// restart are never replicated: the restore passes integrity_check but lacks those changes.
+// src/_wal_position.ts afterLastFrameCheck() now also requires that no frame of the old
+// generation follows the cursor (the new generation has not reached that offset, so the
+// bytes there are the old generation's), else it snapshots. Found by the crash campaign (a torn
+// transaction: 1 of 4 rows, after 100 cycles).
+Deno.test("F5: commits checkpointed away while sluice was down reach the replica", async () => {
+  await restartAfter("sluice-f5-", (app) => {
+    // Old generation, after the cursor: a page the new generation will not touch.
+    app.prepare("UPDATE t SET payload = ? WHERE id = 1").run(new Uint8Array(100).fill(7));
+    app.exec("PRAGMA wal_checkpoint(RESTART)");
+    // New generation: one small commit, far below the cursor's offset.
+    app.prepare("INSERT INTO t (n, payload) VALUES (21, x'00')").run();
+  });
+});
+
+// F8 (fixed): like F5, but the WAL restarted twice while sluice was down and the second
+// generation overwrote every frame of the first: no old frame is left to notice. SQLite adds
+// one to salt-1 at each restart, so a jump of two means a generation was missed: snapshot.
+// Found by the crash campaign (one transaction missing from a restore, 1 run in 3).
+Deno.test("F8: a WAL generation that came and went while sluice was down reaches the replica", async () => {
+  await restartAfter("sluice-f8-", (app) => {
+    app.exec("PRAGMA wal_checkpoint(RESTART)");
+    // First new generation: one page changed, then checkpointed and restarted again.
+    app.prepare("UPDATE t SET payload = ? WHERE id = 1").run(new Uint8Array(100).fill(7));
+    app.exec("PRAGMA wal_checkpoint(RESTART)");
+    // Second generation: at least as long as the first, far below the old cursor.
+    app.prepare("INSERT INTO t (n, payload) VALUES (21, x'00')").run();
+  });
 });

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { pathExists as exists } from "../../src/_fs.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -331,16 +332,8 @@ export async function startLitestream(configPath: string): Promise<Background> {
   ]);
 }
 
-/** True when `path` exists. */
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
+/** True when `path` exists (the engine's helper). */
+export { exists };
 
 /** One line on stderr about progress (the table goes to stdout). */
 export function progress(message: string): void {

@@ -174,14 +174,7 @@ export class FileReplicaClient implements ReplicaClient {
       await Deno.remove(tmpPath).catch(() => {});
       throw this.#error(`write ${path}`, err);
     }
-    try {
-      await syncDirectory(dir);
-      const createdAt = new Date(timestamp);
-      await Deno.utime(path, createdAt, createdAt);
-      return { ...idOf(file), size, createdAt };
-    } catch (err) {
-      throw this.#error(`finish writing ${path}`, err);
-    }
+    return await this.#finish(file, dir, path, size, timestamp);
   }
 
   /**
@@ -222,14 +215,7 @@ export class FileReplicaClient implements ReplicaClient {
       await Deno.remove(tmpPath).catch(() => {});
       throw this.#error(`write ${path}`, err);
     }
-    try {
-      await syncDirectory(dir);
-      const createdAt = new Date(timestamp);
-      await Deno.utime(path, createdAt, createdAt);
-      return { ...idOf(file), size, createdAt };
-    } catch (err) {
-      throw this.#error(`finish writing ${path}`, err);
-    }
+    return await this.#finish(file, dir, path, size, timestamp);
   }
 
   /**
@@ -284,6 +270,24 @@ export class FileReplicaClient implements ReplicaClient {
   /** Nothing to release: every operation opens and closes its own descriptors. */
   close(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** After the rename: fsync the directory, stamp the file with its timestamp. */
+  async #finish(
+    file: LTXFileId,
+    dir: string,
+    path: string,
+    size: number,
+    timestamp: number,
+  ): Promise<LTXFileInfo> {
+    try {
+      await syncDirectory(dir);
+      const createdAt = new Date(timestamp);
+      await Deno.utime(path, createdAt, createdAt);
+      return { ...idOf(file), size, createdAt };
+    } catch (err) {
+      throw this.#error(`finish writing ${path}`, err);
+    }
   }
 
   #error(operation: string, err: unknown): ReplicaError {
