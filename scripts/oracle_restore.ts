@@ -1,5 +1,5 @@
 /**
- * The Litestream oracle (spec §6.3): restores a file replica with Go Litestream v0.5.17's own
+ * The Litestream oracle (FORMAT.md §6.3): restores a file replica with Go Litestream v0.5.17's own
  * code, built as the SQLite extension `litestream-vfs-linux-amd64`, loaded into `node:sqlite`.
  *
  *   deno run -A scripts/oracle_restore.ts --replica DIR --out PATH [--query SQL] [--timeout-ms N]

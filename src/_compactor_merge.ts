@@ -1,6 +1,6 @@
 /**
  * One compaction step: merge a contiguous run of files of one level into one file of the next
- * level (spec §3.1, §3.2), streaming, and verify the result before anyone relies on it.
+ * level (FORMAT.md §3.1, §3.2), streaming, and verify the result before anyone relies on it.
  *
  * @module
  */

@@ -33,7 +33,7 @@ import {
 } from "./replica/client.ts";
 import { FileReplicaClient } from "./replica/file.ts";
 
-/** Size of a WAL frame header (spec §4.1); the snapshot header records the last frame. */
+/** Size of a WAL frame header (FORMAT.md §4.1); the snapshot header records the last frame. */
 const WAL_FRAME_HEADER_SIZE = 24;
 const WAL_HEADER_SIZE = 32;
 
@@ -49,7 +49,7 @@ export interface PromoteSource {
 
 /**
  * Writes `9/0000000000000001-<txid>.ltx` to `target` from the full L0 file `txid-txid` of
- * `source.client`: same bytes, snapshot header (spec §3.3), patched file checksum.
+ * `source.client`: same bytes, snapshot header (FORMAT.md §3.3), patched file checksum.
  * @returns the snapshot's listing entry, or undefined when the L0 file is not a complete
  * NoChecksum image of the database (the caller then encodes the snapshot the usual way).
  * @throws {ReplicaError} from either storage.
@@ -124,7 +124,7 @@ export async function promoteToSnapshot(
 }
 
 /**
- * How many bytes the file checksum hashes after the header (spec §1.8): per page frame its
+ * How many bytes the file checksum hashes after the header (FORMAT.md §1.8): per page frame its
  * 6-byte header, the 4-byte size field in block encoding and the *decompressed* page; then
  * the zero page header, the index with its length field, and the PostApplyChecksum. Frames
  * are counted from the page index; the encoding is read from the first frame (an encoder

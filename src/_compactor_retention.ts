@@ -1,5 +1,5 @@
 /**
- * Which replica files retention deletes (spec §3.4), as pure functions over listings so the
+ * Which replica files retention deletes (FORMAT.md §3.4), as pure functions over listings so the
  * rules can be read and tested apart from any storage. Every function keeps the newest file it
  * is given: a level is never emptied, and the replica position (newest L0) always survives.
  *

@@ -1,5 +1,5 @@
 /**
- * The restore plan (spec §5.1): which LTX files, in which order, rebuild the database at a
+ * The restore plan (FORMAT.md §5.1): which LTX files, in which order, rebuild the database at a
  * target TXID or time. The choice copies Litestream's `CalcRestorePlan` exactly, tie-breaks
  * included, so that sluice and Litestream restore the same bytes from the same replica.
  *
@@ -84,7 +84,7 @@ export class NonContiguousError extends RestorePlanError {
 }
 
 /**
- * Computes the restore plan per spec §5.1.
+ * Computes the restore plan per FORMAT.md §5.1.
  *
  * The newest qualifying level-9 snapshot starts the plan; then, repeatedly, the best file from
  * any level 8…0 that extends the covered range is appended. "Best" is: larger maxTXID, then

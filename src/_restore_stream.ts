@@ -1,6 +1,6 @@
 /**
  * One replica file as a byte stream checked against its listed size. Backends resume dropped
- * connections themselves (the S3 client reopens at the current byte, spec §5.2 step 1); what
+ * connections themselves (the S3 client reopens at the current byte, FORMAT.md §5.2 step 1); what
  * is left to the restore is noticing a file that ends early, which a decoder would otherwise
  * report as a vague "unexpected end of file".
  *

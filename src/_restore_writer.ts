@@ -1,6 +1,6 @@
 /**
  * Writes the merged pages of a restore to the output file sequentially, in large chunks, with
- * zeros at the lock page (spec §1.12), and refuses a page set with holes: a database missing a
+ * zeros at the lock page (FORMAT.md §1.12), and refuses a page set with holes: a database missing a
  * page would look fine until SQLite reads it.
  *
  * @module
@@ -24,7 +24,7 @@ export interface DatabaseWriterOptions {
   pageSize: number;
   /** Database size in pages (the last file's Commit). */
   commit: number;
-  /** Compute the rolling database checksum (spec §1.9) while writing. */
+  /** Compute the rolling database checksum (FORMAT.md §1.9) while writing. */
   checksum?: boolean;
   /** Called after each chunk is written: bytes written so far, total bytes. */
   onProgress?: (bytesDone: number, bytesTotal: number) => void;

@@ -1,5 +1,5 @@
 /**
- * Where the next sync starts reading the WAL: the decision table of spec §4.3.1.
+ * Where the next sync starts reading the WAL: the decision table of FORMAT.md §4.3.1.
  *
  * Kept apart from {@linkcode DB} as a pure function of what was observed, so every row of
  * the table is unit-testable without a live database.
@@ -47,7 +47,7 @@ export type SyncStart =
   | { kind: "check-last-frame"; offset: number };
 
 /**
- * Decides where the next sync starts, before any frame is read (spec §4.3.1). The last row
+ * Decides where the next sync starts, before any frame is read (FORMAT.md §4.3.1). The last row
  * of the table ("last page match") needs a frame read, so it is returned as
  * `check-last-frame` for the caller to settle with {@linkcode afterLastFrameCheck}.
  */
@@ -95,7 +95,7 @@ export interface LastFrameCheck {
   oldFramesAfterCursor?: boolean;
 }
 
-/** Finishes the "last page match" row of spec §4.3.1. */
+/** Finishes the "last page match" row of FORMAT.md §4.3.1. */
 export function afterLastFrameCheck(
   cursor: WALCursor,
   seen: WALObservation,

@@ -17,7 +17,7 @@
  *   resources are released, its replica is kept. A removed directory removes every database
  *   below it.
  * - A created or renamed-in directory is scanned at once: `Deno.watchFs` misses files created
- *   right after their directory (DESIGN.md, hard facts).
+ *   right after their directory (docs/FORMAT.md §8).
  * - The whole tree is reconciled periodically, and at once after a watcher error, a queue
  *   overflow, or the monitored directory being replaced; the watcher is then restarted.
  *

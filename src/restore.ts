@@ -1,6 +1,6 @@
 /**
  * Restore: rebuild a SQLite database file from a replica at the latest state, a TXID or a
- * point in time (spec §5).
+ * point in time (FORMAT.md §5).
  *
  * The plan is Litestream's (same files, same tie-breaks, see {@linkcode calcRestorePlan}). The
  * plan's files are streamed through LTX decoders that verify every file checksum, merged page
@@ -297,7 +297,7 @@ function checkHeader(header: Header, info: LTXFileInfo, name: string): Header {
 }
 
 /**
- * For files that carry rolling checksums (spec §1.9): each incremental must start where the
+ * For files that carry rolling checksums (FORMAT.md §1.9): each incremental must start where the
  * previous file ended, and the restored database must match the last file's post-apply value.
  * Files written with NoChecksum (all of Litestream's and sluice's) have nothing to verify.
  */

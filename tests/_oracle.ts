@@ -1,5 +1,5 @@
 /**
- * The Litestream oracle for tests (spec §6.3): restores a file replica with Go Litestream
+ * The Litestream oracle for tests (FORMAT.md §6.3): restores a file replica with Go Litestream
  * v0.5.17 (the `litestream-vfs-linux-amd64` SQLite extension) in a subprocess running
  * `scripts/oracle_restore.ts`. If it restores what sluice wrote byte-identically, sluice's
  * replicas are compatible with the real thing.

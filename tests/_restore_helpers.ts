@@ -212,7 +212,7 @@ export async function copyTree(from: string, to: string): Promise<void> {
   }
 }
 
-/** Resolves a path under ../shared/fixtures. */
+/** Resolves a path under tests/fixtures (see tests/fixtures/README.md). */
 export function fixture(path: string): string {
-  return new URL(`../../shared/fixtures/${path}`, import.meta.url).pathname;
+  return new URL(`./fixtures/${path}`, import.meta.url).pathname;
 }

@@ -1,7 +1,7 @@
 /**
  * The compactor on real files: merges of real LTX files into the next level (checked by
  * restoring them), the verification that refuses wrong outputs, and the retention rules of
- * spec §3.4 both as pure selections and as deletions on a real file replica.
+ * FORMAT.md §3.4 both as pure selections and as deletions on a real file replica.
  */
 
 import assert from "node:assert/strict";
@@ -102,7 +102,7 @@ Deno.test("compactor: L0 → L1 → L2 merges restore to the same bytes, includi
     const first = await compactor.compact(1, BASE + 5000);
     assert.equal(first.outcome, "compacted");
     assert.deepEqual(planNames(first.files), ["L1:1-4"]);
-    // The output carries its last input's timestamp (spec §3.1) as its creation time.
+    // The output carries its last input's timestamp (FORMAT.md §3.1) as its creation time.
     assert.equal((await list(client, 1))[0].createdAt.getTime(), BASE + 4000);
 
     // Only level 1 (a snapshot: it starts at TXID 1) is needed for the latest state.

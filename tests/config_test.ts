@@ -38,7 +38,7 @@ function errorOf(text: string, env: Record<string, string> = {}): string {
 
 const MIN = "dbs:\n  - path: /data/app.db\n    replica: { path: /backups/app }\n";
 
-Deno.test("the DESIGN.md example parses with every value in place", () => {
+Deno.test("a flow-style example config parses with every value in place", () => {
   const config = parse(`addr: 127.0.0.1:9090            # Prometheus /metrics (optional)
 logging: { level: info, type: text }   # or json
 snapshot: { interval: 24h, retention: 24h }

@@ -1,5 +1,5 @@
 /**
- * A seeded, reproducible mutation fuzzer over LTX files (the shared fixtures and files made by
+ * A seeded, reproducible mutation fuzzer over LTX files (the test fixtures and files made by
  * our Encoder) and WAL files (fixtures). Every case must end in one of:
  *
  * - an error of the format's own class (LTXError, WALError), never another exception;
@@ -31,7 +31,7 @@ import { restore } from "../src/restore.ts";
 import { Rng } from "../scripts/chaos_lib.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20261123);
-const fixtures = new URL("../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("./fixtures/", import.meta.url);
 const TIME_LIMIT_MS = 5000;
 
 /** Rejects when `promise` takes longer than the limit (a hang). */

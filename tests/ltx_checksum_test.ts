@@ -1,5 +1,5 @@
 /**
- * CRC-64/GO-ISO, page and rolling database checksums (spec §1.8, §1.9), and a lock-page
+ * CRC-64/GO-ISO, page and rolling database checksums (FORMAT.md §1.8, §1.9), and a lock-page
  * snapshot streamed through the encoder and decoder.
  */
 
@@ -18,7 +18,7 @@ import {
 const text = (s: string) => new TextEncoder().encode(s);
 const filled = (size: number, byte: number) => new Uint8Array(size).fill(byte);
 
-/** Database checksum of pages 1…n (spec §1.9). */
+/** Database checksum of pages 1…n (FORMAT.md §1.9). */
 function databaseChecksum(pages: Uint8Array[]): bigint {
   return pages.reduce((c, page, i) => c ^ pageChecksum(i + 1, page), 0n) | CHECKSUM_FLAG;
 }
@@ -61,7 +61,7 @@ Deno.test("crc64: incremental updates equal one update", () => {
   assert.equal(reused.digest(), 0xb90956c775a41001n);
 });
 
-Deno.test("pageChecksum: rolling database checksum vectors of ltx (spec §1.9)", () => {
+Deno.test("pageChecksum: rolling database checksum vectors of ltx (FORMAT.md §1.9)", () => {
   assert.equal(
     databaseChecksum([filled(512, 1), filled(512, 2), filled(512, 3)]),
     0xefffffffecd99000n,

@@ -36,7 +36,7 @@ import {
 } from "../src/ltx/_lz4_block.ts";
 import { xxh32 } from "../src/ltx/_xxh32.ts";
 
-const fixtures = new URL("../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("./fixtures/", import.meta.url);
 
 function header(fields: Partial<Header> = {}): Header {
   return {
@@ -188,7 +188,7 @@ Deno.test("round trip: re-encoding the fixture replicas in both encodings", asyn
   }
 });
 
-Deno.test("frame encoding: the exact LZ4 frame layout of Go ltx v0.5.0/v0.5.1 (spec §1.5.2)", async () => {
+Deno.test("frame encoding: the exact LZ4 frame layout of Go ltx v0.5.0/v0.5.1 (FORMAT.md §1.5.2)", async () => {
   const text = new Uint8Array(4096).fill(0x61);
   const random = new Uint8Array(65536);
   for (let at = 0; at < random.length; at += 65536) crypto.getRandomValues(random);
@@ -219,7 +219,7 @@ Deno.test("block encoding: an incompressible page is a literal-only block above 
   assert.equal(entry.size, 10 + n);
 });
 
-Deno.test("encoder: rejects pages that break the rules of spec §1.4", async () => {
+Deno.test("encoder: rejects pages that break the rules of FORMAT.md §1.4", async () => {
   const page = new Uint8Array(4096);
   const sink = () => new WritableStream<Uint8Array>();
   const cases: [Header, [number, Uint8Array][], RegExp][] = [
@@ -289,7 +289,7 @@ Deno.test("encoder: abort() aborts the sink and writes nothing more", async () =
   await assert.rejects(encoder.encodePage(2, new Uint8Array(4096)), LTXError);
 });
 
-Deno.test("header: every validation rule of spec §1.1", () => {
+Deno.test("header: every validation rule of FORMAT.md §1.1", () => {
   validateHeader(header());
   const bad: [Partial<Header>, RegExp][] = [
     [{ flags: 1 }, /pre-v0\.5/],
@@ -340,7 +340,7 @@ Deno.test("header: encode/decode round trip, and TXIDs above 2^53 − 1 are form
   assert.deepEqual(decodeHeader(bytes), h);
   assert.equal(new DataView(bytes.buffer).getUint32(8), 4096);
   const big = encodeHeader(header({ pageSize: 65536 }));
-  assert.deepEqual([...big.subarray(8, 12)], [0, 1, 0, 0]); // stored literally (spec §1.1)
+  assert.deepEqual([...big.subarray(8, 12)], [0, 1, 0, 0]); // stored literally (FORMAT.md §1.1)
 
   const huge = bytes.slice();
   new DataView(huge.buffer).setBigUint64(24, 2n ** 53n);
@@ -686,7 +686,7 @@ Deno.test("lz4: hostile blocks never hang, overrun or return garbage lengths", (
   );
 });
 
-Deno.test("lz4: blocks honour the end-of-block rules (spec §1.5.1)", () => {
+Deno.test("lz4: blocks honour the end-of-block rules (FORMAT.md §1.5.1)", () => {
   const dst = new Uint8Array(compressBound(65536));
   const inputs: Uint8Array[] = [new Uint8Array(4096), new Uint8Array(13), new Uint8Array(65536)];
   for (let size = 1; size < 300; size += 7) {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { Decoder, LTXError, type Page } from "../src/ltx/mod.ts";
 
-const fixtures = new URL("../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("./fixtures/", import.meta.url);
 const NAME = "corrupt.ltx";
 
 type Outcome = "error" | "same";

@@ -1,5 +1,5 @@
 /**
- * Compatibility with real files: Go-written LTX (spec §1.10), replicas written by an independent
+ * Compatibility with real files: Go-written LTX (FORMAT.md §1.10), replicas written by an independent
  * encoder and restored byte-identical by Go, the checksummed replica Go refuses, and the legacy
  * pre-v0.5 file that must be rejected.
  */
@@ -19,7 +19,7 @@ import {
   parseFilename,
 } from "../src/ltx/mod.ts";
 
-const fixtures = new URL("../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("./fixtures/", import.meta.url);
 const fixture = (path: string) => new URL(path, fixtures);
 
 /** Decodes a whole file from disk (streamed), returning header, pages and trailer. */
@@ -66,7 +66,7 @@ async function restore(paths: string[]): Promise<{ bytes: Uint8Array; header: He
   return { bytes, header: merged.header };
 }
 
-Deno.test("go-written: the 366-byte snapshot matches the walk-through of spec §1.10", async () => {
+Deno.test("go-written: the 366-byte snapshot matches the walk-through of FORMAT.md §1.10", async () => {
   const path = "go-written/vfs-a/0000000000000001-0000000000000001.ltx";
   const bytes = await Deno.readFile(fixture(path));
   assert.equal(bytes.length, 366);

@@ -1,5 +1,5 @@
 /**
- * Merging and compaction (spec §3.1): latest input wins, truncation by the last Commit, TXID
+ * Merging and compaction (FORMAT.md §3.1): latest input wins, truncation by the last Commit, TXID
  * contiguity, page-size equality, snapshot completeness, checksum verification of every input
  * before the output closes, and the output header.
  */
@@ -229,7 +229,7 @@ Deno.test("merge: stopping early cancels every input", async () => {
   assert.throws(() => merged.trailers(), LTXError);
 });
 
-Deno.test("compact: output header per spec §3.1 and identical pages in both encodings", async () => {
+Deno.test("compact: output header per FORMAT.md §3.1 and identical pages in both encodings", async () => {
   for (const encoding of ["frame", "block"] as const) {
     const inputs = await chain();
     const chunks: Uint8Array[] = [];

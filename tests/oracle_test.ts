@@ -4,8 +4,7 @@ import { fileURLToPath } from "node:url";
 import { DatabaseSync } from "node:sqlite";
 import { litestreamRestore, oracleAvailable, OracleError } from "./_oracle.ts";
 
-const fixture = (path: string) =>
-  fileURLToPath(new URL(`../../shared/fixtures/${path}`, import.meta.url));
+const fixture = (path: string) => fileURLToPath(new URL(`./fixtures/${path}`, import.meta.url));
 
 // The extension exists only for Linux x86-64; there it must be installed (deno.json imports).
 const ignore = !(Deno.build.os === "linux" && Deno.build.arch === "x86_64");

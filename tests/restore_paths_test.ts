@@ -16,7 +16,7 @@ import { FAUXQS_CREDENTIALS, s3Spec, startS3Server } from "./_s3.ts";
 import { sluice } from "./_sluice.ts";
 import { S3ReplicaClient } from "../src/replica/mod.ts";
 
-const fixtures = new URL("../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("./fixtures/", import.meta.url);
 const REPLICA = fileURLToPath(new URL("node-written-go-verified/rep-block/", fixtures));
 const EXPECTED = new URL("sqlite/v2.db", fixtures);
 

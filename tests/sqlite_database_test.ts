@@ -7,8 +7,7 @@ import {
   pendingBytePage,
 } from "../src/sqlite/mod.ts";
 
-const fixture = (path: string) =>
-  fileURLToPath(new URL(`../../shared/fixtures/${path}`, import.meta.url));
+const fixture = (path: string) => fileURLToPath(new URL(`./fixtures/${path}`, import.meta.url));
 
 Deno.test("parseDatabaseHeader: fixture databases", async () => {
   for (const name of ["enforce-retention", "write-snapshot-to"]) {

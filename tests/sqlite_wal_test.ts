@@ -16,8 +16,7 @@ import {
   type WALReadResult,
 } from "../src/sqlite/mod.ts";
 
-const fixture = (path: string) =>
-  fileURLToPath(new URL(`../../shared/fixtures/${path}`, import.meta.url));
+const fixture = (path: string) => fileURLToPath(new URL(`./fixtures/${path}`, import.meta.url));
 
 const OK_WAL = fixture("testdata/wal-reader/ok/wal");
 const BIG_WAL = fixture("sqlite/big.wal");
@@ -68,7 +67,7 @@ Deno.test("readWAL: ok fixture, whole WAL", async () => {
   assert.equal(result.salt2, 0xa38de4f5);
 });
 
-Deno.test("readWAL: maxBytes is checked only after commit frames (spec vector)", async () => {
+Deno.test("readWAL: maxBytes is checked only after commit frames (FORMAT.md §4.1 vector)", async () => {
   const result = await readWALFile(OK_WAL, { maxBytes: 1 });
   assert.deepEqual(entries(result), [[1, 32], [2, 4152]]);
   assert.equal(result!.commit, 2);
@@ -125,7 +124,7 @@ Deno.test("readWAL: frames of older WAL generations are excluded", async () => {
   }
 });
 
-Deno.test("parseWALHeader: header error vectors of spec §6.1", () => {
+Deno.test("parseWALHeader: header error vectors of FORMAT.md §6.1", () => {
   assert.equal(parseWALHeader(new Uint8Array(0)), null);
   assert.equal(parseWALHeader(new Uint8Array(10)), null);
   assert.throws(

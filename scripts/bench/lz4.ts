@@ -18,7 +18,7 @@ import { compressBlock, compressBound, decompressBlock } from "../../src/ltx/_lz
 
 import { type BenchOptions, type BenchResult, formatTable, progress, result } from "./_common.ts";
 
-const fixtures = new URL("../../../shared/fixtures/sqlite/", import.meta.url);
+const fixtures = new URL("../../tests/fixtures/sqlite/", import.meta.url);
 
 function splitPages(bytes: Uint8Array, pageSize: number): Uint8Array[] {
   const pages: Uint8Array[] = [];

@@ -1,5 +1,5 @@
 /**
- * The command-line contract (docs: DESIGN.md "CLI contract") in one place: every command's
+ * The command-line contract (docs: README.md "CLI reference") in one place: every command's
  * options, its help text, and a parser per command returning typed options. Command modules
  * call their parser; `src/cli/mod.ts` also calls it before loading a module so usage errors
  * are reported the same way for every command, and fast.

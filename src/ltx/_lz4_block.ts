@@ -1,5 +1,5 @@
 /**
- * The LZ4 block format (spec §1.5.1): a "fast" single-pass compressor in the style of the
+ * The LZ4 block format (FORMAT.md §1.5.1): a "fast" single-pass compressor in the style of the
  * reference `LZ4_compress_fast` (acceleration 1), and a bounds-checked decompressor that is safe
  * on hostile input.
  *

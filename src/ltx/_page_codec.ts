@@ -1,5 +1,5 @@
 /**
- * The two page encodings of spec §1.3 and §1.5: writing them into an output buffer, and reading
+ * The two page encodings of FORMAT.md §1.3 and §1.5: writing them into an output buffer, and reading
  * them from a {@linkcode ByteReader} with every length and checksum checked.
  *
  * - block (page flags 1): u32 BE size N, then one LZ4 block of N bytes;

@@ -1,5 +1,5 @@
 /**
- * Go `encoding/binary` unsigned varints (LEB128), as used by the LTX page index (spec §1.6).
+ * Go `encoding/binary` unsigned varints (LEB128), as used by the LTX page index (FORMAT.md §1.6).
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * CRC-64/GO-ISO (Go's `hash/crc64` with the ISO table), the checksum of LTX files (spec §1.8)
+ * CRC-64/GO-ISO (Go's `hash/crc64` with the ISO table), the checksum of LTX files (FORMAT.md §1.8)
  * and of the rolling database checksum (§1.9).
  *
  * The 64-bit state lives in two int32 halves (bigint arithmetic per byte is ~100× slower), and
@@ -134,7 +134,7 @@ const pgnoScratch = new Uint8Array(4);
 const pageCRC = new CRC64();
 
 /**
- * Checksum of one database page (spec §1.9): `CHECKSUM_FLAG | crc64(u32be(pgno) ‖ data)`.
+ * Checksum of one database page (FORMAT.md §1.9): `CHECKSUM_FLAG | crc64(u32be(pgno) ‖ data)`.
  * XOR these over every page except the lock page, then set bit 63, for the database checksum.
  */
 export function pageChecksum(pgno: number, data: Uint8Array): bigint {

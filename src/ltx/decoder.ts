@@ -1,5 +1,5 @@
 /**
- * Streaming LTX reader (spec §1). Reads one file from a `ReadableStream` page by page without
+ * Streaming LTX reader (FORMAT.md §1). Reads one file from a `ReadableStream` page by page without
  * holding it in memory, and verifies everything Go's decoder verifies plus what it leaves out:
  * exact decompressed sizes in both encodings, strictly ascending pages, snapshot completeness,
  * the page index against the frames, the index length field, nothing after the trailer, the
@@ -85,7 +85,7 @@ export class Decoder {
 
   /**
    * Reads and validates the header. Later calls return the same header.
-   * @throws {LTXFormatError} on a short file, bad magic or a broken header rule (spec §1.1).
+   * @throws {LTXFormatError} on a short file, bad magic or a broken header rule (FORMAT.md §1.1).
    */
   async readHeader(): Promise<Header> {
     if (this.#header) return this.#header;

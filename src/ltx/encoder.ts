@@ -1,5 +1,5 @@
 /**
- * Streaming LTX writer (spec §1): header, page frames in either encoding, the zero page header,
+ * Streaming LTX writer (FORMAT.md §1): header, page frames in either encoding, the zero page header,
  * the page index, the trailer and the file checksum, written to a `WritableStream` in large
  * chunks while the pages are fed in.
  *
@@ -30,7 +30,7 @@ const MAX_INDEX_ENTRY = 30;
 
 /** Options of {@linkcode Encoder}. */
 export interface EncoderOptions {
-  /** Page encoding; default "frame", readable by every Litestream v0.5.x (spec §0). */
+  /** Page encoding; default "frame", readable by every Litestream v0.5.x (FORMAT.md §0). */
   encoding?: PageEncoding;
   /** The file being written, for error messages. */
   name?: string;
@@ -64,7 +64,7 @@ export class Encoder {
   /**
    * Validates `header` and prepares to write; nothing is written before the first page or
    * `close`.
-   * @throws {LTXFormatError} when the header breaks a rule of spec §1.1, or is a NoChecksum
+   * @throws {LTXFormatError} when the header breaks a rule of FORMAT.md §1.1, or is a NoChecksum
    *   file with Commit 0 (which Go cannot represent).
    */
   constructor(sink: WritableStream<Uint8Array>, header: Header, options: EncoderOptions = {}) {
@@ -108,7 +108,7 @@ export class Encoder {
   /**
    * Compresses and appends one page.
    * @throws {LTXFormatError} on a wrong size, pgno 0, the lock page, a pgno above Commit, a
-   *   page out of order, or a gap in a snapshot (spec §1.4).
+   *   page out of order, or a gap in a snapshot (FORMAT.md §1.4).
    */
   async encodePage(pgno: number, data: Uint8Array): Promise<void> {
     this.#enter("encodePage");

@@ -13,7 +13,7 @@ export class LTXError extends Error {
   }
 }
 
-/** Malformed bytes, or a rule of the format (spec §1) that the data violates. */
+/** Malformed bytes, or a rule of the format (FORMAT.md §1) that the data violates. */
 export class LTXFormatError extends LTXError {
   /** Builds an error with a message that already names the file. */
   constructor(message: string, options?: ErrorOptions) {
@@ -22,7 +22,7 @@ export class LTXFormatError extends LTXError {
   }
 }
 
-/** The file checksum, or a rolling database checksum (spec §1.8, §1.9), does not match. */
+/** The file checksum, or a rolling database checksum (FORMAT.md §1.8, §1.9), does not match. */
 export class LTXChecksumError extends LTXError {
   /** Builds an error with a message that already names the file. */
   constructor(message: string, options?: ErrorOptions) {

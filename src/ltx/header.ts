@@ -1,5 +1,5 @@
 /**
- * The 100-byte LTX header (spec §1.1), its validation rules, and the small shared types of the
+ * The 100-byte LTX header (FORMAT.md §1.1), its validation rules, and the small shared types of the
  * format (trailer, page, page encoding, lock page).
  *
  * @module
@@ -56,7 +56,7 @@ export interface Header {
 export interface Trailer {
   /** Rolling database checksum after applying; 0 for NoChecksum files. */
   postApplyChecksum: bigint;
-  /** CRC-64/GO-ISO of the file (spec §1.8) with bit 63 set. */
+  /** CRC-64/GO-ISO of the file (FORMAT.md §1.8) with bit 63 set. */
   fileChecksum: bigint;
 }
 
@@ -105,7 +105,7 @@ function prefix(name: string | undefined): string {
 }
 
 /**
- * Checks the header rules of spec §1.1 (the same as Go's `Header.Validate`) plus the ranges
+ * Checks the header rules of FORMAT.md §1.1 (the same as Go's `Header.Validate`) plus the ranges
  * sluice needs (safe integers, u32 fields).
  * @param name the file, for the error message.
  * @throws {LTXFormatError} naming the rule that fails.
@@ -165,7 +165,7 @@ export function validateHeader(h: Header, name?: string): void {
 
 /**
  * Encodes a header into its 100 bytes (reserved bytes zero).
- * @throws {LTXFormatError} when the header breaks a rule of spec §1.1.
+ * @throws {LTXFormatError} when the header breaks a rule of FORMAT.md §1.1.
  */
 export function encodeHeader(h: Header): Uint8Array {
   validateHeader(h);
@@ -201,7 +201,7 @@ function safeNumber(value: bigint, field: string, name?: string): number {
 /**
  * Decodes and validates the first 100 bytes of an LTX file.
  * @param name the file, for error messages.
- * @throws {LTXFormatError} on a short buffer, bad magic, or a broken rule of spec §1.1.
+ * @throws {LTXFormatError} on a short buffer, bad magic, or a broken rule of FORMAT.md §1.1.
  */
 export function decodeHeader(bytes: Uint8Array, name?: string): Header {
   if (bytes.length < HEADER_SIZE) {

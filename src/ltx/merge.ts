@@ -1,5 +1,5 @@
 /**
- * Merging LTX files (spec §3.1, Go's `ltx.Compactor`): a k-way merge by page number where the
+ * Merging LTX files (FORMAT.md §3.1, Go's `ltx.Compactor`): a k-way merge by page number where the
  * latest input wins, pages above the last Commit are dropped, and every input is read to its end
  * (so its file checksum is verified) before the merge ends. Compaction encodes the result;
  * restore writes it to a database file.

@@ -1,5 +1,5 @@
 /**
- * The LTX file format of Litestream v0.5 (docs: ../shared/spec/ltx-and-wal.md §1, §3.1):
+ * The LTX file format of Litestream v0.5 (docs/FORMAT.md §1, §3.1):
  * header and trailer, the streaming {@linkcode Encoder} and {@linkcode Decoder} for both page
  * encodings, CRC-64/GO-ISO checksums, the page index, and the page merge used by compaction and
  * restore. Nothing here imports from the rest of sluice.

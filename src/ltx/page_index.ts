@@ -1,5 +1,5 @@
 /**
- * Synchronous parsing of the end of an LTX file (spec §1.6, §1.7): the page index, its length
+ * Synchronous parsing of the end of an LTX file (FORMAT.md §1.6, §1.7): the page index, its length
  * field and the trailer. Lets a reader locate pages from the last few KiB of a file (as Go's
  * `FetchPageIndex` does) and is what the streaming decoder uses to check its frames.
  *

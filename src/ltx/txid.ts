@@ -1,5 +1,5 @@
 /**
- * TXIDs and LTX file names (spec §1.11, §2.1): 16 lowercase hex digits, `<min>-<max>.ltx`.
+ * TXIDs and LTX file names (FORMAT.md §1.11, §2.1): 16 lowercase hex digits, `<min>-<max>.ltx`.
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * LTX file names and level validation shared by the replica backends (spec §2.1).
+ * LTX file names and level validation shared by the replica backends (FORMAT.md §2.1).
  *
  * Kept here rather than imported from `src/ltx/` so the replica layer stays independent of the
  * format code: a backend only needs names, never bytes.

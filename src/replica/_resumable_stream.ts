@@ -1,6 +1,6 @@
 /**
  * A download stream that survives a dropped connection: when the body errors or ends before
- * the expected number of bytes, it reopens the source at the byte it had reached (spec §5.2
+ * the expected number of bytes, it reopens the source at the byte it had reached (FORMAT.md §5.2
  * item 1: 3 retries, 250 ms × 2ⁿ backoff).
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * The `litestream-timestamp` metadata value: Go's `time.RFC3339Nano` in UTC (spec §2.3).
+ * The `litestream-timestamp` metadata value: Go's `time.RFC3339Nano` in UTC (FORMAT.md §2.3).
  *
  * @module
  */

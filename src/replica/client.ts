@@ -3,7 +3,7 @@
  *
  * A replica holds LTX files grouped by level (0 = one file per sync, 1…8 = compactions,
  * 9 = snapshots). Backends differ only in how a (level, minTXID, maxTXID) triple maps to a
- * name and where the file's creation time is kept (spec §2.3).
+ * name and where the file's creation time is kept (FORMAT.md §2.3).
  *
  * @module
  */

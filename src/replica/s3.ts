@@ -1,7 +1,7 @@
 /**
  * A replica in an S3 bucket (AWS or any S3-compatible server), in Litestream's layout
  * `<path>/<level as %04x>/<min>-<max>.ltx` with the creation time in the
- * `x-amz-meta-litestream-timestamp` metadata (spec §2.3).
+ * `x-amz-meta-litestream-timestamp` metadata (FORMAT.md §2.3).
  *
  * Request economy matters (requests cost money and an idle database must cost nothing): no
  * HEAD before PUT, no listing unless asked, one PUT per small file. Every HTTP request,

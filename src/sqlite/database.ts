@@ -73,7 +73,7 @@ export function parseDatabaseHeader(bytes: Uint8Array, path = "database"): Datab
 
 /**
  * Number of the page that holds the 1 GiB lock byte ("pending byte"): SQLite never stores data
- * in it, LTX files never contain it and restores leave it zero-filled (spec §1.12).
+ * in it, LTX files never contain it and restores leave it zero-filled (FORMAT.md §1.12).
  */
 export function pendingBytePage(pageSize: number): number {
   return Math.floor(0x40000000 / pageSize) + 1;

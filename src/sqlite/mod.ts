@@ -1,7 +1,7 @@
 /**
  * SQLite file formats and connection helpers: the WAL reader with Litestream's rules
- * (spec §4.1), random-access reads on long-lived descriptors, the database header, and the
- * asynchronous busy retry that replaces `busy_timeout` (spec §4.2).
+ * (FORMAT.md §4.1), random-access reads on long-lived descriptors, the database header, and the
+ * asynchronous busy retry that replaces `busy_timeout` (FORMAT.md §4.2).
  *
  * Imports nothing else from `src/`.
  *

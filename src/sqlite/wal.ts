@@ -1,5 +1,5 @@
 /**
- * The SQLite WAL file format as Litestream reads it (spec §4.1): the 32-byte header, the 24-byte
+ * The SQLite WAL file format as Litestream reads it (FORMAT.md §4.1): the 32-byte header, the 24-byte
  * frame headers and the running checksum that chains every frame to the one before it.
  *
  * @module

@@ -1,5 +1,5 @@
 /**
- * Reads the committed frames of a WAL with Litestream's exact rules (spec §4.1,
+ * Reads the committed frames of a WAL with Litestream's exact rules (FORMAT.md §4.1,
  * `wal_reader.go`): which frames count, where reading stops, and how a read resumes from the
  * offset where the previous sync ended.
  *
