@@ -1,0 +1,57 @@
+/**
+ * The few libc calls behind positional reads, through FFI: `open`, `pread`, `lseek`, `close`.
+ *
+ * Why not `node:fs`: Deno's `node:fs` `read(fd, …)` and `fstat(fd, …)` duplicate the descriptor
+ * for each call (`fcntl(F_DUPFD_CLOEXEC)`) and close the duplicate afterwards, and closing any
+ * descriptor of a file drops every POSIX lock this process holds on it, SQLite's SHARED lock on
+ * the database included. A plain `pread(2)` on our one descriptor opens and closes nothing.
+ *
+ * @module
+ */
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
+  /** The same call on this thread, to learn its errno after a failure on the pool. */
+  preadHere: { name: "pread", parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  close: { parameters: ["i32"], result: "i32" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+/** libc's symbols as FFI sees them. */
+export type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** `O_RDONLY | O_CLOEXEC` on Linux: a child process must not inherit (and close) it. */
+export const O_RDONLY_CLOEXEC = 0o2000000;
+/** `whence` of `lseek(2)` for the end of the file. */
+export const SEEK_END = 2;
+
+let libc: LibC | null | undefined;
+
+/** libc through FFI, or null where that is not possible (not Linux, no FFI permission). */
+export function loadLibC(): LibC | null {
+  if (libc !== undefined) return libc;
+  libc = null;
+  if (Deno.build.os !== "linux") return libc;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
+    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+  } catch {
+    libc = null;
+  }
+  return libc;
+}
+
+/**
+ * The error of the last failed call on this thread, as `<strerror> (errno N)`. Only valid right
+ * after a synchronous call: a nonblocking call ran on another thread, whose errno is not ours.
+ */
+export function lastError(c: LibC): { errno: number; message: string } {
+  const at = c.__errno_location();
+  const errno = at ? new Deno.UnsafePointerView(at).getInt32() : 0;
+  const text = c.strerror(errno);
+  const message = text ? Deno.UnsafePointerView.getCString(text) : "unknown error";
+  return { errno, message: `${message} (errno ${errno})` };
+}
