@@ -1,21 +1,29 @@
 /**
- * `deno task test:chaos`: bounded crash, behaviour, storage-fault and concurrency campaigns
- * against the real `sluice replicate` (docs/RELIABILITY.md lists them and their last results).
+ * `deno task test:chaos`: bounded crash, behaviour, storage-fault, concurrency and speedtest1
+ * campaigns against the real `sluice replicate` (docs/RELIABILITY.md lists them and their last
+ * results).
  *
- *   deno run -A scripts/chaos.ts [--cycles N] [--rounds N] [--seed S] [--only a,b,c,d]
- *     [--phase-ms MS] [--json]
+ *   deno run -A scripts/chaos.ts [--cycles N] [--rounds N] [--seed S] [--only a,b,c,d,e,f]
+ *     [--phase-ms MS] [--speedtest-runs N] [--tenant-seconds N] [--json]
  *
  * - a / crash: N SIGKILL/restart cycles (default 100) during writes, checkpoints, uploads,
- *   compactions and snapshots;
+ *   compactions and snapshots, with short-lived writers (Python, sqlite3 shell, node:sqlite)
+ *   alongside;
  * - b / behaviour: N rounds (default 2) of the application's checkpoints, long reads, VACUUM,
- *   journal mode switch, file replacement and WAL deletion;
+ *   journal mode switch, file replacement, WAL deletion and short-lived writers;
  * - c / storage: S3 500s/resets/down/slow/server kill, meta dir disk full, read-only replica;
- * - d / concurrency: a second `replicate` of the same database.
+ * - d / concurrency: a second `replicate` of the same database;
+ * - e / speedtest1: SQLite's speedtest1 benchmark as the application, N runs (default 10) over
+ *   its VACUUM modes, big transactions, checkpoints, 64 KiB pages and test sets (skipped when
+ *   scripts/speedtest1.sh could not build it);
+ * - f / tenants: N seconds (default 180) of tenant churn in a watched `dir:` (create, write,
+ *   delete, move, re-create the same names, remove whole directories; sluice stopped now and
+ *   then), every state of every replica checked (scripts/chaos_tenants.ts).
  *
  * Every campaign ends with a restore checked against what the writer acknowledged, including
  * the scenarios that once found engine bugs (docs/RELIABILITY.md, "Failures found"). Exit
  * status 1 when a campaign failed.
- * Default size: about 6–8 minutes on 2 cores.
+ * Default size: about 10–13 minutes on 2 cores.
  *
  * @module
  */
@@ -27,6 +35,8 @@ import { behaviourCampaign } from "./chaos_behaviour.ts";
 import { APP_STEPS, type AppStep } from "./chaos_app.ts";
 import { storageCampaign, type StorageFault } from "./chaos_storage.ts";
 import { concurrencyCampaign, type ConcurrencyCase } from "./chaos_concurrency.ts";
+import { SPEEDTEST1_VARIANTS, speedtest1Campaign } from "./chaos_speedtest1.ts";
+import { tenantsCampaign } from "./chaos_tenants.ts";
 
 if (import.meta.main) {
   const { values } = parseArgs({
@@ -35,8 +45,10 @@ if (import.meta.main) {
       cycles: { type: "string", default: "100" },
       rounds: { type: "string", default: "2" },
       seed: { type: "string" },
-      only: { type: "string", default: "a,b,c,d" },
+      only: { type: "string", default: "a,b,c,d,e,f" },
       "phase-ms": { type: "string", default: "3000" },
+      "speedtest-runs": { type: "string", default: String(SPEEDTEST1_VARIANTS.length) },
+      "tenant-seconds": { type: "string", default: "180" },
       json: { type: "boolean", default: false },
     },
   });
@@ -74,6 +86,15 @@ if (import.meta.main) {
   }
   if (only.has("d")) {
     results.push(await concurrencyCampaign({ seed: seed + 3, cases: concurrencyCases, log }));
+  }
+  if (only.has("e")) {
+    results.push(
+      await speedtest1Campaign({ runs: Number(values["speedtest-runs"]), seed: seed + 4, log }),
+    );
+  }
+  if (only.has("f")) {
+    const durationMs = Number(values["tenant-seconds"]) * 1000;
+    results.push(await tenantsCampaign({ durationMs, seed: seed + 5, log }));
   }
   const seconds = (performance.now() - started) / 1000;
   const failed = results.filter((r) => !r.ok);

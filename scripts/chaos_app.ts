@@ -25,6 +25,11 @@
  *   `--step replace-now` to see it.
  * - `delete-wal`: TRUNCATE-checkpoints, closes, deletes `-wal` and `-shm` (run it while sluice
  *   is stopped), then writes a new WAL generation.
+ * - `reconnect`: closes its own connection; then short-lived writers of each kind installed
+ *   (Python's sqlite3, the sqlite3 shell, node:sqlite; scripts/chaos_short_writers.ts) commit
+ *   the step's transactions, each on a new connection, so every close may be the application's
+ *   last (issue 20: without sluice's SHARED lock it deletes the WAL). Kinds not installed are
+ *   listed in `"skipped"`.
  *
  * With `--then-ms`, the step's connection goes on committing (one transaction every 20 ms)
  * for that long before it closes. Prints one JSON line: `{"step":…,"committed":N,"lastN":N,"busy":N,…}`.
@@ -36,6 +41,7 @@ import { DatabaseSync } from "node:sqlite";
 import { parseArgs } from "node:util";
 import { isBusyError } from "../src/sqlite/mod.ts";
 import { Rng } from "./chaos_lib.ts";
+import { runShortWriter, WRITER_KINDS, writerKindMissing } from "./chaos_short_writers.ts";
 
 /** The steps this script knows. */
 export const APP_STEPS = [
@@ -45,6 +51,7 @@ export const APP_STEPS = [
   "journal",
   "replace",
   "delete-wal",
+  "reconnect",
 ] as const;
 /** One application behaviour (`replace-now` is opt-in: it corrupts the application's file). */
 export type AppStep = (typeof APP_STEPS)[number] | "replace-now";
@@ -237,6 +244,33 @@ export async function runStep(
         if (step === "replace") await sleep(1500);
         app.db = App.open(path);
         await app.writeMany(Math.ceil(count / 2));
+        break;
+      }
+      case "reconnect": {
+        app.db.close(); // no connection of this process stays open meanwhile
+        const writers: Record<string, number> = {};
+        const skipped: string[] = [];
+        const kinds = [...WRITER_KINDS].sort(() => rng.next() - 0.5);
+        for (const kind of kinds) {
+          const missing = await writerKindMissing(kind);
+          if (missing) {
+            skipped.push(`${kind}: ${missing}`);
+            continue;
+          }
+          const done = await runShortWriter({
+            kind,
+            db: path,
+            transactions: Math.ceil(count / kinds.length),
+            ackFile,
+            seed: rng.int(1, 1e9),
+          });
+          writers[kind] = done.committed;
+          app.committed += done.committed;
+          app.lastN = Math.max(app.lastN, done.lastN);
+        }
+        app.notes.writers = writers;
+        if (skipped.length > 0) app.notes.skipped = skipped;
+        app.db = App.open(path);
         break;
       }
       case "delete-wal": {

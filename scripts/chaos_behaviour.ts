@@ -1,7 +1,8 @@
 /**
  * Campaign (b), application behaviour: scripts/chaos_app.ts runs its steps (random checkpoint
  * modes, long read transactions, VACUUM shrink and regrow, journal mode DELETE and back, the
- * file replaced by a copy, the WAL deleted while sluice is stopped) against a database that
+ * file replaced by a copy, the WAL deleted while sluice is stopped, short-lived writers of three
+ * kinds that reconnect for every transaction) against a database that
  * `sluice replicate` is replicating. After every step sluice is stopped (SIGKILL or SIGTERM at
  * random), the replica is restored and checked, and sluice is started again.
  *
@@ -15,6 +16,7 @@ import { APP_STEPS, type AppStep } from "./chaos_app.ts";
 import {
   campaign,
   type CampaignResult,
+  holdsSharedLock,
   type Log,
   Rng,
   sleep,
@@ -141,6 +143,16 @@ dbs:
           const stepStarted = Date.now();
           if (step === "delete-wal") await stop(rng.pick(["SIGKILL", "SIGTERM"] as const));
           let result = await runApp(dbPath, ackFile, step, count, rng.int(1, 1e9));
+          const running = sluice;
+          if (step === "reconnect" && running && / replicating db=/.test(running.stderr())) {
+            // Every writer's close was the application's last: sluice's lock must have stayed.
+            if (!(await holdsSharedLock(running.pid, dbPath))) {
+              throw new Error(
+                `round ${round} reconnect: sluice (pid ${running.pid}) holds no SHARED lock on ` +
+                  `the database after the short-lived writers (issue 20)`,
+              );
+            }
+          }
           if (step === "journal") {
             journalOutcomes.push(String(result.journal));
             if (result.journal === "refused") {

@@ -6,14 +6,23 @@
  * `checkEvery` cycles the replica is restored and checked while sluice is down; at the end
  * sluice shuts down cleanly and the restore must equal the source.
  *
+ * Alongside, short-lived writers (scripts/chaos_short_writers.ts: Python, the sqlite3 shell,
+ * node:sqlite; each transaction on a new connection) commit all the time, and the long-lived
+ * writer is stopped and restarted at random, so that for stretches of time every connection of
+ * the application is short-lived: then the last one to close deletes the WAL unless sluice
+ * holds its SHARED lock (issue 20). Before each SIGKILL of a sluice that has started
+ * replicating, sluice must hold that lock (`/proc/locks`).
+ *
  * @module
  */
 
 import { join } from "node:path";
 import { createDatabase } from "../tests/_sluice.ts";
 import {
+  type BackgroundWriter,
   campaign,
   type CampaignResult,
+  holdsSharedLock,
   leftoverWatchers,
   type Log,
   Rng,
@@ -23,6 +32,12 @@ import {
   verifyReplica,
   writeConfig,
 } from "./chaos_lib.ts";
+import {
+  startShortWriters,
+  WRITER_KINDS,
+  type WriterKind,
+  writerKindMissing,
+} from "./chaos_short_writers.ts";
 
 /** Options of {@linkcode crashCampaign}. */
 export interface CrashOptions {
@@ -33,6 +48,11 @@ export interface CrashOptions {
   checkEvery?: number;
   /** Longest life of one sluice process before its SIGKILL, ms. */
   maxLifeMs?: number;
+  /**
+   * Kinds of short-lived writer to run alongside (default: every kind installed here; `[]`
+   * for none). With any, the long-lived writer is also stopped and restarted at random.
+   */
+  shortWriters?: readonly WriterKind[];
   log: Log;
 }
 
@@ -75,34 +95,54 @@ dbs:
         dbPath,
         replicaUrl: `file://${replica}`,
         replicaSpec: { type: "file", path: replica },
-        ackFile,
+        ackFile: ackFiles,
         workDir: dir,
         final,
       });
 
-    const writer = startWriter([
-      "--db",
-      dbPath,
-      // Sized so the database stays in the tens of MiB over 100 cycles: a restart after the
-      // application restarted the WAL must snapshot it within one short life.
-      "--rate",
-      "80",
-      "--big-every",
-      "120",
-      "--big-pages",
-      "60",
-      "--checkpoint-mode",
-      "random",
-      "--checkpoint-every",
-      "97",
-      "--busy-timeout",
-      "100",
-      "--seed",
-      String(seed),
-      "--ack-file",
-      ackFile,
-      "--ack-times",
-    ]);
+    const kinds = options.shortWriters ??
+      (await Promise.all(
+        WRITER_KINDS.map(async (kind) => (await writerKindMissing(kind)) ? [] : [kind]),
+      )).flat();
+    const shortAckFile = join(dir, "acks-short");
+    const startSteadyWriter = () =>
+      startWriter([
+        "--db",
+        dbPath,
+        // Sized so the database stays in the tens of MiB over 100 cycles: a restart after the
+        // application restarted the WAL must snapshot it within one short life.
+        "--rate",
+        "80",
+        "--big-every",
+        "120",
+        "--big-pages",
+        "60",
+        "--checkpoint-mode",
+        "random",
+        "--checkpoint-every",
+        "97",
+        "--busy-timeout",
+        "100",
+        "--seed",
+        String(seed),
+        "--ack-file",
+        ackFile,
+        "--ack-times",
+      ]);
+    let writer: BackgroundWriter | undefined = startSteadyWriter();
+    const steady = { committed: 0, busyErrors: 0, stops: 0 };
+    const stopSteadyWriter = async () => {
+      const summary = await writer!.stop();
+      writer = undefined;
+      steady.committed += summary.committed;
+      steady.busyErrors += summary.busyErrors;
+      steady.stops++;
+    };
+    const shortWriters = kinds.length > 0
+      ? startShortWriters({ db: dbPath, ackFile: shortAckFile, kinds, rng: new Rng(seed + 7) })
+      : undefined;
+    const ackFiles = shortWriters ? [ackFile, shortAckFile] : [ackFile];
+    let lockChecks = 0;
     let passed = false;
     try {
       let lastM = 0;
@@ -117,7 +157,17 @@ dbs:
           sleep(life).then(() => false),
           sluice.status.then(() => true),
         ]);
+        // Its start line is a readiness signal: from then on, sluice must hold the lock.
+        const started = !exited && / replicating db=/.test(sluice.stderr());
+        const lockLost = started && !(await holdsSharedLock(sluice.pid, dbPath));
+        if (started) lockChecks++;
         const stopped = await sluice.stop("SIGKILL");
+        if (lockLost) {
+          throw new Error(
+            `cycle ${cycle}: sluice (pid ${sluice.pid}) replicates but holds no SHARED lock on ` +
+              `the database after ${life} ms (issue 20)`,
+          );
+        }
         if (exited) {
           throw new Error(
             `cycle ${cycle}: sluice exited by itself (${stopped.code}): ${stopped.stderr}`,
@@ -135,8 +185,14 @@ dbs:
             `[crash] cycle ${cycle}/${cycles}: restore holds 1..${result.m} (acked ${result.acked}, required ≥ ${result.required})`,
           );
         }
+        // Only short-lived writers for a while, then the long-lived one again.
+        if (shortWriters && rng.next() < 0.25) {
+          if (writer) await stopSteadyWriter();
+          else writer = startSteadyWriter();
+        }
       }
-      const summary = await writer.stop();
+      if (writer) await stopSteadyWriter();
+      const short = await shortWriters?.stop();
       // A clean run after the last crash: SIGTERM syncs everything.
       const sluice = spawnSluice(["replicate", "-c", configPath]);
       await sleep(2500);
@@ -162,13 +218,20 @@ dbs:
       }
       notes.push(
         `${cycles} SIGKILLs, ${checks} intermediate restores checked (${stalls} without ` +
-          `progress since the previous), final restore = source ` +
-          `(${final.m} transactions, ${summary.committed} committed, ${summary.busyErrors} busy)`,
+          `progress since the previous), SHARED lock held at ${lockChecks} kills, final ` +
+          `restore = source (${final.m} transactions; long-lived writer ${steady.committed} ` +
+          `committed, ${steady.busyErrors} busy, stopped ${steady.stops} times` +
+          (short
+            ? `; short-lived writers ${short.committed} committed by ${short.writers.python} ` +
+              `python, ${short.writers.sqlite3} sqlite3 shell, ${short.writers.node} node:sqlite`
+            : "; no short-lived writers") +
+          ")",
       );
       passed = true;
       return `${cycles} cycles, ${checks + 1} restores, ${final.m} transactions`;
     } finally {
-      await writer.stop().catch(() => {});
+      await writer?.stop().catch(() => {});
+      await shortWriters?.stop().catch(() => {});
       if (passed) await Deno.remove(dir, { recursive: true });
       else notes.push(`kept ${dir} for inspection`);
     }

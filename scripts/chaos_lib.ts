@@ -206,6 +206,13 @@ export async function readAcks(path: string): Promise<Ack[]> {
   return acks;
 }
 
+/** The acknowledgements of every file in `paths`, in no particular order. */
+export async function readAllAcks(paths: string | readonly string[]): Promise<Ack[]> {
+  const all: Ack[] = [];
+  for (const path of typeof paths === "string" ? [paths] : paths) all.push(...await readAcks(path));
+  return all;
+}
+
 /** Header timestamps of the replica's L0 files, ordered by TXID (only the newest `count`). */
 export async function l0Timestamps(
   spec: ReplicaSpec,
@@ -281,8 +288,12 @@ export interface VerifyOptions {
   replicaUrl: string;
   /** The same replica for in-process listing. */
   replicaSpec: ReplicaSpec;
-  /** The writer's `--ack-file` (written with `--ack-times`). */
-  ackFile: string;
+  /**
+   * The writers' ack files (scripts/writer.ts `--ack-file` with `--ack-times`, or the
+   * short-lived writers'), one per concurrent writer: all share one sequence of transaction
+   * numbers, and each may have one commit not yet acknowledged.
+   */
+  ackFile: string | readonly string[];
   /** A directory for the restored file (removed afterwards). */
   workDir: string;
   /** Environment of the restore (S3 credentials). */
@@ -324,8 +335,8 @@ export async function verifyReplica(options: VerifyOptions): Promise<VerifyResul
     if (restored.code !== 0) {
       // Killed before the first upload: an empty replica is a valid (empty) prefix.
       if (/no backup/i.test(restored.stderr) && await replicaPosition(options.replicaSpec) === 0) {
-        const acks = await readAcks(options.ackFile);
-        return { m: 0, required: 0, acked: acks.length ? acks[acks.length - 1].n : 0 };
+        const acks = await readAllAcks(options.ackFile);
+        return { m: 0, required: 0, acked: acks.length ? Math.max(...acks.map((a) => a.n)) : 0 };
       }
       throw new VerificationError(label, `restore failed (${restored.code}): ${restored.stderr}`);
     }
@@ -338,9 +349,10 @@ export async function verifyReplica(options: VerifyOptions): Promise<VerifyResul
       );
     }
     m = d.maxN;
-    const acks = await readAcks(options.ackFile); // read after the restore: an upper bound
+    const acks = await readAllAcks(options.ackFile); // read after the restore: an upper bound
     const acked = acks.length ? Math.max(...acks.map((a) => a.n)) : 0;
-    if (m > acked + 1) {
+    const inFlight = typeof options.ackFile === "string" ? 1 : options.ackFile.length;
+    if (m > acked + inFlight) {
       throw new VerificationError(label, `restore holds transaction ${m}, only ${acked} acked`);
     }
     const source = await digestUpTo(options.dbPath, m);
@@ -426,5 +438,52 @@ export async function leftoverWatchers(dir: string): Promise<number[]> {
       } catch { /* gone meanwhile */ }
     }
   } catch { /* no /proc */ }
+  return found;
+}
+
+/** First byte of SQLite's SHARED lock range on a database file (unix VFS: PENDING_BYTE + 2). */
+export const SQLITE_SHARED_FIRST = 0x40000000 + 2;
+/** Last byte of that range (SHARED_SIZE is 510 bytes). */
+export const SQLITE_SHARED_LAST = SQLITE_SHARED_FIRST + 510 - 1;
+
+/**
+ * Whether process `pid` holds a POSIX lock covering SQLite's SHARED range of `dbPath`, read
+ * from `/proc/locks` (lines `N: POSIX ADVISORY READ <pid> <maj>:<min>:<inode> <start> <end>`).
+ * Every open WAL-mode connection holds it; without it, the application's last connection to
+ * close deletes the WAL under the replicator (issue 20). Linux only.
+ */
+export async function holdsSharedLock(pid: number, dbPath: string): Promise<boolean> {
+  const info = await Deno.stat(dbPath);
+  const dev = BigInt(info.dev);
+  // glibc's gnu_dev_major/minor.
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const file = `${major.toString(16).padStart(2, "0")}:${
+    minor.toString(16).padStart(2, "0")
+  }:${info.ino}`;
+  for (const line of (await Deno.readTextFile("/proc/locks")).split("\n")) {
+    const m = /^\d+:\s+POSIX\s+\S+\s+(READ|WRITE)\s+(\d+)\s+(\S+)\s+(\d+)\s+(\d+|EOF)\s*$/.exec(
+      line,
+    );
+    if (!m || Number(m[2]) !== pid || m[3] !== file) continue;
+    const end = m[5] === "EOF" ? Infinity : Number(m[5]);
+    if (Number(m[4]) <= SQLITE_SHARED_FIRST && end >= SQLITE_SHARED_LAST) return true;
+  }
+  return false;
+}
+
+/**
+ * The files of `dbPath` (`-wal`, `-shm`, the database) that process `pid` still has open
+ * although they were deleted: a WAL deleted under a replicator shows up here. Linux only.
+ */
+export async function deletedFilesHeld(pid: number, dbPath: string): Promise<string[]> {
+  const found: string[] = [];
+  const names = [dbPath, `${dbPath}-wal`, `${dbPath}-shm`].map((p) => `${p} (deleted)`);
+  for await (const entry of Deno.readDir(`/proc/${pid}/fd`)) {
+    try {
+      const target = await Deno.readLink(`/proc/${pid}/fd/${entry.name}`);
+      if (names.includes(target)) found.push(target);
+    } catch { /* closed meanwhile */ }
+  }
   return found;
 }
