@@ -1,5 +1,5 @@
 /**
- * Compaction levels, snapshots and retention for one database's replica (spec §3.2–§3.4), in
+ * Compaction levels, snapshots and retention for one database's replica (FORMAT.md §3.2–§3.4), in
  * Litestream's scheme: level 0 holds one file per sync; level 1 merges level 0 every 30 s,
  * level 2 merges level 1 every 5 min, level 3 merges level 2 every hour (configurable, up to
  * level 8); level 9 holds full snapshots (daily by default). Retention then deletes what no
@@ -22,7 +22,7 @@
  * @module
  */
 
-import { formatFilename, type PageEncoding } from "./ltx/mod.ts";
+import { formatFilename, formatTXID, type PageEncoding } from "./ltx/mod.ts";
 import {
   type LTXFileId,
   type LTXFileInfo,
@@ -106,6 +106,13 @@ export interface CompactorOptions extends CompactionSettings {
   maxInputs?: number;
   /** Limits concurrent merges and snapshots; default: one limit shared by the process. */
   limiter?: Semaphore;
+  /**
+   * Called when a listing shows that the replica lost files: a level's newest file went back
+   * (retention always keeps it), or level 0 no longer continues level 1 and no snapshot covers
+   * the TXIDs in between. The replica then needs a new snapshot (src/replica.ts). Default: a
+   * warning only.
+   */
+  onReplicaLoss?: (reason: string) => void;
 }
 
 /** Outcome of {@linkcode Compactor.compact}. */
@@ -180,6 +187,8 @@ export class Compactor {
   #queue: Promise<unknown> = Promise.resolve();
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #pendingTicks = new Set<string>();
+  /** The newest maxTXID each level was listed with: it never goes back unless files are lost. */
+  #newestSeen = new Map<number, number>();
   #started = false;
   #stopped = false;
 
@@ -210,7 +219,7 @@ export class Compactor {
   }
 
   /**
-   * Merges new files of level `dstLevel − 1` into `dstLevel` (spec §3.2): not when the newest
+   * Merges new files of level `dstLevel − 1` into `dstLevel` (FORMAT.md §3.2): not when the newest
    * `dstLevel` file was created after `now` truncated to the level's interval ("too-early"),
    * nor when the source level has nothing past it ("up-to-date"). Otherwise every source file
    * starting after the newest destination file is merged (local L0 copies preferred) into
@@ -223,7 +232,7 @@ export class Compactor {
   }
 
   /**
-   * Takes a level-9 snapshot when due (spec §3.3): not when the newest snapshot was created
+   * Takes a level-9 snapshot when due (FORMAT.md §3.3): not when the newest snapshot was created
    * after `now` truncated to the snapshot interval, nor when it already covers the database's
    * position.
    */
@@ -244,7 +253,22 @@ export class Compactor {
   }
 
   /**
-   * Snapshot retention (spec §3.4): deletes snapshots created before `now − snapshotRetention`
+   * Takes a level-9 snapshot now because the replica lost files, then applies snapshot
+   * retention. The newest TXIDs seen per level are forgotten: the loss made them meaningless,
+   * and the levels start again from what is listed next.
+   * @throws {Error} when no snapshot callback was given, or whatever the snapshot threw.
+   */
+  snapshotAfterLoss(): Promise<{ txid: number }> {
+    return this.#enqueue(async () => {
+      const result = await this.#takeSnapshot({});
+      this.#newestSeen.clear();
+      await this.#enforceSnapshotRetention(Date.now());
+      return result;
+    });
+  }
+
+  /**
+   * Snapshot retention (FORMAT.md §3.4): deletes snapshots created before `now − snapshotRetention`
    * except the newest, then in levels 1…8 the files ending below the TXID of the newest deleted
    * snapshot, keeping each level's newest file. Level 0 is left to
    * {@linkcode enforceL0Retention}. Deletes nothing when retention is disabled.
@@ -254,7 +278,7 @@ export class Compactor {
   }
 
   /**
-   * L0 retention (spec §3.4): level-0 files covered by level 1 and older than `l0Retention`
+   * L0 retention (FORMAT.md §3.4): level-0 files covered by level 1 and older than `l0Retention`
    * are deleted from the replica (unless retention is disabled or `l0Retention` is 0) and from
    * the local meta directory; the newest file of each stays.
    */
@@ -379,7 +403,7 @@ export class Compactor {
         `level ${dstLevel} is not a compaction level (configured: 1…${levels.length})`,
       );
     }
-    const dstMax = await newestFile(this.client, dstLevel);
+    const dstMax = await this.#newest(dstLevel);
     if (dstMax && dstMax.createdAt.getTime() > truncateTime(now, levels[dstLevel - 1])) {
       return { outcome: "too-early", files: [], maxTXID: dstMax.maxTXID };
     }
@@ -396,17 +420,21 @@ export class Compactor {
         next: formatFilename(hole.minTXID, hole.maxTXID),
       });
     }
-    if (dstLevel === 1 && dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
-      // Level-0 files appear one by one (an upload in flight, an eventually consistent
-      // listing); merging past the gap would leave a hole in level 1 for good, and L0
-      // retention would then delete the late file. Wait for it.
-      this.#logger.warn("level 0 has a gap after level 1; waiting for it to fill", {
-        newest: formatFilename(dstMax.minTXID, dstMax.maxTXID),
-        next: formatFilename(sources[0].minTXID, sources[0].maxTXID),
-      });
-      return { outcome: "up-to-date", files: [], maxTXID: seekTXID - 1 };
-    }
-    if (dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
+    if (dstLevel === 1 && sources[0].minTXID !== seekTXID) {
+      // The shipper uploads level 0 in order, one file at a time, and retention deletes only
+      // what level 1 covers: level 0 always continues level 1. A gap means files were lost
+      // (an emptied replica, files deleted behind sluice's back) unless a snapshot covers it
+      // (the replica was started again from one).
+      const snapshot = await this.#newest(SNAPSHOT_LEVEL);
+      if (!snapshot || snapshot.maxTXID < sources[0].minTXID - 1) {
+        this.#lost(
+          `level 0 continues from ${formatFilename(sources[0].minTXID, sources[0].maxTXID)} ` +
+            `but level 1 ends at TXID ${formatTXID(seekTXID - 1)} and no snapshot covers the ` +
+            `TXIDs in between`,
+        );
+        return { outcome: "up-to-date", files: [], maxTXID: seekTXID - 1 };
+      }
+    } else if (dstMax && sources[0].minTXID !== dstMax.maxTXID + 1) {
       // Possible when retention removed source files before this level took them.
       this.#logger.warn("compaction output does not follow the level's newest file", {
         level: dstLevel,
@@ -441,7 +469,7 @@ export class Compactor {
   async #snapshotIfDue(now: number): Promise<SnapshotResult> {
     const { snapshot, snapshotInterval, position } = this.#options;
     if (!snapshot || !(snapshotInterval > 0)) return { outcome: "disabled" };
-    const newest = await newestFile(this.client, SNAPSHOT_LEVEL);
+    const newest = await this.#newest(SNAPSHOT_LEVEL);
     if (newest && newest.createdAt.getTime() > truncateTime(now, snapshotInterval)) {
       return { outcome: "too-early" };
     }
@@ -467,16 +495,13 @@ export class Compactor {
 
   async #enforceSnapshotRetention(now: number): Promise<SnapshotRetentionResult> {
     if (!this.#options.retentionEnabled) return { deleted: [], minSnapshotTXID: 0 };
-    const snapshots = await listLevel(this.client, SNAPSHOT_LEVEL);
+    const snapshots = await this.#list(SNAPSHOT_LEVEL);
     const plan = selectSnapshotDeletions(snapshots, now - this.#options.snapshotRetention);
     const deleted: LTXFileId[] = [];
     await this.#delete(SNAPSHOT_LEVEL, plan.doomed, deleted);
     if (plan.minSnapshotTXID > 0) {
       for (let level = 1; level <= this.#options.levels.length; level++) {
-        const doomed = selectLevelDeletions(
-          await listLevel(this.client, level),
-          plan.minSnapshotTXID,
-        );
+        const doomed = selectLevelDeletions(await this.#list(level), plan.minSnapshotTXID);
         await this.#delete(level, doomed, deleted);
       }
     }
@@ -490,13 +515,17 @@ export class Compactor {
   async #enforceL0Retention(now: number): Promise<L0RetentionResult> {
     const result: L0RetentionResult = { remote: [], local: [], pending: false };
     if (this.#options.levels.length === 0) return result;
-    const maxL1 = (await newestFile(this.client, 1))?.maxTXID ?? 0;
-    // No level 1 yet: its first compaction runs this check itself.
-    if (maxL1 === 0) return result;
+    const maxL1 = (await this.#newest(1))?.maxTXID ?? 0;
+    if (maxL1 === 0) {
+      // No level 1 yet: nothing may go, but once the first compaction made one, the files it
+      // covers must age out of l0-retention here, with no new write to wake this check.
+      result.pending = (this.#options.position?.() ?? 0) > 0;
+      return result;
+    }
     const { l0Retention, retentionEnabled, local } = this.#options;
     const cutoff = now - Math.max(0, l0Retention);
     if (retentionEnabled && l0Retention > 0) {
-      const listed = await listLevel(this.client, 0);
+      const listed = await this.#list(0);
       const doomed = selectL0Deletions(listed, maxL1, cutoff);
       await this.#delete(0, doomed, result.remote);
       result.pending ||= listed.length - doomed.length > 1;
@@ -513,6 +542,43 @@ export class Compactor {
       }
     }
     return result;
+  }
+
+  /** The newest file of a replica level, checked against the newest seen before. */
+  async #newest(level: number): Promise<LTXFileInfo | undefined> {
+    const newest = await newestFile(this.client, level);
+    this.#observe(level, newest?.maxTXID ?? 0);
+    return newest;
+  }
+
+  /** A replica level's files, its newest checked against the newest seen before. */
+  async #list(level: number): Promise<LTXFileInfo[]> {
+    const files = await listLevel(this.client, level);
+    this.#observe(level, files.reduce((max, file) => Math.max(max, file.maxTXID), 0));
+    return files;
+  }
+
+  /**
+   * Retention never deletes a level's newest file and compactions only add newer ones, so a
+   * level's newest TXID never goes back unless something else deleted files.
+   */
+  #observe(level: number, newestTXID: number): void {
+    const seen = this.#newestSeen.get(level);
+    if (seen !== undefined && newestTXID < seen) {
+      this.#lost(
+        `level ${level}'s newest file went back from TXID ${formatTXID(seen)} to ` +
+          (newestTXID === 0 ? "nothing" : `TXID ${formatTXID(newestTXID)}`),
+      );
+      return;
+    }
+    this.#newestSeen.set(level, newestTXID);
+  }
+
+  /** The replica lost files: start observing afresh and have it snapshotted. */
+  #lost(reason: string): void {
+    this.#newestSeen.clear();
+    if (this.#options.onReplicaLoss) this.#options.onReplicaLoss(reason);
+    else this.#logger.warn("the replica lost files", { replica: this.client.location, reason });
   }
 
   async #delete(level: number, doomed: LTXFileInfo[], into: LTXFileId[]): Promise<void> {
@@ -538,6 +604,8 @@ export interface CreateCompactorOptions {
 /**
  * The compactor of a database under replication: reads its local L0 files, snapshots it with
  * `DB.snapshot` into the replica, and skips snapshots when the replica already has its TXID.
+ * It also watches the replica for lost files for `replica`, which then takes its new snapshot
+ * through this compactor's queue (so it never races a compaction).
  */
 export function createCompactor(
   db: DB,
@@ -546,7 +614,7 @@ export function createCompactor(
   options: CreateCompactorOptions = {},
 ): Compactor {
   const client = replica.client;
-  return new Compactor(client, {
+  const compactor = new Compactor(client, {
     ...settings,
     local: db.local,
     position: () => db.txid,
@@ -554,7 +622,10 @@ export function createCompactor(
       db.snapshot(call?.onProgress ? countingClient(client, call.onProgress) : client),
     logger: options.logger,
     encoding: options.encoding,
+    onReplicaLoss: (reason) => replica.reportLoss(reason),
   });
+  replica.setLossSnapshot(() => compactor.snapshotAfterLoss());
+  return compactor;
 }
 
 async function listLevel(client: ReplicaClient, level: number): Promise<LTXFileInfo[]> {

@@ -305,6 +305,9 @@ export class ControlServer {
     };
     try {
       const request = await readRequest(conn);
+      // Connected and closed without a word: another sluice checking that this socket is
+      // alive (removeStaleSocketDirs), not a failed request.
+      if (request === undefined) return;
       if (
         request.op !== "snapshot" || typeof request.db !== "string" ||
         (request.replica !== undefined && typeof request.replica !== "string")
@@ -407,13 +410,14 @@ export async function requestSnapshot(
   }
 }
 
+/** The request line, or undefined when the peer closed without sending one. */
 async function readRequest(
   conn: Deno.Conn,
-): Promise<{ op?: string; db?: unknown; replica?: unknown }> {
+): Promise<{ op?: string; db?: unknown; replica?: unknown } | undefined> {
   for await (const line of readLines(conn)) {
     return JSON.parse(line);
   }
-  throw new Error("empty control request");
+  return undefined;
 }
 
 /** Newline-separated lines from a connection (a request is bounded in size). */

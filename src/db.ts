@@ -1,7 +1,7 @@
 /**
  * One replicated SQLite database: the connections that keep the WAL in place, the sync that
  * turns newly committed WAL frames into the next L0 LTX file in the meta directory, and the
- * checkpoints that keep the WAL bounded (spec §4.2–§4.4).
+ * checkpoints that keep the WAL bounded (FORMAT.md §4.2–§4.4).
  *
  * The newest local L0 file is the persisted cursor: its header records where in the WAL it
  * ended. There is no other position file, so a crash at any moment loses nothing: the next
@@ -47,7 +47,7 @@ import {
 } from "./_wal_position.ts";
 import type { Logger } from "./log.ts";
 
-/** Tunables of one database; the defaults are Litestream's (spec §4.5). */
+/** Tunables of one database; the defaults are Litestream's (FORMAT.md §4.5). */
 export interface DBOptions {
   /** Directory for local L0 files (`<dir>/.<name>-sluice/` by default, chosen by the caller). */
   metaDir: string;
@@ -63,6 +63,11 @@ export interface DBOptions {
   busyTimeout?: number;
   /** Most WAL bytes one sync reads before writing a file. Default 64 MiB. */
   maxSyncWALBytes?: number;
+  /**
+   * Report the database stalled when its WAL changed and no sync started from that state for
+   * this long (ms). Default 30 s.
+   */
+  stallAfter?: number;
   /** Structured logger; the database path is added to every line. */
   logger?: Logger;
 }
@@ -91,6 +96,11 @@ export interface DBStats {
   lastError?: string;
   /** When `lastError` happened (status output tells an old error from a current one). */
   lastErrorAt?: Date;
+  /**
+   * Set while the WAL has changed without any sync picking the change up for longer than
+   * `stallAfter`: when that began. Changes are then not reaching the replica.
+   */
+  stalledSince?: Date;
 }
 
 /** A database file that is not usable for replication (missing, not SQLite, wrong mode). */
@@ -111,6 +121,10 @@ const DEFAULT_MAX_SYNC_WAL_BYTES = 64 * 1024 * 1024;
  */
 const MIN_CHECKPOINT_SPACING_MS = 1000;
 const READ_CHUNK = 1 << 20;
+/** Litestream's helper tables: the sequence bumped to force WAL writes, and the lock table. */
+const HELPER_TABLES_SQL =
+  "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);" +
+  "CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);";
 
 /**
  * One database under replication. Not safe for concurrent `sync()` calls: the
@@ -124,7 +138,17 @@ export class DB {
   /** Local L0 store: the meta directory in the file replica layout. */
   readonly local: FileReplicaClient;
   /** Counters for metrics and status. */
-  readonly stats: DBStats = { syncs: 0, syncErrors: 0, checkpoints: 0, checkpointErrors: 0 };
+  readonly stats: DBStats = {
+    syncs: 0,
+    syncErrors: 0,
+    checkpoints: 0,
+    checkpointErrors: 0,
+  };
+  /**
+   * How long each of the last 256 checkpoints held the database's write lock (ms): an
+   * application without a busy timeout gets SQLITE_BUSY if it commits during that time.
+   */
+  readonly writeLockHoldsMs: number[] = [];
 
   #options: Required<Omit<DBOptions, "logger">> & { logger?: Logger };
   #reader?: DatabaseSync;
@@ -149,12 +173,16 @@ export class DB {
   #syncedSinceCheckpoint = false;
   #running: Promise<unknown> = Promise.resolve();
   #closed = false;
+  /** The WAL's stat (see {@linkcode walStateKey}) when the last successful sync started. */
+  #accountedWAL?: string;
+  /** When a poll first saw a WAL state that no sync has started from since. */
+  #unaccountedSince?: number;
 
   /** Prepares a database for replication; nothing is opened until {@linkcode open}. */
   constructor(path: string, options: DBOptions) {
     this.path = path;
     this.metaDir = options.metaDir;
-    this.local = new FileReplicaClient(options.metaDir);
+    this.local = FileReplicaClient.metaDirectory(options.metaDir);
     this.#options = {
       encoding: "frame",
       minCheckpointPageN: 1000,
@@ -162,6 +190,7 @@ export class DB {
       checkpointInterval: 60_000,
       busyTimeout: 1000,
       maxSyncWALBytes: DEFAULT_MAX_SYNC_WAL_BYTES,
+      stallAfter: 30_000,
       ...options,
     };
   }
@@ -197,42 +226,10 @@ export class DB {
       throw err;
     });
     if (!info.isFile) throw new DatabaseOpenError(`${this.path} is not a regular file`);
-    // The one descriptor on the DB file that sluice keeps for its whole life (POSIX locks).
-    this.#dbFile = await openRandomAccess(this.path);
     this.#ino = info.ino;
     this.#dev = info.dev;
     try {
-      const head = new Uint8Array(100);
-      const n = await this.#dbFile.readAt(head, 0);
-      parseDatabaseHeader(head.subarray(0, n), this.path);
-      this.#reader = this.#connect();
-      this.#writer = this.#connect();
-      const mode = await this.#retry(() =>
-        this.#writer!.prepare("PRAGMA journal_mode = wal").get() as { journal_mode: string }
-      );
-      if (mode.journal_mode !== "wal") {
-        throw new DatabaseOpenError(
-          `${this.path}: could not switch to WAL mode (journal_mode is ${mode.journal_mode})`,
-        );
-      }
-      await this.#retry(() =>
-        this.#writer!.exec(
-          "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);" +
-            "CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);",
-        )
-      );
-      this.#pageSize = (this.#writer.prepare("PRAGMA page_size").get() as { page_size: number })
-        .page_size;
-      await Deno.mkdir(join(this.metaDir, "ltx", "0"), { recursive: true });
-      await this.local.removeTempFiles();
-      // Make sure a WAL with a header exists before opening the descriptor on it.
-      if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) await this.#bumpSeq();
-      this.#walFile = await openRandomAccess(this.path + "-wal");
-      await this.#beginReadTx();
-      for (const suffix of ["-wal", "-shm"]) {
-        const ino = (await Deno.stat(this.path + suffix).catch(() => undefined))?.ino;
-        if (ino != null) this.#sidecarInodes.set(suffix, ino);
-      }
+      await this.#openHandles();
       this.#cursor = await this.#loadCursor();
       await this.#checkIdentity();
       this.#closeWriter();
@@ -246,15 +243,110 @@ export class DB {
   }
 
   /**
+   * Opens the descriptors and connections, makes sure the database is in WAL mode with a WAL,
+   * and starts the long read transaction. Used by {@linkcode open} and to re-attach after the
+   * WAL was deleted or replaced behind this process.
+   */
+  async #openHandles(): Promise<void> {
+    // The one descriptor on the DB file that sluice keeps while attached (POSIX locks).
+    this.#dbFile = await openRandomAccess(this.path);
+    {
+      const head = new Uint8Array(100);
+      const n = await this.#dbFile.readAt(head, 0);
+      parseDatabaseHeader(head.subarray(0, n), this.path);
+      this.#reader = this.#connect();
+      this.#writer = this.#connect();
+      const mode = await this.#retry(() =>
+        this.#writer!.prepare("PRAGMA journal_mode = wal").get() as { journal_mode: string }
+      );
+      if (mode.journal_mode !== "wal") {
+        throw new DatabaseOpenError(
+          `${this.path}: could not switch to WAL mode (journal_mode is ${mode.journal_mode})`,
+        );
+      }
+      // Header bytes 18–19 are 1 with a rollback journal, 2 in WAL mode. The switch persists
+      // in the file and changes how the application's own connections work: say so (once:
+      // the next open finds WAL mode).
+      if (head[18] !== 2 || head[19] !== 2) {
+        this.#options.logger?.warn(
+          "database was in rollback-journal mode; switched it to WAL mode for good (sluice " +
+            "replicates the WAL; PRAGMA journal_mode=delete while sluice is stopped reverts it)",
+          { db: this.path },
+        );
+      }
+      await this.#retry(() => this.#writer!.exec(HELPER_TABLES_SQL));
+      this.#pageSize = (this.#writer.prepare("PRAGMA page_size").get() as { page_size: number })
+        .page_size;
+      await Deno.mkdir(join(this.metaDir, "ltx", "0"), { recursive: true });
+      await this.local.removeTempFiles();
+      // Make sure a WAL with a header exists before opening the descriptor on it.
+      if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) await this.#bumpSeq();
+      this.#walFile = await openRandomAccess(this.path + "-wal");
+      await this.#beginReadTx();
+      this.#sidecarInodes.clear();
+      for (const suffix of ["-wal", "-shm"]) {
+        const ino = (await Deno.stat(this.path + suffix).catch(() => undefined))?.ino;
+        if (ino != null) this.#sidecarInodes.set(suffix, ino);
+      }
+    }
+  }
+
+  /**
+   * Whether the WAL at the path is still the file this process reads. SQLite deletes the WAL
+   * when the last connection closes; sluice's read transaction prevents that while its locks
+   * hold, but not when something drops them (an application in `locking_mode=EXCLUSIVE`, a
+   * file system without POSIX locks, a tool that opened and closed the database inside this
+   * process). Reading on from the unlinked old WAL would look idle for ever: replication would
+   * silently stop.
+   */
+  async #walStillOurs(): Promise<{ ours: boolean; info?: Deno.FileInfo }> {
+    const info = await Deno.stat(this.path + "-wal").catch(() => undefined);
+    const ours = info?.ino != null && info.ino === this.#sidecarInodes.get("-wal");
+    return { ours, info };
+  }
+
+  /**
+   * Re-attaches after the WAL was deleted or replaced behind this process: fresh descriptors,
+   * connections and read transaction, and a snapshot next, since whatever the old WAL held
+   * past our cursor may have been checkpointed unseen.
+   * @throws {DatabaseOpenError} when the database file itself is gone or was replaced (the
+   * store starts over with it; sluice never creates a database).
+   */
+  async #reattach(): Promise<void> {
+    if (await this.replaced()) {
+      throw new DatabaseOpenError(`database ${this.path} was removed or replaced`);
+    }
+    const reason = "WAL deleted or replaced behind sluice (its SHARED lock was lost)";
+    this.#options.logger?.warn(
+      "the WAL is not the file sluice was reading; re-attaching and taking a snapshot",
+      { wal: this.path + "-wal" },
+    );
+    this.#release();
+    try {
+      await this.#openHandles();
+      this.#closeWriter();
+    } catch (err) {
+      this.#release();
+      throw err;
+    }
+    this.#replacedSinceCursor = reason;
+    this.#lastFrameChecksum = undefined;
+    this.#syncedToWALEnd = false;
+  }
+
+  /**
    * Replaces the local cursor when the replica is ahead of it (the database was restored from
    * an older backup, or the meta dir was lost): the replica's newest L0 file becomes the local
-   * one, so the next sync continues the TXID sequence with a snapshot (spec §4.2 step 9).
+   * one, so the next sync continues the TXID sequence with a snapshot (FORMAT.md §4.2 step 9).
    */
   async adoptReplicaPosition(file: Uint8Array, txid: number): Promise<void> {
     if (txid <= this.txid) return;
     const header = decodeHeader(file.subarray(0, HEADER_SIZE));
     const stale: { level: number; minTXID: number; maxTXID: number }[] = [];
     for await (const f of this.local.ltxFiles(0)) stale.push(f);
+    // First, so that a crash before the snapshot below cannot leave the adopted cursor
+    // trusted: a recorded identity that matches no file makes the next open snapshot too.
+    await Deno.writeTextFile(this.#identityPath, "adopted from the replica\n");
     await this.local.writeLTXFile(
       { level: 0, minTXID: txid, maxTXID: txid },
       file,
@@ -263,15 +355,22 @@ export class DB {
     await this.local.deleteLTXFiles(stale);
     this.#cursor = cursorFrom(header);
     this.#lastFrameChecksum = undefined;
-    this.#options.logger?.warn("database is behind its replica; continuing after replica TXID", {
-      txid: formatHex(txid),
-    });
+    // Whatever file is here now (the same database with a lost meta dir, or a new database at
+    // an old tenant's path), the replica's history describes another WAL: continuing it
+    // incrementally could mix two databases, so the next sync is a full snapshot. A restore
+    // then yields the old database up to `txid` and this one after it, never a mix.
+    this.#replacedSinceCursor = "local position behind the replica";
+    this.#options.logger?.warn(
+      "database is behind its replica (new database or lost meta dir); continuing after " +
+        "replica TXID with a snapshot",
+      { txid: formatHex(txid) },
+    );
   }
 
   /**
    * Reads what was committed since the last sync and writes it as the next L0 file.
    * Calls queue: a sync requested while one runs starts after it. Checkpoints run after a
-   * sync when the thresholds of spec §4.4 are met.
+   * sync when the thresholds of FORMAT.md §4.4 are met.
    * @throws whatever failed; the cursor is left at the last complete file.
    */
   sync(): Promise<SyncResult> {
@@ -289,7 +388,7 @@ export class DB {
 
   /**
    * Writes a full snapshot (level 9, `0000000000000001-<txid>.ltx`) of the database at its
-   * current position to `client`, after a sync so the position is fresh (spec §3.3).
+   * current position to `client`, after a sync so the position is fresh (FORMAT.md §3.3).
    * Queued like a sync, so no checkpoint runs while it streams.
    * @returns the TXID the snapshot covers (0 when the database has nothing to snapshot).
    */
@@ -308,6 +407,39 @@ export class DB {
     return !info || (info.ino ?? null) !== (this.#ino ?? null);
   }
 
+  /**
+   * The health tripwire, fed by the safety-net poll with the WAL's current stat. A WAL that
+   * changed while no sync started from its new state for `stallAfter` means commits are not
+   * reaching the replica (syncs failing, or a WAL swapped behind this process): reported once
+   * in the log and as `stats.stalledSince` (status, metrics) until a sync catches up.
+   */
+  observeWAL(info: Deno.FileInfo | undefined, now: number = Date.now()): void {
+    if (walStateKey(info) === this.#accountedWAL) {
+      this.#unaccountedSince = undefined;
+      return;
+    }
+    this.#unaccountedSince ??= now;
+    if (this.stats.stalledSince || now - this.#unaccountedSince < this.#options.stallAfter) return;
+    this.stats.stalledSince = new Date(this.#unaccountedSince);
+    this.#options.logger?.warn("the database changed but no sync has picked the change up", {
+      since: this.stats.stalledSince.toISOString(),
+      lastError: this.stats.lastError ?? "none",
+    });
+  }
+
+  /** A sync started from the WAL state `info` and succeeded: that state is on an L0 file. */
+  #accountFor(info: Deno.FileInfo | undefined): void {
+    if (!info) return; // re-attached: the next sync starts from a known WAL
+    this.#accountedWAL = walStateKey(info);
+    this.#unaccountedSince = undefined;
+    if (this.stats.stalledSince) {
+      this.#options.logger?.info("changes reach the replica again", {
+        stalledSince: this.stats.stalledSince.toISOString(),
+      });
+      this.stats.stalledSince = undefined;
+    }
+  }
+
   /** Waits for a running sync, then releases connections and descriptors. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -319,7 +451,7 @@ export class DB {
   }
 
   /**
-   * After the database file was renamed away or replaced, its `-wal` stays at the old path:
+   * After the database file was replaced, its old `-wal` stays at the path:
    * SQLite will not checkpoint a moved database, and this process's connection kept the WAL
    * alive. SQLite would apply that WAL to whatever database is at the path next and corrupt
    * it, so it is renamed to `<db>-wal.stale-<ms>` (it may hold the moved database's last
@@ -335,6 +467,11 @@ export class DB {
     const ino = this.#sidecarInodes.get("-wal");
     const cursor = this.#cursor;
     if (ino === undefined || !cursor) return;
+    // Only a database replaced by another file needs it. One moved away or deleted leaves
+    // the path empty, and its owner may be moving the WAL along right now (`mv a.db b.db; mv
+    // a.db-wal b.db-wal`): taking it would cost the moved database its last transactions.
+    // A database created at the path later starts empty, and SQLite deletes a leftover WAL then.
+    if (!(await Deno.lstat(this.path).then(() => true, () => false))) return;
     const path = this.path + "-wal";
     let file: Deno.FsFile | undefined;
     try {
@@ -361,24 +498,38 @@ export class DB {
     const aside = `${path}.stale-${Date.now()}`;
     try {
       await Deno.rename(path, aside);
-      this.#options.logger?.warn(
-        "database was moved or replaced; its old WAL was set aside so that SQLite cannot " +
-          "apply it to the file now at this path",
-        { wal: aside },
-      );
     } catch (err) {
+      // Deleted since the check (the application removed the database with its WAL, or its
+      // directory): nothing is left to set aside.
+      if (err instanceof Deno.errors.NotFound) return;
       this.#options.logger?.error("cannot set aside the old WAL of a moved database", {
         path,
         error: (err as Error).message,
       });
+      return;
     }
+    // The check and the rename are two steps: a WAL created at the path in between (a new
+    // database there) is the application's, so it goes back unless the path is taken again.
+    const moved = await Deno.lstat(aside).catch(() => undefined);
+    if (moved && moved.ino !== ino) {
+      await Deno.link(aside, path).then(() => Deno.remove(aside)).catch(() => {});
+      return;
+    }
+    this.#options.logger?.warn(
+      "database was moved or replaced; its old WAL was set aside so that SQLite cannot " +
+        "apply it to the file now at this path",
+      { wal: aside },
+    );
   }
 
   async #syncAndCheckpoint(): Promise<SyncResult> {
     if (this.#closed) throw new Error(`${this.path} is closed`);
     let result: SyncResult;
     try {
+      const wal = await this.#walStillOurs();
+      if (!wal.ours) await this.#reattach();
       result = await this.#syncOnce();
+      this.#accountFor(wal.ours ? wal.info : undefined);
       this.stats.syncs++;
       this.stats.lastSyncAt = new Date();
     } catch (err) {
@@ -545,7 +696,7 @@ export class DB {
     }
     const set = new Set(pageMap.keys());
     // Growth pages: after a shrink, regrowth must resend every page above the old size, or a
-    // compaction could resurrect stale copies of them (spec §7 item 7).
+    // compaction could resurrect stale copies of them (FORMAT.md §7 item 7).
     const prevCommit = this.#cursor?.commit ?? 0;
     for (let pgno = prevCommit + 1; pgno <= commit; pgno++) {
       if (pgno !== lockPage) set.add(pgno);
@@ -636,7 +787,7 @@ export class DB {
   }
 
   /**
-   * The "last page match" of spec §4.3.1: is the frame just before the cursor still the one we
+   * The "last page match" of FORMAT.md §4.3.1: is the frame just before the cursor still the one we
    * synced? Compares its stored checksum with the one we saw (cheap), or else its page data
    * with the copy in the newest L0 file (after a restart).
    */
@@ -691,7 +842,7 @@ export class DB {
     }
   }
 
-  /** Thresholds of spec §4.4, evaluated after a sync. */
+  /** Thresholds of FORMAT.md §4.4, evaluated after a sync. */
   async #maybeCheckpoint(): Promise<void> {
     if (!this.#syncedToWALEnd || !this.#cursor) return;
     const frameSize = WAL_FRAME_HEADER_SIZE + this.#pageSize;
@@ -722,33 +873,38 @@ export class DB {
     }
   }
 
-  /** The checkpoint procedure of spec §4.4. */
+  /** The checkpoint procedure of FORMAT.md §4.4. */
   async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
     this.#options.logger?.debug("checkpoint start", { mode, synced: this.walBytesSynced });
     const reader = this.#reader!;
-    const writer = this.#writerConnection();
     const before = await this.#readWALHeader();
     await this.#syncOnce();
-    let barrier = false;
+    let lockHeldMs = 0;
     try {
       if (mode === "PASSIVE") {
-        // Hold the write lock so nothing commits between our last read and the checkpoint.
-        await this.#lockWrites();
-        barrier = true;
-        await this.#syncOnce();
-      }
-      reader.exec("COMMIT");
-      try {
+        // The read transaction moves to the WAL's end under the write lock, after a last sync:
+        // the checkpoint then backfills exactly what is on L0 files, and no writer can restart
+        // the WAL while it runs (our read mark is on it). The lock is held for that short step
+        // only, not for the checkpoint's copying and fsyncs, so applications keep committing.
+        lockHeldMs += await this.#moveReadTxUnderWriteLock();
         // In a worker: a large checkpoint would freeze the event loop for hundreds of ms.
-        await this.#retry(() => checkpoint(this.path, mode));
-      } finally {
-        await this.#beginReadTx();
+        await this.#retry(() => checkpoint(this.path, "PASSIVE"));
+        // Move it again so the WAL can restart (our mark drops to 0 when all was backfilled);
+        // under the lock, so no frame we have not synced can be backfilled and discarded.
+        lockHeldMs += await this.#moveReadTxUnderWriteLock();
+      } else {
+        // TRUNCATE needs no reader at all; what commits meanwhile is caught by the snapshot
+        // below.
+        reader.exec("COMMIT");
+        try {
+          await this.#retry(() => checkpoint(this.path, mode));
+        } finally {
+          await this.#beginReadTx();
+        }
       }
     } catch (err) {
       this.stats.checkpointErrors++;
       throw err;
-    } finally {
-      if (barrier) writer.exec("ROLLBACK");
     }
     this.stats.checkpoints++;
     this.#lastCheckpointAt = Date.now();
@@ -760,15 +916,48 @@ export class DB {
     if (mode === "TRUNCATE" && restarted) {
       // Commits between the seal and the checkpoint were backfilled unseen: snapshot under the
       // write lock so the new WAL generation starts from a known database image.
+      const lockedAt = performance.now();
       await this.#lockWrites();
       try {
         await this.#syncOnce("checkpoint boundary (TRUNCATE)");
       } finally {
-        writer.exec("ROLLBACK");
+        this.#writerConnection().exec("ROLLBACK");
+        lockHeldMs += performance.now() - lockedAt;
       }
     }
-    this.#options.logger?.debug("checkpoint", { mode, restarted });
+    this.#noteWriteLockHeld(lockHeldMs);
+    this.#options.logger?.debug("checkpoint", {
+      mode,
+      restarted,
+      writeLockMs: Number(lockHeldMs.toFixed(2)),
+    });
     this.#closeWriter();
+  }
+
+  /**
+   * Takes the write lock, syncs the last frames and restarts the read transaction at the WAL's
+   * end, then releases the lock. @returns how long the lock was held (ms).
+   */
+  async #moveReadTxUnderWriteLock(): Promise<number> {
+    const writer = this.#writerConnection();
+    const reader = this.#reader!;
+    await this.#lockWrites();
+    const lockedAt = performance.now();
+    try {
+      await this.#syncOnce();
+      reader.exec("COMMIT");
+      await this.#beginReadTx();
+    } finally {
+      writer.exec("ROLLBACK");
+    }
+    return performance.now() - lockedAt;
+  }
+
+  /** Keeps the most recent write-lock hold times (ms) for status and the bench. */
+  #noteWriteLockHeld(ms: number): void {
+    const holds = this.writeLockHoldsMs;
+    holds.push(ms);
+    if (holds.length > 256) holds.splice(0, holds.length - 256);
   }
 
   /**
@@ -792,22 +981,42 @@ export class DB {
   /** Takes the database write lock on the writer connection (released by ROLLBACK). */
   async #lockWrites(): Promise<void> {
     const writer = this.#writerConnection();
-    await this.#retry(() => {
-      writer.exec("BEGIN");
-      try {
-        writer.exec("INSERT INTO _litestream_lock (id) VALUES (1)");
-      } catch (err) {
-        writer.exec("ROLLBACK");
-        throw err;
-      }
-    });
+    await this.#retry(() =>
+      this.#withHelperTables(() => {
+        writer.exec("BEGIN");
+        try {
+          writer.exec("INSERT INTO _litestream_lock (id) VALUES (1)");
+        } catch (err) {
+          writer.exec("ROLLBACK");
+          throw err;
+        }
+      })
+    );
+  }
+
+  /**
+   * Runs a write that uses sluice's helper tables, re-creating them first when the application
+   * dropped them (SQLite's speedtest1 drops every table between its test sets): without them
+   * no checkpoint could take the write lock and replication would stop for good.
+   */
+  #withHelperTables<T>(write: () => T): T {
+    try {
+      return write();
+    } catch (err) {
+      if (!/no such table: _litestream_/.test((err as Error).message)) throw err;
+      this.#options.logger?.warn("sluice's helper tables were dropped; re-creating them");
+      this.#writerConnection().exec(HELPER_TABLES_SQL);
+      return write();
+    }
   }
 
   async #beginReadTx(): Promise<void> {
     await this.#retry(() => {
       this.#reader!.exec("BEGIN");
       try {
-        this.#reader!.prepare("SELECT COUNT(1) FROM _litestream_seq").get();
+        // Any read starts the snapshot; the schema table exists even when the application
+        // dropped sluice's helper tables.
+        this.#reader!.prepare("SELECT COUNT(1) FROM sqlite_schema").get();
       } catch (err) {
         this.#reader!.exec("ROLLBACK");
         throw err;
@@ -818,13 +1027,15 @@ export class DB {
   /** Forces a WAL write (to create the WAL, or restart it after a checkpoint). */
   async #bumpSeq(): Promise<void> {
     await this.#retry(() =>
-      this.#writerConnection().exec(
-        "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
+      this.#withHelperTables(() =>
+        this.#writerConnection().exec(
+          "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
+        )
       )
     );
   }
 
-  /** Newest local L0 header, the persisted cursor (spec §2.5). */
+  /** Newest local L0 header, the persisted cursor (FORMAT.md §2.5). */
   /** `<meta>/db-identity`: which file (device and inode) the local L0 files describe. */
   get #identityPath(): string {
     return join(this.metaDir, "db-identity");
@@ -912,6 +1123,11 @@ function cursorFrom(h: Header): WALCursor {
     salt2: h.walSalt2,
     commit: h.commit,
   };
+}
+
+/** What the tripwire compares: a WAL's inode, size and modification time, or "none". */
+function walStateKey(info: Deno.FileInfo | undefined): string {
+  return info ? `${info.ino}:${info.size}:${info.mtime?.getTime()}` : "none";
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

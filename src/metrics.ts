@@ -17,6 +17,7 @@
  * | `sluice_db_replication_lag_seconds` | gauge | age of the oldest change not yet on the replica |
  * | `sluice_db_wal_bytes` | gauge | WAL bytes synced so far (end of the last synced frame) |
  * | `sluice_db_last_sync_timestamp_seconds` | gauge | time of the last successful sync |
+ * | `sluice_db_meta_disk_full` | gauge | 1 when the meta directory ran out of space lately |
  * | `sluice_db_syncs_total`, `…_sync_errors_total` | counter | WAL → L0 syncs |
  * | `sluice_db_checkpoints_total`, `…_checkpoint_errors_total` | counter | sluice's checkpoints |
  * | `sluice_db_uploads_total`, `…_upload_errors_total` | counter | L0 files shipped |
@@ -144,6 +145,18 @@ export class Metrics {
       "sluice_db_last_sync_timestamp_seconds",
       "Unix time of the last successful sync.",
       (row) => row.lastSyncAt === null ? undefined : Date.parse(row.lastSyncAt) / 1000,
+    );
+    perDB(
+      "sluice_db_meta_disk_full",
+      "1 when the meta directory ran out of space in the last 10 minutes (local L0 copies are " +
+        "then dropped as soon as they are on the replica).",
+      (row) => row.metaDiskFull === undefined ? undefined : row.metaDiskFull ? 1 : 0,
+    );
+    perDB(
+      "sluice_db_stalled_seconds",
+      "Seconds since the WAL changed without any sync picking the change up, once that lasts " +
+        "30 s (0 when healthy): commits are not reaching the replica.",
+      (row) => row.stalledSeconds,
     );
     for (const { name, help, key } of DB_COUNTERS) {
       new Counter({

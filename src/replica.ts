@@ -1,14 +1,27 @@
 /**
  * One database's replica: ships the local L0 files to a {@linkcode ReplicaClient} in TXID
- * order (spec §4.3.6). The replica position is recovered from the replica's own listing, so
+ * order (FORMAT.md §4.3.6). The replica position is recovered from the replica's own listing, so
  * nothing but the remote files themselves records how far replication got.
+ *
+ * Two conditions are handled here rather than left to fail forever:
+ * - a replica that lost files (emptied, or its newest files deleted behind sluice's back) is
+ *   made restorable again by a new snapshot, taken as soon as a listing shows the loss;
+ * - a full meta directory: the local copies of L0 files already on the replica are dropped
+ *   early (their `l0-retention` cut short) so that syncs can go on.
  *
  * @module
  */
 
 import type { LTXFileId, LTXFileInfo, ReplicaClient } from "./replica/client.ts";
 import { FileReplicaClient } from "./replica/file.ts";
+import { decodeHeader, HEADER_SIZE } from "./ltx/mod.ts";
 import type { Logger } from "./log.ts";
+
+/**
+ * How long the meta directory is reported full after its last "no space left" error: long
+ * enough for a scrape and an alert to see it, short enough to clear once space is back.
+ */
+export const META_FULL_REPORT_MS = 10 * 60_000;
 
 /** Counters exposed as metrics. */
 export interface ReplicaStats {
@@ -19,12 +32,45 @@ export interface ReplicaStats {
   lastError?: string;
   /** When `lastError` happened. */
   lastErrorAt?: Date;
+  /** Snapshots taken because the replica had lost files. */
+  lossSnapshots?: number;
+  /** Local L0 files dropped early because the meta directory was full. */
+  metaFilesDropped?: number;
 }
 
 /** Options of {@linkcode Replica}. */
 export interface ReplicaOptions {
   /** Logger with the database path already attached. */
   logger?: Logger;
+  /**
+   * Takes a level-9 snapshot of the database at its current position on this replica and
+   * resolves to its TXID. It is how a replica that lost files becomes restorable again;
+   * without it such a replica fails every upload with {@linkcode ReplicaGapError}. Also
+   * settable later ({@linkcode Replica.setLossSnapshot}).
+   */
+  lossSnapshot?: () => Promise<{ txid: number }>;
+}
+
+/** How far a replica is behind its database: what is not shipped yet. */
+export interface ReplicaBacklog {
+  /** The database's newest local TXID. */
+  localTXID: number;
+  /** The newest TXID known to be on the replica; undefined when it was never listed. */
+  replicaTXID?: number;
+  /** Local L0 files after the replica position. */
+  files: number;
+  /** Their size (LTX bytes). */
+  ltxBytes: number;
+  /** WAL bytes they carry (the sum of their headers' `walSize`). */
+  walBytes: number;
+}
+
+/** What a failed final sync leaves behind: the backlog and the reason. */
+export interface FinalSyncFailure extends ReplicaBacklog {
+  /** The database. */
+  path: string;
+  /** Why the final sync failed. */
+  error: string;
 }
 
 /** Local L0 files are missing, so the replica cannot be continued without a new snapshot. */
@@ -48,34 +94,52 @@ export class Replica {
   /** The newest position ever listed or reached; survives the errors that forget `#position`. */
   #lastConfirmed?: number;
   #oldestPending?: number;
+  #lossSnapshot?: () => Promise<{ txid: number }>;
+  /** Why the replica must be snapshotted before it is continued (it lost files). */
+  #lossReason?: string;
+  /** When the meta directory last ran out of space (ms since the epoch). */
+  #metaFullAt?: number;
 
   /** Pairs the database's local L0 store with its remote replica. */
   constructor(client: ReplicaClient, local: FileReplicaClient, options: ReplicaOptions = {}) {
     this.client = client;
     this.#local = local;
     this.#logger = options.logger;
+    this.#lossSnapshot = options.lossSnapshot;
+  }
+
+  /** Sets how a replica that lost files is snapshotted (see {@linkcode ReplicaOptions}). */
+  setLossSnapshot(snapshot: () => Promise<{ txid: number }>): void {
+    this.#lossSnapshot = snapshot;
   }
 
   /**
    * The newest TXID on the replica: max maxTXID at level 0, or at any level when level 0 is
-   * empty. Listed once, then tracked in memory; an upload error forgets it.
+   * empty (or behind a position seen before). Listed once, then tracked in memory; an upload
+   * error forgets it. A listing below a position this process saw before means the replica
+   * lost files: the next upload snapshots.
    */
   async position(): Promise<number> {
     if (this.#position !== undefined) return this.#position;
     let max = await maxTXID(this.client, 0);
-    if (max === 0) {
+    if (max === 0 || (this.#lastConfirmed !== undefined && max < this.#lastConfirmed)) {
       for (let level = 1; level <= 9; level++) {
         max = Math.max(max, await maxTXID(this.client, level));
       }
     }
+    if (this.#lastConfirmed !== undefined && max < this.#lastConfirmed) {
+      // Nothing sluice does ever lowers it: retention keeps every level's newest file.
+      this.#lossReason ??= `its newest TXID went back from ${hex(this.#lastConfirmed)} to ` +
+        `${hex(max)}`;
+    }
     this.#position = max;
-    this.#lastConfirmed = Math.max(this.#lastConfirmed ?? 0, max);
+    this.#lastConfirmed = max;
     return max;
   }
 
-  /** The cached position without a listing; undefined until known. */
+  /** The cached position without a listing; undefined until known, or while it is lost. */
   get knownPosition(): number | undefined {
-    return this.#position;
+    return this.#lossReason === undefined ? this.#position : undefined;
   }
 
   /**
@@ -84,6 +148,23 @@ export class Replica {
    */
   get lastConfirmedPosition(): number | undefined {
     return this.#position ?? this.#lastConfirmed;
+  }
+
+  /**
+   * Records that a listing elsewhere (the compactor's) showed files missing from the replica:
+   * the next upload takes a new snapshot first, and the position is listed again.
+   */
+  reportLoss(reason: string): void {
+    this.#lossReason ??= reason;
+    this.#position = undefined;
+  }
+
+  /**
+   * Whether the meta directory ran out of space within the last
+   * {@linkcode META_FULL_REPORT_MS} (status and the `sluice_db_meta_disk_full` gauge).
+   */
+  metaDiskFull(now = Date.now()): boolean {
+    return this.#metaFullAt !== undefined && now - this.#metaFullAt < META_FULL_REPORT_MS;
   }
 
   /**
@@ -102,8 +183,10 @@ export class Replica {
 
   /**
    * Uploads every local L0 file after the replica position up to `localTXID`, one at a time,
-   * in order. Returns the new replica position.
-   * @throws {ReplicaGapError} when a needed local file is missing.
+   * in order. Returns the new replica position. A replica that lost files, or that the local
+   * files cannot continue (the files after its position were deleted locally once shipped),
+   * first gets a new snapshot; the files after it follow.
+   * @throws {ReplicaGapError} when a needed local file is missing and no snapshot can be taken.
    * @throws the client's error; the cached position is then forgotten and re-listed next time.
    */
   async upload(localTXID: number): Promise<number> {
@@ -111,23 +194,29 @@ export class Replica {
     try {
       // Inside the try: a replica that cannot even be listed is an upload error too (metrics).
       position = await this.position();
-      if (position >= localTXID) {
-        this.#oldestPending = undefined;
-        return position;
+      if (this.#lossReason !== undefined) {
+        // The local files that continue what is left keep level 0 free of holes; the snapshot
+        // makes the replica restorable whether they do or not.
+        const listed = position;
+        const snapshotTXID = await this.#snapshotAfterLoss();
+        position = await this.#localContinues(listed) ? listed : snapshotTXID;
+        this.#position = this.#lastConfirmed = position;
       }
-      for await (const file of this.#local.ltxFiles(0, { seekTXID: position + 1 })) {
-        if (file.minTXID > localTXID) break;
-        if (file.minTXID !== position + 1) {
+      for (let snapshotted = false; position < localTXID;) {
+        const reached = await this.#uploadFrom(position, localTXID);
+        position = reached.position;
+        if (reached.next === undefined) break;
+        const reason = `it ends at TXID ${hex(position)} and the local L0 files in ` +
+          `${this.#local.root} continue only from ${hex(reached.next)}`;
+        if (snapshotted || !this.#lossSnapshot) {
           throw new ReplicaGapError(
-            `local L0 files ${hex(position + 1)}…${hex(file.minTXID - 1)} are missing in ` +
-              `${this.#local.location}; the replica cannot be continued from ${hex(position)}`,
+            `the replica ${this.client.location} cannot be continued: ${reason}; take a snapshot ` +
+              `(sluice snapshot) to start it again`,
           );
         }
-        await this.#uploadOne(file);
-        position = file.maxTXID;
-        this.#position = position;
-        this.#lastConfirmed = position;
-        this.#oldestPending = position >= localTXID ? undefined : this.#oldestPending;
+        this.#lossReason = reason;
+        position = await this.#snapshotAfterLoss();
+        snapshotted = true;
       }
     } catch (err) {
       this.stats.uploadErrors++;
@@ -138,6 +227,62 @@ export class Replica {
     }
     if (position >= localTXID) this.#oldestPending = undefined;
     return position;
+  }
+
+  /**
+   * Uploads the local files that continue `position`, up to `localTXID`. Returns the position
+   * reached, and `next`, the first local file after it, when that one does not continue it.
+   */
+  async #uploadFrom(
+    position: number,
+    localTXID: number,
+  ): Promise<{ position: number; next?: number }> {
+    for await (const file of this.#local.ltxFiles(0, { seekTXID: position + 1 })) {
+      if (file.minTXID > localTXID) break;
+      if (file.minTXID !== position + 1) return { position, next: file.minTXID };
+      await this.#uploadOne(file);
+      position = file.maxTXID;
+      this.#position = position;
+      this.#lastConfirmed = position;
+      this.#oldestPending = position >= localTXID ? undefined : this.#oldestPending;
+    }
+    return { position };
+  }
+
+  /** Whether the local L0 files continue the replica from `position` (none after it: no). */
+  async #localContinues(position: number): Promise<boolean> {
+    for await (const file of this.#local.ltxFiles(0, { seekTXID: position + 1 })) {
+      return file.minTXID === position + 1;
+    }
+    return false;
+  }
+
+  /**
+   * The replica lost files: without a new snapshot it restores to an older state, or not at
+   * all. Takes one (at the database's newest TXID, so nothing before it needs shipping) and
+   * continues after it.
+   */
+  async #snapshotAfterLoss(): Promise<number> {
+    const reason = this.#lossReason!;
+    const snapshot = this.#lossSnapshot;
+    if (!snapshot) {
+      throw new ReplicaGapError(
+        `the replica ${this.client.location} lost files (${reason}); take a snapshot ` +
+          `(sluice snapshot) to start it again`,
+      );
+    }
+    this.#logger?.warn(
+      "the replica lost files (emptied, or files deleted behind sluice's back); taking a new " +
+        "snapshot now so that it can be restored again",
+      { replica: this.client.location, reason },
+    );
+    const { txid } = await snapshot();
+    this.#lossReason = undefined;
+    this.#position = txid;
+    this.#lastConfirmed = txid;
+    this.stats.lossSnapshots = (this.stats.lossSnapshots ?? 0) + 1;
+    this.#logger?.warn("new snapshot written; the replica continues from it", { txid: hex(txid) });
+    return txid;
   }
 
   async #uploadOne(file: LTXFileInfo): Promise<void> {
@@ -183,6 +328,93 @@ export class Replica {
     if (doomed.length > 0) await this.#local.deleteLTXFiles(doomed);
     return doomed.length;
   }
+
+  /**
+   * Makes room after a sync failed for lack of space in the meta directory: ships what is
+   * waiting, then deletes every local L0 file already on the replica except the newest (the
+   * persisted cursor), whatever `l0-retention` says: those copies only spare the compactor a
+   * download. The condition is logged once per episode and shown by {@linkcode metaDiskFull}.
+   * @returns true when files were deleted (sync again), false when `err` is not "no space"
+   * or nothing could be freed (the replica is behind: nothing local may go yet).
+   */
+  async relieveFullMetaDir(err: unknown, localTXID: number): Promise<boolean> {
+    if (!isNoSpace(err)) return false;
+    const now = Date.now();
+    const newEpisode = !this.metaDiskFull(now);
+    this.#metaFullAt = now;
+    // Shipped files are what may go: ship what is waiting first. A failure here (the replica
+    // is down too) leaves those confirmed before, not a new error.
+    await this.upload(localTXID).catch(() => {});
+    const position = this.lastConfirmedPosition ?? 0;
+    const files: LTXFileInfo[] = [];
+    for await (const f of this.#local.ltxFiles(0)) files.push(f);
+    const doomed = files.slice(0, -1).filter((f) => f.maxTXID <= position);
+    if (doomed.length > 0) await this.#local.deleteLTXFiles(doomed);
+    this.stats.metaFilesDropped = (this.stats.metaFilesDropped ?? 0) + doomed.length;
+    if (newEpisode) {
+      this.#logger?.warn(
+        "meta directory is full: deleting the local copies of L0 files already on the " +
+          "replica (l0-retention cut short) and going on; give it more space",
+        {
+          meta: this.#local.root,
+          deleted: doomed.length,
+          freedBytes: doomed.reduce((sum, f) => sum + f.size, 0),
+          waiting: files.filter((f) => f.maxTXID > position).length,
+        },
+      );
+    }
+    return doomed.length > 0;
+  }
+
+  /**
+   * How far the replica is behind `localTXID`: the local L0 files after the newest position
+   * confirmed on the replica, their bytes and the WAL bytes they carry.
+   */
+  async backlog(localTXID: number): Promise<ReplicaBacklog> {
+    const replicaTXID = this.lastConfirmedPosition;
+    const backlog: ReplicaBacklog = { localTXID, replicaTXID, files: 0, ltxBytes: 0, walBytes: 0 };
+    for await (const file of this.#local.ltxFiles(0, { seekTXID: (replicaTXID ?? 0) + 1 })) {
+      if (file.minTXID > localTXID) break;
+      backlog.files++;
+      backlog.ltxBytes += file.size;
+      const head = await this.#local.openLTXFile(file, { length: HEADER_SIZE });
+      backlog.walBytes += decodeHeader(new Uint8Array(await new Response(head).arrayBuffer()))
+        .walSize;
+    }
+    return backlog;
+  }
+
+  /**
+   * Logs a failed final sync with how far behind it leaves the replica, and returns that.
+   * The backlog is best effort: when the meta directory cannot be read, only TXIDs are given.
+   */
+  async finalSyncFailed(path: string, err: unknown, localTXID: number): Promise<FinalSyncFailure> {
+    const error = err instanceof Error ? err.message : String(err);
+    const backlog = await this.backlog(localTXID).catch((): ReplicaBacklog => ({
+      localTXID,
+      replicaTXID: this.lastConfirmedPosition,
+      files: 0,
+      ltxBytes: 0,
+      walBytes: 0,
+    }));
+    this.#logger?.error("final sync failed; the replica is behind", {
+      error,
+      localTXID: hex(localTXID),
+      replicaTXID: backlog.replicaTXID === undefined ? "unknown" : hex(backlog.replicaTXID),
+      files: backlog.files,
+      ltxBytes: backlog.ltxBytes,
+      walBytes: backlog.walBytes,
+    });
+    return { path, error, ...backlog };
+  }
+}
+
+/** Whether `err` (or an error it wraps) is the file system's "no space left on device". */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if ((e as Error & { code?: unknown }).code === "ENOSPC") return true;
+  }
+  return false;
 }
 
 async function maxTXID(client: ReplicaClient, level: number): Promise<number> {

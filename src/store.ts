@@ -10,10 +10,10 @@
  */
 
 import { DB, type DBOptions, formatHex } from "./db.ts";
-import { Replica } from "./replica.ts";
+import { type FinalSyncFailure, Replica } from "./replica.ts";
 import { ThrottledJob } from "./_scheduler.ts";
 import { WALWatcher } from "./_wal_watcher.ts";
-import type { ReplicaClient } from "./replica/client.ts";
+import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "./replica/client.ts";
 import { FileReplicaClient } from "./replica/file.ts";
 import type { Logger } from "./log.ts";
 // Compaction/snapshots/retention and the meta dir lock (owned by the compaction work).
@@ -91,6 +91,10 @@ export interface DatabaseStatus {
   lastError: string | null;
   /** When `lastError` happened (RFC 3339); errors are kept after recovery, this dates them. */
   lastErrorAt: string | null;
+  /** The meta directory ran out of space lately; local L0 copies are dropped once shipped. */
+  metaDiskFull?: boolean;
+  /** Seconds since a WAL change that no sync has picked up (0 when healthy; see DB.observeWAL). */
+  stalledSeconds: number;
   stats: DB["stats"] & { uploads: number; uploadErrors: number; bytesUploaded: number };
 }
 
@@ -105,6 +109,10 @@ export class Store {
   #queue: Array<() => void> = [];
   #closed = false;
   #refused = new Map<string, MetaDirLockedError | ReplicaInUseError>();
+  /** Databases removed and still closing (their connections, descriptors and meta dir lock). */
+  #closing = new Map<string, Promise<void>>();
+  /** Paths being restarted after their file was replaced: true once removed meanwhile. */
+  #restarting = new Map<string, boolean>();
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -121,6 +129,16 @@ export class Store {
   /** Paths of the databases being replicated. */
   get paths(): string[] {
     return [...this.#managed.keys()];
+  }
+
+  /**
+   * Entries of the per-path bookkeeping, all kinds together: databases replicated, opening,
+   * waiting for a retry, or refused. 0 once every database was removed: nothing is kept for a
+   * removed tenant.
+   */
+  get trackedPaths(): number {
+    return this.#managed.size + this.#opening.size + this.#retryTimers.size + this.#refused.size +
+      this.#closing.size + this.#restarting.size;
   }
 
   /**
@@ -149,9 +167,11 @@ export class Store {
     this.#refused.delete(entry.path);
     let opening = this.#opening.get(entry.path);
     if (!opening) {
-      opening = this.#withSlot(() => this.#open(entry)).finally(() =>
-        this.#opening.delete(entry.path)
-      );
+      // A database at this path still being closed (deleted and re-created at once) holds its
+      // meta dir lock until it is done: open the new one after it.
+      const closing = this.#closing.get(entry.path);
+      opening = (closing ? closing.then(() => this.#withSlot(() => this.#open(entry))) : this
+        .#withSlot(() => this.#open(entry))).finally(() => this.#opening.delete(entry.path));
       this.#opening.set(entry.path, opening);
     }
     return opening.then((m) => m !== undefined);
@@ -161,14 +181,31 @@ export class Store {
    * Stops replicating a database and releases its resources; its replica is kept.
    * `finalSync` syncs and uploads once more first (false when the file is already gone).
    */
-  async remove(path: string, finalSync = false): Promise<void> {
+  remove(path: string, finalSync = false): Promise<void> {
+    // A restart of this path in flight (its file was replaced) must not re-add it now.
+    if (this.#restarting.has(path)) this.#restarting.set(path, true);
+    return this.#remove(path, finalSync);
+  }
+
+  async #remove(path: string, finalSync: boolean): Promise<void> {
     this.#cancelRetry(path);
     await this.#opening.get(path)?.catch(() => {});
     this.#cancelRetry(path); // an open that failed meanwhile scheduled one
     const managed = this.#managed.get(path);
-    if (!managed) return;
+    if (!managed) {
+      // Being closed by an earlier call: done only once that is (its locks are released).
+      await this.#closing.get(path);
+      return;
+    }
     this.#managed.delete(path);
-    await this.#shutdown(managed, finalSync);
+    const closing: Promise<void> = this.#shutdown(managed, finalSync).then(
+      () => {},
+      (err) => this.#options.logger.error("cannot close database", { db: path, error: `${err}` }),
+    ).finally(() => {
+      if (this.#closing.get(path) === closing) this.#closing.delete(path);
+    });
+    this.#closing.set(path, closing);
+    await closing;
   }
 
   /** A change was seen on `path` or its WAL: sync soon. */
@@ -189,9 +226,12 @@ export class Store {
     await Promise.all([...this.#managed.values()].map((m) => m.job.runNow()));
   }
 
-  /** Final sync and upload of every database, then closes everything. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Final sync and upload of every database, then closes everything.
+   * @returns the databases whose final sync failed, with how far behind their replicas are.
+   */
+  async close(): Promise<FinalSyncFailure[]> {
+    if (this.#closed) return [];
     this.#closed = true;
     for (const timer of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
@@ -199,7 +239,9 @@ export class Store {
     this.#watcher.close();
     const all = [...this.#managed.values()];
     this.#managed.clear();
-    await Promise.all(all.map((m) => this.#shutdown(m, true)));
+    await Promise.all(this.#closing.values());
+    const failures = await Promise.all(all.map((m) => this.#shutdown(m, true)));
+    return failures.filter((failure) => failure !== undefined);
   }
 
   /** Per-database status for `sluice status` and metrics. */
@@ -222,6 +264,8 @@ export class Store {
         lastSyncAt: db.stats.lastSyncAt?.toISOString() ?? null,
         lastError: lastError ?? db.stats.lastError ?? null,
         lastErrorAt: lastErrorAt?.toISOString() ?? null,
+        metaDiskFull: replica.metaDiskFull(now),
+        stalledSeconds: db.stats.stalledSince ? (now - db.stats.stalledSince.getTime()) / 1000 : 0,
         stats: { ...db.stats, ...replica.stats },
       };
     });
@@ -247,8 +291,10 @@ export class Store {
       // continues the replica's TXID sequence instead of colliding with it.
       const remote = await replica.position();
       if (remote > db.txid) {
-        const newest = await replica.newestFile();
-        if (newest) await db.adoptReplicaPosition(newest.bytes, newest.txid);
+        // The DB takes a snapshot next: whatever is at the path continues the TXID sequence
+        // without ever being mixed with the history before `remote` (a new database at an
+        // old tenant's path, a lost meta dir).
+        await db.adoptReplicaPosition(await replicaFileEndingAt(client, remote), remote);
       } else if (remote < db.txid) {
         // Local L0 files left from a previous run are not on the replica yet: the lag figure
         // starts at the oldest of them, not at the next write.
@@ -300,7 +346,8 @@ export class Store {
       // snapshot` holds the lock only for a moment, so that one is waited out).
       if (
         err instanceof ReplicaInUseError ||
-        (err instanceof MetaDirLockedError && err.holder?.command !== "snapshot")
+        (err instanceof MetaDirLockedError && err.holder?.command !== "snapshot" &&
+          err.holder?.pid !== Deno.pid)
       ) {
         this.#refused.set(entry.path, err);
         logger.error("refusing to replicate", { error: err.message });
@@ -339,7 +386,11 @@ export class Store {
   /** One sync → upload cycle. Returns true when more WAL is waiting. */
   async #cycle(managed: Managed): Promise<boolean> {
     const { db, replica, entry } = managed;
-    const result = await db.sync();
+    // A full meta directory: drop the local copies of files already shipped, and sync again.
+    const result = await db.sync().catch(async (err) => {
+      if (!await replica.relieveFullMetaDir(err, db.txid)) throw err;
+      return await db.sync();
+    });
     if (result.txid !== undefined) replica.noteLocalWrite(Date.now());
     if (replica.knownPosition === undefined || replica.knownPosition < db.txid) {
       await replica.upload(db.txid);
@@ -383,14 +434,21 @@ export class Store {
         // Removed while we looked (a directory monitor saw the file go): re-adding it would
         // leave a retry loop behind for a database nobody replicates any more.
         if (this.#managed.get(managed.entry.path) !== managed) return false;
-        this.#options.logger.warn("database file was replaced; starting over", {
-          db: managed.entry.path,
-        });
-        await this.remove(managed.entry.path, false);
-        await this.add(managed.entry);
+        const path = managed.entry.path;
+        this.#options.logger.warn("database file was replaced; starting over", { db: path });
+        this.#restarting.set(path, false);
+        try {
+          await this.#remove(path, false);
+          // Removed meanwhile (a directory monitor saw the file go): re-adding it would leave a
+          // retry loop behind for a database nobody replicates any more.
+          if (this.#restarting.get(path) === false) await this.add(managed.entry);
+        } finally {
+          this.#restarting.delete(path);
+        }
         return true;
       }
       const stat = await Deno.stat(managed.entry.path + "-wal").catch(() => undefined);
+      managed.db.observeWAL(stat);
       const key = stat ? `${stat.size}:${stat.mtime?.getTime()}:${stat.ino}` : "none";
       const behind = managed.replica.knownPosition === undefined ||
         managed.replica.knownPosition < managed.db.txid;
@@ -409,24 +467,27 @@ export class Store {
     }
   }
 
-  async #shutdown(managed: Managed, finalSync: boolean): Promise<void> {
-    await managed.compactor?.stop(); // waits for a running compaction or snapshot
+  async #shutdown(managed: Managed, finalSync: boolean): Promise<FinalSyncFailure | undefined> {
+    // No new sync from here on: a database removed with its directory must not have its meta
+    // dir re-created while the compactor finishes.
     clearTimeout(managed.poll);
     managed.unwatch?.();
-    await managed.job.stop();
+    const jobStopped = managed.job.stop();
+    await managed.compactor?.stop(); // waits for a running compaction or snapshot
+    await jobStopped;
+    let failure: FinalSyncFailure | undefined;
     if (finalSync) {
       try {
         await this.#cycleUntilDone(managed);
       } catch (err) {
-        this.#options.logger.error("final sync failed", {
-          db: managed.entry.path,
-          error: (err as Error).message,
-        });
+        // Logged with how far behind the replica stays.
+        failure = await managed.replica.finalSyncFailed(managed.entry.path, err, managed.db.txid);
       }
     }
     await managed.db.close();
     await managed.replica.client.close();
     managed.lock?.release();
+    return failure;
   }
 
   async #cycleUntilDone(managed: Managed): Promise<void> {
@@ -446,4 +507,27 @@ export class Store {
       else this.#slots++;
     }
   }
+}
+
+/**
+ * The replica's file that ends at `txid` (its position), read whole: the newest level-0 file,
+ * or, when level 0 does not reach that far (bucket lifecycle rules expired it), the smallest
+ * file of another level that does.
+ * @throws {Error} when no file ends at `txid` (the replica changed since it was listed).
+ */
+async function replicaFileEndingAt(client: ReplicaClient, txid: number): Promise<Uint8Array> {
+  let found: LTXFileInfo | undefined;
+  for (let level = 0; level <= SNAPSHOT_LEVEL && !found; level++) {
+    for await (const file of client.ltxFiles(level)) {
+      if (file.maxTXID === txid && (!found || file.size < found.size)) found = file;
+    }
+  }
+  if (!found) {
+    throw new Error(
+      `no file of replica ${client.location} ends at its position ${formatHex(txid)}; ` +
+        `it changed while being read, will retry`,
+    );
+  }
+  const stream = await client.openLTXFile(found);
+  return new Uint8Array(await new Response(stream).arrayBuffer());
 }

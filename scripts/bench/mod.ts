@@ -29,6 +29,7 @@ import { run as throughput } from "./throughput.ts";
 import { run as overhead } from "./overhead.ts";
 import { run as scale } from "./scale.ts";
 import { run as snapshotRestore } from "./snapshot_restore.ts";
+import { run as writeLock } from "./write_lock.ts";
 
 /** The benchmarks in the order they run (the cheap, CPU-only ones first). */
 const BENCHES: [string, BenchModule][] = [
@@ -37,6 +38,7 @@ const BENCHES: [string, BenchModule][] = [
   ["lag", lag],
   ["throughput", throughput],
   ["overhead", overhead],
+  ["write_lock", writeLock],
   ["snapshot_restore", snapshotRestore],
   ["scale", scale],
 ];

@@ -7,6 +7,7 @@
 
 import { createLogger } from "../log.ts";
 import { type Managed, Store } from "../store.ts";
+import type { FinalSyncFailure } from "../replica.ts";
 import { databaseEntry } from "./_engine.ts";
 import { loadCommandConfig, parseReplicateArgs } from "./_args.ts";
 import type { DatabaseConfig } from "../config/mod.ts";
@@ -125,14 +126,51 @@ export async function run(args: string[]): Promise<number> {
     }
     logger.info("stopping: final sync");
     await Promise.all(monitors.map((monitor) => monitor.close())); // dir entries: stop finding
-    await Promise.all([store.close(), dirStore.close()]);
-    return code;
+    const failures = (await Promise.all([store.close(), dirStore.close()])).flat();
+    if (failures.length === 0) return code;
+    // A replica left behind is a failure even after a clean stop; a failed `exec` child's own
+    // exit code still wins (the error is logged either way).
+    const error = new FinalSyncError(failures);
+    if (code !== 0) {
+      logger.error(error.message);
+      return code;
+    }
+    throw error;
   } finally {
     for (const [signal, handler] of signals) Deno.removeSignalListener(signal, handler);
     await http?.close();
     metrics?.close();
     await control?.close();
   }
+}
+
+/**
+ * The final sync of at least one database failed: its replica is behind the database, by the
+ * TXIDs and bytes the message gives. `replicate` then exits 1.
+ */
+export class FinalSyncError extends Error {
+  /** The databases whose final sync failed. */
+  readonly failures: readonly FinalSyncFailure[];
+  /** Builds an error naming each database, how far behind its replica is, and why. */
+  constructor(failures: readonly FinalSyncFailure[]) {
+    const each = failures.map((f) =>
+      `${f.path}: local TXID ${hex(f.localTXID)}, replica TXID ${
+        f.replicaTXID === undefined ? "unknown" : hex(f.replicaTXID)
+      }, ${f.files} L0 file(s) not shipped (${f.ltxBytes} bytes, ${f.walBytes} bytes of WAL) ` +
+      `(${f.error})`
+    );
+    super(
+      `final sync failed; ${
+        failures.length === 1 ? "a replica is behind its database" : "replicas are behind"
+      } (the next start ships the rest): ${each.join("; ")}`,
+    );
+    this.name = "FinalSyncError";
+    this.failures = failures;
+  }
+}
+
+function hex(txid: number): string {
+  return txid.toString(16).padStart(16, "0");
 }
 
 /** Runs the application command through the shell; forwards SIGINT/SIGTERM to it. */

@@ -1,6 +1,6 @@
 /**
  * A replica in a local directory, in Litestream's layout `<root>/ltx/<level>/<min>-<max>.ltx`
- * (spec §2.3). Also used for the primary-side meta directory, which has the same layout.
+ * (FORMAT.md §2.3). Also used for the primary-side meta directory, which has the same layout.
  *
  * @module
  */
@@ -24,6 +24,15 @@ const READ_CHUNK_SIZE = 64 * 1024;
 /** How many `stat` calls a listing keeps in flight. */
 const STAT_CONCURRENCY = 32;
 
+/** Options of {@linkcode FileReplicaClient}. */
+export interface FileReplicaOptions {
+  /**
+   * What the directory is, as error messages name it. Default `file replica <file:// URL>`;
+   * see {@linkcode FileReplicaClient.metaDirectory}.
+   */
+  description?: string;
+}
+
 /**
  * Reads and writes LTX files under one directory. Writes are atomic (temp file, fsync, rename,
  * fsync of the directory) and the file's mtime is set to the LTX header timestamp, which is
@@ -36,11 +45,23 @@ export class FileReplicaClient implements ReplicaClient {
   readonly location: string;
   /** Absolute path of the root directory (the one holding `ltx/`). */
   readonly root: string;
+  /** What the directory is, as error messages name it (`file replica file:///…`). */
+  readonly description: string;
 
   /** Creates a client for `root`; nothing is touched on disk until the first write. */
-  constructor(root: string) {
+  constructor(root: string, options: FileReplicaOptions = {}) {
     this.root = resolve(root);
     this.location = pathToFileURL(this.root).href;
+    this.description = options.description ?? `file replica ${this.location}`;
+  }
+
+  /**
+   * A client for a database's meta directory (its local L0 files, in the replica layout):
+   * errors name it `meta directory <path>`, so a full local disk is not mistaken for a
+   * failing replica.
+   */
+  static metaDirectory(path: string): FileReplicaClient {
+    return new FileReplicaClient(path, { description: `meta directory ${resolve(path)}` });
   }
 
   /** The directory that holds one level's files. */
@@ -292,7 +313,7 @@ export class FileReplicaClient implements ReplicaClient {
 
   #error(operation: string, err: unknown): ReplicaError {
     const reason = err instanceof Error ? err.message : String(err);
-    return new ReplicaError(`file replica ${this.location}: ${operation}: ${reason}`, {
+    return new ReplicaError(`${this.description}: ${operation}: ${reason}`, {
       cause: err,
     });
   }
