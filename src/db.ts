@@ -401,6 +401,12 @@ export class DB {
     return next;
   }
 
+  /** Whether `info` (a stat of some path) is the database file this object has open. */
+  isFile(info: Deno.FileInfo): boolean {
+    return this.#dbFile !== undefined && info.ino != null && info.ino === this.#ino &&
+      info.dev === this.#dev;
+  }
+
   /** Whether the database file at `path` is no longer the one opened (replaced by `mv`). */
   async replaced(): Promise<boolean> {
     const info = await Deno.stat(this.path).catch(() => undefined);
@@ -446,8 +452,41 @@ export class DB {
     this.#closed = true;
     await this.#running.catch(() => {});
     const moved = this.#dbFile !== undefined && await this.replaced();
+    if (moved) this.#checkpointMovedFile();
     this.#release();
     if (moved) await this.#setAsideStaleWAL();
+  }
+
+  /**
+   * A database renamed away (`mv app.db new.db`) leaves its WAL at the old path, and SQLite
+   * never checkpoints a database file that moved: it checks on close. Without sluice the
+   * application's last close, before the move, would have checkpointed the WAL into the file;
+   * with sluice connected it is not the last, so the commits still in the WAL would be lost to
+   * the file under its new name. Our connection is bound to the file wherever it is now, so it
+   * checkpoints them in (through SQLite, with its locks) before letting go. Synchronous, once
+   * per moved database, and bounded by sluice's own checkpoints (about 1,000 pages).
+   */
+  #checkpointMovedFile(): void {
+    const reader = this.#reader;
+    if (!reader) return;
+    try {
+      if (reader.isTransaction) reader.exec("COMMIT");
+      const result = reader.prepare("PRAGMA wal_checkpoint(PASSIVE)").get() as {
+        busy: number;
+        log: number;
+        checkpointed: number;
+      };
+      if (result.busy !== 0 || result.checkpointed < result.log) {
+        this.#options.logger?.warn(
+          "database moved; its WAL could not be checkpointed into it completely",
+          { walFrames: result.log, checkpointed: result.checkpointed },
+        );
+      }
+    } catch (err) {
+      this.#options.logger?.warn("database moved; cannot checkpoint its WAL into it", {
+        error: (err as Error).message,
+      });
+    }
   }
 
   /**

@@ -111,8 +111,12 @@ export class Store {
   #refused = new Map<string, MetaDirLockedError | ReplicaInUseError>();
   /** Databases removed and still closing (their connections, descriptors and meta dir lock). */
   #closing = new Map<string, Promise<void>>();
+  /** The database each closing in `#closing` is closing (a moved file is found by inode). */
+  #closingDBs = new Map<Promise<void>, DB>();
   /** Paths being restarted after their file was replaced: true once removed meanwhile. */
   #restarting = new Map<string, boolean>();
+  /** The pending {@linkcode releaseFreedMemory} after removals. */
+  #memoryRelease?: ReturnType<typeof setTimeout>;
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -205,7 +209,10 @@ export class Store {
       if (this.#closing.get(path) === closing) this.#closing.delete(path);
     });
     this.#closing.set(path, closing);
+    this.#closingDBs.set(closing, managed.db);
+    closing.finally(() => this.#closingDBs.delete(closing));
     await closing;
+    this.#scheduleMemoryRelease();
   }
 
   /** A change was seen on `path` or its WAL: sync soon. */
@@ -235,6 +242,7 @@ export class Store {
     this.#closed = true;
     for (const timer of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
+    clearTimeout(this.#memoryRelease);
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
     this.#watcher.close();
     const all = [...this.#managed.values()];
@@ -277,6 +285,7 @@ export class Store {
     let client: ReplicaClient | undefined;
     let lock: MetaLock | undefined;
     try {
+      await this.#closeMovedFrom(entry.path);
       // One process at a time may write a database's L0 files (src/control.ts). Locked before
       // opening, but only for an existing file: nothing is created beside a missing database.
       if (await Deno.stat(entry.path).then(() => true, () => false)) lock = await this.#lock(entry);
@@ -357,6 +366,42 @@ export class Store {
       this.#scheduleRetry(entry);
       return undefined;
     }
+  }
+
+  /**
+   * A database renamed within the watched tree arrives here under its new name while it may
+   * still be open under the old one. Its WAL stays at the old path (SQLite names it after the
+   * path), so the old attachment is closed first: its connection, then the last one on the
+   * file, checkpoints that WAL into the database on close. Opening the new name first would
+   * make the old connection not the last, and the moved database would lose every commit
+   * still in that WAL.
+   */
+  async #closeMovedFrom(path: string): Promise<void> {
+    const info = await Deno.stat(path).catch(() => undefined);
+    if (!info) return;
+    for (const [oldPath, managed] of this.#managed) {
+      if (oldPath === path || !managed.db.isFile(info)) continue;
+      this.#options.logger.info("database moved; closing it under its old name first", {
+        from: oldPath,
+        to: path,
+      });
+      await this.remove(oldPath, true);
+    }
+    // Or already being closed (the rename's first half arrived first): wait for it.
+    for (const [closing, db] of this.#closingDBs) if (db.isFile(info)) await closing;
+  }
+
+  /**
+   * Once removals have settled (a burst of deleted tenants is one), gives the memory they
+   * freed back to the system. One timer at a time, always of the same length.
+   */
+  #scheduleMemoryRelease(): void {
+    if (this.#memoryRelease !== undefined || this.#closed) return;
+    this.#memoryRelease = setTimeout(() => {
+      this.#memoryRelease = undefined;
+      releaseFreedMemory();
+    }, MEMORY_RELEASE_DELAY);
+    Deno.unrefTimer(this.#memoryRelease);
   }
 
   /** The meta dir lock, naming this process and its control socket. */
@@ -507,6 +552,36 @@ export class Store {
       else this.#slots++;
     }
   }
+}
+
+/** How long after a removal the memory it freed is given back, ms. */
+const MEMORY_RELEASE_DELAY = 5000;
+
+let mallocTrim: { malloc_trim(pad: bigint): Promise<number> } | null | undefined;
+
+/**
+ * Returns the native memory that closed databases freed (SQLite's caches, read buffers) to the
+ * system: glibc keeps freed memory in per-thread arenas, and the many threads that serve file
+ * reads each hold some. Measured with a churn of 8 tenants a round: 12–43 MB of resident
+ * memory returned each time. `malloc_trim` runs on a pool thread (it takes a few ms). Without
+ * glibc or FFI permission it does nothing.
+ */
+function releaseFreedMemory(): void {
+  if (mallocTrim === undefined) {
+    mallocTrim = null;
+    try {
+      if (
+        Deno.build.os === "linux" && Deno.permissions.querySync({ name: "ffi" }).state === "granted"
+      ) {
+        mallocTrim = Deno.dlopen("libc.so.6", {
+          malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
+        }).symbols;
+      }
+    } catch {
+      mallocTrim = null; // musl, or no libc.so.6
+    }
+  }
+  mallocTrim?.malloc_trim(0n).catch(() => {});
 }
 
 /**
