@@ -225,7 +225,10 @@ class Churn {
     } catch (err) {
       // The application's own database failed (corrupt, locked): a failure of the campaign,
       // reported at the end; the tenant is dropped so that the churn goes on.
-      this.failures.push(`${op} ${names.join(" ")}: ${(err as Error).message.split("\n").at(-1)}`);
+      const at = new Date().toISOString().slice(11, 23);
+      this.failures.push(
+        `${at} ${op} ${names.join(" ")}: ${(err as Error).message.split("\n").at(-1)}`,
+      );
       for (const name of names) {
         this.tenants.delete(name);
         await tenantOp(["delete", this.#path(name)]).catch(() => {});
@@ -509,7 +512,8 @@ async function run(
     if (now >= nextStop) {
       // Stopped: delete and re-create names behind sluice's back, then start it again.
       if (stops === 0) {
-        await sleep(3000); // let it settle: the churned tenants are gone, the survivors idle
+        // Let it settle: the churned tenants are gone and the survivors idle.
+        await sleep(5000);
         rss.push(await residentBytes(sluice.pid));
       }
       await stop(sluice);

@@ -15,13 +15,16 @@ import { DATABASE_HEADER_SIZE, isSQLiteHeader } from "./sqlite/mod.ts";
 /** What a probe found. */
 export type ProbeResult =
   /** A regular file starting with a whole SQLite header. */
-  | "database"
-  /** A regular file that is not (or not yet) a SQLite database. */
-  | "other"
+  | { kind: "database" }
+  /**
+   * A regular file that is not (or not yet) a SQLite database: `reason` says why, for the
+   * log; `modifiedAt` is its mtime in ms (a file written just now may still become one).
+   */
+  | { kind: "other"; reason: string; modifiedAt: number }
   /** A directory. */
-  | "directory"
+  | { kind: "directory" }
   /** Nothing there (removed since the event), or something else (socket, symlink). */
-  | "missing";
+  | { kind: "missing" };
 
 /**
  * Probes `path`; never throws for a file that vanished or is not readable (reported as
@@ -36,31 +39,36 @@ export async function probe(
     info = await Deno.lstat(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) onError(err);
-    return "missing";
+    return { kind: "missing" };
   }
-  if (info.isDirectory) return "directory";
-  if (!info.isFile) return "missing";
-  if (info.size < DATABASE_HEADER_SIZE) return "other";
+  if (info.isDirectory) return { kind: "directory" };
+  if (!info.isFile) return { kind: "missing" };
+  const other = (reason: string) =>
+    ({ kind: "other", reason, modifiedAt: info.mtime?.getTime() ?? 0 }) as const;
+  if (info.size === 0) return other("empty file");
+  if (info.size < DATABASE_HEADER_SIZE) {
+    return other(`${info.size} bytes, shorter than a SQLite header`);
+  }
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return "missing";
+    if (err instanceof Deno.errors.NotFound) return { kind: "missing" };
     onError(err);
-    return "other";
+    return other(`unreadable: ${(err as Error).message}`);
   }
   try {
     const head = new Uint8Array(DATABASE_HEADER_SIZE);
     let filled = 0;
     while (filled < head.length) {
       const n = await file.read(head.subarray(filled));
-      if (n === null) return "other";
+      if (n === null) return other("shorter than a SQLite header");
       filled += n;
     }
-    return isSQLiteHeader(head) ? "database" : "other";
+    return isSQLiteHeader(head) ? { kind: "database" } : other("no SQLite header");
   } catch (err) {
     onError(err);
-    return "other";
+    return other(`unreadable: ${(err as Error).message}`);
   } finally {
     file.close();
   }

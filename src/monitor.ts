@@ -12,7 +12,9 @@
  *
  * - A created, modified or renamed-in file whose path matches (see `src/_monitor_walk.ts`)
  *   and that starts with a SQLite header is added to the store. A file that is not a database
- *   yet (created empty, header written later) is looked at again on its next event.
+ *   yet (created empty, header written later) is looked at again on its next event; one that
+ *   is still not a database {@linkcode SKIP_GRACE} after it was written (an empty `x.db`, a
+ *   text file `junk.db`) is reported once, at info, with the reason.
  * - A removed or renamed-away database is removed from the store: replication stops, its
  *   resources are released, its replica is kept. A removed directory removes every database
  *   below it.
@@ -86,6 +88,12 @@ export const DEFAULT_RECONCILE_INTERVAL = 30_000;
 const WATCHER_RESTART_DELAY = 1000;
 /** SQLite's companions of a database file; their removal says nothing about directories. */
 const SIDE_FILE = /-(wal|shm|journal)$/;
+/**
+ * How long a file that matches the pattern may stay "not a database" before it is reported as
+ * skipped, ms. SQLite creates a database empty and writes its header at the first commit, so
+ * a file written just now is given this long to become one.
+ */
+export const SKIP_GRACE = 1000;
 
 /** Keeps a store in step with the databases under one directory. */
 export class DirectoryMonitor {
@@ -104,6 +112,13 @@ export class DirectoryMonitor {
   #recheck = new Set<string>();
   /** The path was removed during its probe: the probe's finding is stale. */
   #cancelled = new Set<string>();
+  /** Files matching the pattern that are not databases, reported once each (until removed). */
+  #skipped = new Set<string>();
+  /**
+   * Files found not to be databases but written too recently to say so: when first found, and
+   * the timer that looks at them again once {@linkcode SKIP_GRACE} has passed.
+   */
+  #notYet = new Map<string, { since: number; timer?: ReturnType<typeof setTimeout> }>();
   /** Store removals in flight; probes wait for them (POSIX locks, see the module docs). */
   #removals = new Set<Promise<void>>();
   /** Directory scans in flight, and those asked for again while running. */
@@ -141,6 +156,16 @@ export class DirectoryMonitor {
   /** Paths of the databases handed to the store and not removed since. */
   get databases(): string[] {
     return [...this.#known];
+  }
+
+  /**
+   * Entries of the per-path bookkeeping, all kinds together: the databases handed to the
+   * store, probes and scans in flight, files reported as skipped. Once the databases and files
+   * are gone and the work has settled it is 0: nothing is kept for a removed tenant.
+   */
+  get trackedPaths(): number {
+    return this.#known.size + this.#probing.size + this.#recheck.size + this.#cancelled.size +
+      this.#scans.size + this.#rescan.size + this.#skipped.size + this.#notYet.size;
   }
 
   /**
@@ -235,6 +260,8 @@ export class DirectoryMonitor {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const { timer } of this.#notYet.values()) clearTimeout(timer);
+    this.#notYet.clear();
     for (const wake of this.#sleepers) wake();
     this.#closeWatcher();
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
@@ -379,6 +406,7 @@ export class DirectoryMonitor {
     }
     const rel = this.#relative(path);
     if (rel === undefined) return;
+    this.#unskip(path);
     if (this.#known.has(path) || this.#probing.has(path)) {
       this.#forget(path, "removed");
       return;
@@ -392,6 +420,9 @@ export class DirectoryMonitor {
     for (const probing of this.#probing.keys()) {
       if (probing.startsWith(under)) this.#cancelled.add(probing);
     }
+    for (const skipped of [...this.#skipped, ...this.#notYet.keys()]) {
+      if (skipped.startsWith(under)) this.#unskip(skipped);
+    }
   }
 
   #rootGone(): void {
@@ -400,6 +431,7 @@ export class DirectoryMonitor {
     });
     for (const path of [...this.#known]) this.#forget(path, "directory removed");
     for (const path of this.#probing.keys()) this.#cancelled.add(path);
+    for (const path of [...this.#skipped, ...this.#notYet.keys()]) this.#unskip(path);
     // The watch died with the directory's inode; the reconcile scan restarts it once the
     // directory exists again.
     this.#closeWatcher();
@@ -454,19 +486,26 @@ export class DirectoryMonitor {
         while (this.#removals.size > 0) await Promise.allSettled([...this.#removals]);
         const found = await this.#withProbeSlot(() =>
           this.#closed
-            ? Promise.resolve("missing" as const)
+            ? Promise.resolve({ kind: "missing" } as const)
             : probe(path, (err) =>
               this.#logger.warn("cannot read file", { path, error: (err as Error).message }))
         );
         if (this.#closed) return false;
-        if (found === "directory") {
+        if (found.kind === "directory") {
           const rel = this.#relative(path);
           if (rel !== undefined && isWalkableDir(rel, this.#rules)) this.#scan(path);
           return false;
         }
-        if (found === "database" && !this.#cancelled.has(path)) return await this.#add(path);
+        if (found.kind === "missing") this.#unskip(path);
+        if (found.kind === "database" && !this.#cancelled.has(path)) {
+          this.#unskip(path);
+          return await this.#add(path);
+        }
         // Not a database (yet): look again only if the file changed while we looked.
-        if (!this.#recheck.has(path)) return false;
+        if (!this.#recheck.has(path)) {
+          if (found.kind === "other" && !this.#cancelled.has(path)) this.#notDatabase(path, found);
+          return false;
+        }
       }
       return false;
     } catch (err) {
@@ -477,6 +516,44 @@ export class DirectoryMonitor {
       this.#probing.delete(path);
       this.#recheck.delete(path);
       this.#cancelled.delete(path);
+    }
+  }
+
+  /**
+   * `path` matches the pattern but is not a SQLite database: say so once, at info, unless it
+   * was written so recently that it may still become one (then look again after the grace).
+   */
+  #notDatabase(path: string, found: { reason: string; modifiedAt: number }): void {
+    if (this.#skipped.has(path) || this.#closed) return;
+    const now = Date.now();
+    const pending = this.#notYet.get(path);
+    if (pending?.timer !== undefined) return; // its timer looks again
+    const since = pending?.since ?? now;
+    if (now - found.modifiedAt < SKIP_GRACE && now - since < SKIP_GRACE) {
+      const entry: { since: number; timer?: ReturnType<typeof setTimeout> } = { since };
+      entry.timer = setTimeout(() => {
+        entry.timer = undefined;
+        if (!this.#known.has(path)) this.#consider(path);
+      }, SKIP_GRACE - (now - since));
+      Deno.unrefTimer(entry.timer);
+      this.#notYet.set(path, entry);
+      return;
+    }
+    this.#unskip(path);
+    this.#skipped.add(path);
+    this.#logger.info("file matches the pattern but is not a SQLite database; skipped", {
+      path,
+      reason: found.reason,
+    });
+  }
+
+  /** Forgets that `path` was skipped (removed, or a database now). */
+  #unskip(path: string): void {
+    this.#skipped.delete(path);
+    const pending = this.#notYet.get(path);
+    if (pending) {
+      clearTimeout(pending.timer);
+      this.#notYet.delete(path);
     }
   }
 
@@ -601,6 +678,10 @@ export class DirectoryMonitor {
     } catch (err) {
       this.#logger.warn("cannot scan monitored directory", { error: (err as Error).message });
       return this.#known.size;
+    }
+    // A skipped file removed without an event (a lost one) is forgotten here.
+    for (const path of [...this.#skipped, ...this.#notYet.keys()]) {
+      if (!seen.has(path)) this.#unskip(path);
     }
     if (this.#options.watch && this.#started) {
       for (const path of [...this.#known]) {

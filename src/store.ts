@@ -115,8 +115,6 @@ export class Store {
   #closingDBs = new Map<Promise<void>, DB>();
   /** Paths being restarted after their file was replaced: true once removed meanwhile. */
   #restarting = new Map<string, boolean>();
-  /** The pending {@linkcode releaseFreedMemory} after removals. */
-  #memoryRelease?: ReturnType<typeof setTimeout>;
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -212,7 +210,6 @@ export class Store {
     this.#closingDBs.set(closing, managed.db);
     closing.finally(() => this.#closingDBs.delete(closing));
     await closing;
-    this.#scheduleMemoryRelease();
   }
 
   /** A change was seen on `path` or its WAL: sync soon. */
@@ -242,7 +239,6 @@ export class Store {
     this.#closed = true;
     for (const timer of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
-    clearTimeout(this.#memoryRelease);
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
     this.#watcher.close();
     const all = [...this.#managed.values()];
@@ -389,19 +385,6 @@ export class Store {
     }
     // Or already being closed (the rename's first half arrived first): wait for it.
     for (const [closing, db] of this.#closingDBs) if (db.isFile(info)) await closing;
-  }
-
-  /**
-   * Once removals have settled (a burst of deleted tenants is one), gives the memory they
-   * freed back to the system. One timer at a time, always of the same length.
-   */
-  #scheduleMemoryRelease(): void {
-    if (this.#memoryRelease !== undefined || this.#closed) return;
-    this.#memoryRelease = setTimeout(() => {
-      this.#memoryRelease = undefined;
-      releaseFreedMemory();
-    }, MEMORY_RELEASE_DELAY);
-    Deno.unrefTimer(this.#memoryRelease);
   }
 
   /** The meta dir lock, naming this process and its control socket. */
@@ -552,36 +535,6 @@ export class Store {
       else this.#slots++;
     }
   }
-}
-
-/** How long after a removal the memory it freed is given back, ms. */
-const MEMORY_RELEASE_DELAY = 5000;
-
-let mallocTrim: { malloc_trim(pad: bigint): Promise<number> } | null | undefined;
-
-/**
- * Returns the native memory that closed databases freed (SQLite's caches, read buffers) to the
- * system: glibc keeps freed memory in per-thread arenas, and the many threads that serve file
- * reads each hold some. Measured with a churn of 8 tenants a round: 12–43 MB of resident
- * memory returned each time. `malloc_trim` runs on a pool thread (it takes a few ms). Without
- * glibc or FFI permission it does nothing.
- */
-function releaseFreedMemory(): void {
-  if (mallocTrim === undefined) {
-    mallocTrim = null;
-    try {
-      if (
-        Deno.build.os === "linux" && Deno.permissions.querySync({ name: "ffi" }).state === "granted"
-      ) {
-        mallocTrim = Deno.dlopen("libc.so.6", {
-          malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
-        }).symbols;
-      }
-    } catch {
-      mallocTrim = null; // musl, or no libc.so.6
-    }
-  }
-  mallocTrim?.malloc_trim(0n).catch(() => {});
 }
 
 /**

@@ -7,6 +7,7 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
+import { pathToFileURL } from "node:url";
 
 interface Request {
   id: number;
@@ -24,7 +25,10 @@ scope.onmessage = (event: MessageEvent<Request>) => {
   const { id, path, mode } = event.data;
   let db: DatabaseSync | undefined;
   try {
-    db = new DatabaseSync(path, { timeout: 0 } as ConstructorParameters<typeof DatabaseSync>[1]);
+    // mode=rw: a database deleted meanwhile is an error, never re-created empty.
+    const url = pathToFileURL(path);
+    url.search = "mode=rw";
+    db = new DatabaseSync(url, { timeout: 0 } as ConstructorParameters<typeof DatabaseSync>[1]);
     db.exec("PRAGMA busy_timeout = 0");
     const result = db.prepare(`PRAGMA wal_checkpoint(${mode})`).get();
     scope.postMessage({ id, result });
