@@ -6,13 +6,13 @@
  */
 
 import { installGlobalErrorHandlers, main } from "./src/cli/mod.ts";
-import { runWatchChild, WATCH_COMMAND } from "./src/fs_watch.ts";
+import { runWatchChild, WATCH_COMMAND } from "./src/watch/mod.ts";
 
 export { main } from "./src/cli/mod.ts";
 
 if (import.meta.main) {
   installGlobalErrorHandlers();
-  // Internal: the file watcher's child process (see src/fs_watch.ts for why it is a child).
+  // Internal: the file watcher's child process (see src/watch/mod.ts for why it is a child).
   if (Deno.args[0] === WATCH_COMMAND) Deno.exit(await runWatchChild(Deno.args.slice(1)));
   Deno.exit(await main(Deno.args));
 }

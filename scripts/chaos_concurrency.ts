@@ -6,8 +6,8 @@
  *   at once with one line naming the meta directory and the holder; the first goes on and its
  *   replica restores to the source.
  * - `same-replica`: a second database pointed at a replica path another database already uses
- *   must be refused with a clear error (a marker on the replica). Known failure F3 (see
- *   docs/RELIABILITY.md): not implemented yet; the second process writes into the first's
+ *   must be refused with a clear error naming the owner marker on the replica. Regression test
+ *   for F3 (docs/RELIABILITY.md, fixed): the second process used to write into the first's
  *   replica.
  *
  * @module

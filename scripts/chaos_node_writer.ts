@@ -12,7 +12,7 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { parseArgs } from "node:util";
-import { isBusyError } from "../src/sqlite/busy.ts";
+import { isBusyError } from "../src/sqlite/mod.ts";
 
 /** Busy timeout of each connection, ms: the application waits for sluice's locks. */
 const BUSY_TIMEOUT_MS = 5000;

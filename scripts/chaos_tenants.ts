@@ -27,7 +27,7 @@ import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { parseArgs } from "node:util";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
+import { restore } from "../src/restore/mod.ts";
 import { litestreamRestore, oracleAvailable } from "../tests/_oracle.ts";
 import {
   campaign,

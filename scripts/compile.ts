@@ -2,7 +2,7 @@
  * `deno task compile [--target TRIPLE] [--output PATH]`: builds sluice as one executable
  * (`dist/sluice` by default) with `deno compile -A main.ts`, then runs it once (`version`, and
  * the file watcher child `__watch`, which the binary starts by re-executing itself, see
- * src/fs_watch.ts) when it was built for this machine.
+ * src/watch/mod.ts) when it was built for this machine.
  *
  * `deno compile` needs Deno's `denort` runtime for the target. Deno downloads it from the
  * internet, or takes the file `DENORT_BIN` names (the `denort` of the same Deno version and the
@@ -20,7 +20,7 @@
 
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { COMMANDS } from "../src/cli/_args.ts";
+import { COMMANDS } from "../src/cli/args.ts";
 
 /** The project root. */
 export const ROOT: string = fromFileUrl(new URL("..", import.meta.url));

@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
+import { restore } from "../src/restore/mod.ts";
 
 /** Project root (tests run with cwd = root, but do not rely on it). */
 export const ROOT = new URL("..", import.meta.url).pathname;
@@ -305,7 +305,7 @@ export function replicatedDatabases(replicaRoot: string): string[] {
 }
 
 /**
- * Restores the replica at `replicaDir` (src/restore.ts) into a temp file and returns the `n`
+ * Restores the replica at `replicaDir` (src/restore/restore.ts) into a temp file and returns the `n`
  * column of table `t` in id order; removes the restored file.
  */
 export async function restoredRows(replicaDir: string): Promise<number[]> {

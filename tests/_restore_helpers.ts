@@ -13,7 +13,7 @@ import {
   type Page,
   type PageEncoding,
 } from "../src/ltx/mod.ts";
-import type { LTXFileInfo, ReplicaClient } from "../src/replica/client.ts";
+import type { LTXFileInfo, ReplicaClient } from "../src/replica/mod.ts";
 import { DatabaseSync } from "node:sqlite";
 
 /** Header fields a test chooses; the rest default to Litestream's values. */

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { S3Spec } from "../src/replica/s3.ts";
+import type { S3Spec } from "../src/replica/mod.ts";
 import {
   FAUXQS_CREDENTIALS,
   type S3Server,

@@ -11,8 +11,8 @@ import {
   parseTimestampArg,
   parseTXIDArg,
   UsageError,
-} from "../src/cli/_args.ts";
-import { createLogger, type LogFields, redact } from "../src/log.ts";
+} from "../src/cli/args.ts";
+import { createLogger, type LogFields, redact } from "../src/log/mod.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 const ROOT = new URL("..", import.meta.url).pathname;

@@ -18,10 +18,10 @@ import {
   waitFor,
 } from "./_sluice.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
-import { restore } from "../src/restore.ts";
-import { FileReplicaClient } from "../src/replica/file.ts";
-import type { LTXFileInfo } from "../src/replica/client.ts";
-import { TxNotAvailableError } from "../src/_restore_plan.ts";
+import { restore } from "../src/restore/mod.ts";
+import { FileReplicaClient } from "../src/replica/mod.ts";
+import type { LTXFileInfo } from "../src/replica/mod.ts";
+import { TxNotAvailableError } from "../src/restore/mod.ts";
 
 const NAME = /^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$/;
 
@@ -160,7 +160,6 @@ async function runReplication(dir: string, options: Options): Promise<Run> {
 
 Deno.test({
   name: "compaction e2e: levels, snapshots and retention; restores equal the source",
-  sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "sluice-compaction-" });
     try {
@@ -309,7 +308,6 @@ Deno.test({
 
 Deno.test({
   name: "compaction e2e: retention.enabled false deletes nothing remote",
-  sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "sluice-noretention-" });
     try {

@@ -14,12 +14,12 @@ import {
   selectL0Deletions,
   selectLevelDeletions,
   selectSnapshotDeletions,
-} from "../src/compactor.ts";
-import { FileReplicaClient } from "../src/replica/file.ts";
-import type { LTXFileInfo, ReplicaClient } from "../src/replica/client.ts";
-import { restore } from "../src/restore.ts";
+} from "../src/compaction/mod.ts";
+import { FileReplicaClient } from "../src/replica/mod.ts";
+import type { LTXFileInfo, ReplicaClient } from "../src/replica/mod.ts";
+import { restore } from "../src/restore/mod.ts";
 import { CHECKSUM_FLAG, crc64, Decoder } from "../src/ltx/mod.ts";
-import { patchChecksum } from "../src/_compactor_promote.ts";
+import { patchChecksum } from "../src/compaction/mod.ts";
 import {
   buildStates,
   changedPages,

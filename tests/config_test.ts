@@ -16,7 +16,8 @@ import {
   parseReplicaURL,
   replicaSpecFor,
 } from "../src/config/mod.ts";
-import { isCandidateName, matchesPattern, scanDirectory } from "../src/discover.ts";
+import { scanDirectory } from "../src/discovery/mod.ts";
+import { isCandidateName, matchesPattern } from "../src/config/mod.ts";
 
 const BASE = "/srv/app";
 

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { DB } from "../src/db.ts";
+import { DB } from "../src/engine/mod.ts";
 import { createDatabase } from "./_sluice.ts";
 
 function count(path: string): number {

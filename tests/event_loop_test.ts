@@ -10,8 +10,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createDatabase, digest, restoreTo, runWriter, waitFor } from "./_sluice.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { Store } from "../src/store.ts";
-import { createLogger } from "../src/log.ts";
+import { Store } from "../src/engine/mod.ts";
+import { createLogger } from "../src/log/mod.ts";
 
 const TICK_MS = 5;
 /** The bound is 50 ms; a loaded 2-core runner adds scheduling delay of its own. */

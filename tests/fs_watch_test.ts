@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { watchFs } from "../src/fs_watch.ts";
+import { watchFs } from "../src/watch/mod.ts";
 import { createDatabase, runWriter } from "./_sluice.ts";
 
 /** Collects events until `done` returns true for the list so far (or 5 s pass). */

@@ -27,7 +27,7 @@ import {
 } from "../src/ltx/mod.ts";
 import { type RandomAccessFile, readWAL, WALError } from "../src/sqlite/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
+import { restore } from "../src/restore/mod.ts";
 import { Rng } from "../scripts/chaos_lib.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20261123);

@@ -28,13 +28,8 @@ import {
   parseTXID,
   validateHeader,
 } from "../src/ltx/mod.ts";
-import {
-  compressBlock,
-  compressBound,
-  decompressBlock,
-  LZ4CorruptError,
-} from "../src/ltx/_lz4_block.ts";
-import { xxh32 } from "../src/ltx/_xxh32.ts";
+import { compressBlock, compressBound, decompressBlock, LZ4CorruptError } from "../src/ltx/mod.ts";
+import { xxh32 } from "../src/ltx/mod.ts";
 
 const fixtures = new URL("./fixtures/", import.meta.url);
 

@@ -11,7 +11,7 @@ import { createDatabase, type Digest, digest, sluice } from "./_sluice.ts";
 import { spawnSluice, until, writeConfig } from "../scripts/chaos_lib.ts";
 import { canMount, mountTmpfs, unmount } from "./_mount.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import type { DaemonStatus } from "../src/http.ts";
+import type { DaemonStatus } from "../src/daemon/mod.ts";
 
 const MOUNT = await canMount();
 const ROW_BYTES = 64 * 1024;

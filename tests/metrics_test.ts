@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createDatabase, runWriter, startReplicate, waitFor } from "./_sluice.ts";
 import { FAUXQS_CREDENTIALS, startS3Server } from "./_s3.ts";
-import { LoopDelayMonitor } from "../src/_loop_delay.ts";
+import { LoopDelayMonitor } from "../src/daemon/mod.ts";
 
 // Subprocesses inherit these: static test credentials, and never the EC2 metadata endpoint.
 Deno.env.set("AWS_ACCESS_KEY_ID", FAUXQS_CREDENTIALS.accessKeyId);

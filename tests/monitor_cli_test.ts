@@ -180,10 +180,12 @@ Deno.test("monitor cli: pattern: *.db and *.sqlite pick their own files; side, t
     }
     const sluice = await SluiceProcess.start(s.config);
     try {
-      createDatabase(join(s.dir, "test.db"), 3);
+      // later.sqlite first: the watcher delivers its events before test.db's, and a name that
+      // does not match the pattern is dismissed at once, so once test.db is on the replica,
+      // later.sqlite has been seen and left out. The files above were decided by the start scan.
       createDatabase(join(s.dir, "later.sqlite"), 1);
+      createDatabase(join(s.dir, "test.db"), 3);
       await s.replicated("test.db");
-      await sleep(500);
     } finally {
       await sluice.stop();
     }
@@ -198,8 +200,10 @@ Deno.test("monitor cli: pattern: *.db and *.sqlite pick their own files; side, t
     const sluice2 = await SluiceProcess.start(config2);
     try {
       createDatabase(join(s.dir, "new.sqlite"), 4);
-      await waitFor("new.sqlite on the replica", () => hasReplica(join(replica2, "new.sqlite")));
-      await sleep(300);
+      // The *.db files were left out by the start scan; the three *.sqlite are replicated.
+      for (const name of ["new.sqlite", "later.sqlite", "test.sqlite"]) {
+        await waitFor(`${name} on the replica`, () => hasReplica(join(replica2, name)));
+      }
     } finally {
       await sluice2.stop();
     }
@@ -222,7 +226,17 @@ Deno.test("monitor cli: non-SQLite files are ignored; an empty file is picked up
       await Deno.writeFile(join(s.dir, "random.db"), crypto.getRandomValues(new Uint8Array(8192)));
       createDatabase(join(s.dir, "valid.db"), 2);
       await s.replicated("valid.db");
-      await sleep(500);
+      // The monitor's decision on each file, once its grace for files still being written is
+      // over: the one line it logs when it skips a file (a readiness signal, not an assertion).
+      for (const name of ["fake.db", "empty.db", "text.db", "random.db"]) {
+        await waitFor(
+          `${name} skipped`,
+          () =>
+            sluice.log.split("\n").some((line) =>
+              line.includes("not a SQLite database; skipped") && line.includes(join(s.dir, name))
+            ),
+        );
+      }
       assert.deepEqual(replicatedDatabases(s.replica), ["valid.db"]);
 
       // The application now creates its database in the empty file.

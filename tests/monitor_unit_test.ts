@@ -6,10 +6,10 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DirectoryMonitor, MonitorError } from "../src/monitor.ts";
-import { Store } from "../src/store.ts";
+import { DirectoryMonitor, MonitorError } from "../src/discovery/mod.ts";
+import { Store } from "../src/engine/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { silentLogger } from "../src/log.ts";
+import { silentLogger } from "../src/log/mod.ts";
 import { metaDirFor, relativeInside } from "../src/config/mod.ts";
 import {
   createDatabasesInChild,
@@ -119,9 +119,16 @@ Deno.test("monitor watch: false: the set found at start is fixed, and the watche
         5000,
       );
 
-      // Not watching for new databases.
+      // Not watching for new databases. The watcher delivers c.db's events before the -wal
+      // event of the next write to a.db: once that write is on the replica, c.db's creation
+      // has been seen (and ignored).
       await createDatabasesInChild([join(h.dir, "c.db")], 1);
-      await sleep(300);
+      assert.equal(await WriterProcess.run(join(h.dir, "a.db"), 2), 10);
+      await waitFor(
+        "a.db's write after c.db's creation on the replica",
+        async () => distinct(await restoredRows(join(h.replica, "a.db"))).length === 10,
+        5000,
+      );
       assert.equal(h.store.paths.length, 2);
       assert.equal(hasReplica(join(h.replica, "c.db")), false);
     } finally {
@@ -140,7 +147,9 @@ Deno.test("monitor: an empty file that becomes a database later is picked up; su
       assert.equal(await h.monitor.start(), 0);
       await Deno.writeFile(join(h.dir, "late.db"), new Uint8Array());
       await createDatabasesInChild([join(h.dir, "sub", "deep.db")], 1);
-      await sleep(200);
+      // A full scan resolves once every probe it started, or shared, has settled: the empty
+      // file and the database in a subdirectory have been looked at and left out.
+      assert.equal(await h.monitor.reconcile(), 0);
       assert.deepEqual(h.store.paths, []);
 
       // The application now writes the header: picked up from its modify events.

@@ -721,9 +721,6 @@ Deno.test("replica client behaviours: file", async (t) => {
 
 Deno.test({
   name: "replica client behaviours: s3 (fauxqs)",
-  // The AWS SDK keeps pooled sockets and timers alive between steps.
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn(t) {
     const server = await startS3Server();
     const bucket = "sluice-replica-test";
@@ -806,7 +803,7 @@ Deno.test("s3 replica: cleaned paths and spec defaults", async () => {
 });
 
 Deno.test("resumable download: a body that ends early or errors is resumed where it stopped", async () => {
-  const { resumableStream } = await import("../src/replica/_resumable_stream.ts");
+  const { resumableStream } = await import("../src/replica/mod.ts");
   const data = pattern(30, 9);
   const once = (bytes: Uint8Array, fail?: boolean) => {
     let sent = false;

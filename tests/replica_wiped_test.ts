@@ -13,9 +13,9 @@ import { spawnSluice, until, writeConfig } from "../scripts/chaos_lib.ts";
 import { FAUXQS_CREDENTIALS, s3Spec, startS3Server } from "./_s3.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
 import { FileReplicaClient, S3ReplicaClient } from "../src/replica/mod.ts";
-import type { LTXFileInfo, ReplicaClient } from "../src/replica/client.ts";
-import { Compactor } from "../src/compactor.ts";
-import { restore } from "../src/restore.ts";
+import type { LTXFileInfo, ReplicaClient } from "../src/replica/mod.ts";
+import { Compactor } from "../src/compaction/mod.ts";
+import { restore } from "../src/restore/mod.ts";
 import {
   buildStates,
   changedPages,

@@ -222,8 +222,16 @@ Deno.test("replicate: database replaced by mv, and restored from an older backup
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
       db.close();
     }
+    const replacement = (await digest(other)).sha256;
     await Deno.rename(other, dbPath);
-    await new Promise((r) => setTimeout(r, 2500)); // the 1 s poll notices the new inode
+    // The 1 s poll notices the new inode, sets the old WAL aside and snapshots the new file:
+    // once the replica restores to it, the writes below go to a file sluice follows.
+    let attempt = 0;
+    await waitFor("the replacement's snapshot on the replica", async () => {
+      const out = join(dir, `replaced-${attempt++}.db`);
+      await restoreTo(replica, out, "--integrity-check", "none");
+      return (await digest(out)).sha256 === replacement;
+    }, 20_000);
     await runWriter("--db", dbPath, "--rate", "0", "--count", "10");
     const first = await sluice.stop();
     assert.equal(first.code, 0, first.stderr);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Decoder, HEADER_FLAG_NO_CHECKSUM, LTXChecksumError, type Page } from "../src/ltx/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { IntegrityCheckError, OutputExistsError, restore } from "../src/restore.ts";
+import { IntegrityCheckError, OutputExistsError, restore } from "../src/restore/mod.ts";
 import {
   copyTree,
   fixture,

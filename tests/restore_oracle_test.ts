@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { compact, Decoder, type PageEncoding } from "../src/ltx/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
+import { restore } from "../src/restore/mod.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
 import {
   buildStates,

@@ -8,7 +8,7 @@ import {
   NoSnapshotError,
   restore,
   TxNotAvailableError,
-} from "../src/restore.ts";
+} from "../src/restore/mod.ts";
 import { patternPage, planNames, withTempDir, writeLTX } from "./_restore_helpers.ts";
 
 const PAGE_SIZE = 512;

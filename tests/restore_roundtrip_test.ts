@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { lockPageNumber, type Page, type PageEncoding } from "../src/ltx/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
+import { restore } from "../src/restore/mod.ts";
 import {
   buildStates,
   changedPages,

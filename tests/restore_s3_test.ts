@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { S3ReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
+import { restore } from "../src/restore/mod.ts";
 import { s3Spec, startS3Server } from "./_s3.ts";
 import {
   changedPages,

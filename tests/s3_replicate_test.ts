@@ -10,8 +10,9 @@ import { createDatabase, digest, runWriter, sluice, startReplicate, waitFor } fr
 import { FAUXQS_CREDENTIALS, s3Spec, startS3Server } from "./_s3.ts";
 import { startFaultProxy } from "./_proxy.ts";
 import { S3ReplicaClient } from "../src/replica/mod.ts";
-import { Store } from "../src/store.ts";
-import { createLogger } from "../src/log.ts";
+import { Store } from "../src/engine/mod.ts";
+import { compactorFactory } from "../src/compaction/mod.ts";
+import { createLogger } from "../src/log/mod.ts";
 
 // Subprocesses inherit these: static test credentials, and never the EC2 metadata endpoint.
 Deno.env.set("AWS_ACCESS_KEY_ID", FAUXQS_CREDENTIALS.accessKeyId);
@@ -151,20 +152,43 @@ Deno.test("s3: an idle replicated database makes zero requests, compaction inclu
       syncInterval: 100,
       monitorInterval: 100,
       // Compaction, snapshots and retention on short clocks: they too must go quiet.
-      compaction: {
+      createCompactor: compactorFactory({
         levels: [1000, 2000],
         snapshotInterval: 2000,
         snapshotRetention: 1000,
         l0Retention: 500,
         retentionEnabled: true,
-      },
+      }),
     });
     await runWriter("--db", dbPath, "--rate", "0", "--count", "20");
     await waitFor("upload of the writes", () =>
       store.status()[0]?.lagSeconds === 0 &&
       store.status()[0]?.replicaTXID === store.status()[0]?.localTXID);
-    // Let compaction, L0 retention and snapshot retention finish with what was written.
-    await new Promise((r) => setTimeout(r, 6000));
+    // Let compaction, L0 retention and snapshot retention finish with what was written: the
+    // replica (listed through a second client, not counted) reaches its final shape, and then
+    // sluice's client makes no request for a whole snapshot period and more.
+    const lister = new S3ReplicaClient(s3Spec(server, "sluice-idle", "app"));
+    let lastCount = -1;
+    let quietSince = 0;
+    try {
+      await waitFor("compaction, snapshot and retention done", async () => {
+        const local = parseInt(store.status()[0]?.localTXID ?? "0", 16);
+        const files: Record<number, number[]> = {};
+        for (const level of [0, 1, 2, 9]) {
+          files[level] = [];
+          for await (const f of lister.ltxFiles(level)) files[level].push(f.maxTXID);
+        }
+        const done = files[0].length === 1 && files[9].length === 1 &&
+          [files[0], files[2], files[9]].every((txids) => Math.max(...txids) === local);
+        if (client.requestCount !== lastCount) {
+          lastCount = client.requestCount;
+          quietSince = Date.now();
+        }
+        return done && Date.now() - quietSince >= 2500;
+      }, 30_000);
+    } finally {
+      await lister.close();
+    }
     const before = client.requestCount;
     // 40 polls, 4 level-1 ticks, 2 snapshot ticks of an idle database.
     await new Promise((r) => setTimeout(r, 4000));

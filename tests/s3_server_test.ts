@@ -47,8 +47,6 @@ function rawClient(endpoint: string): S3Client {
 
 Deno.test({
   name: "s3 server: loopback only, restart keeps data, stop leaves nothing behind",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const server = await startS3Server();
     const client = rawClient(server.endpoint);
@@ -90,8 +88,6 @@ Deno.test({
 
 Deno.test({
   name: "s3 server CLI: prints the endpoint, serves, and exits cleanly on SIGTERM",
-  sanitizeOps: false,
-  sanitizeResources: false,
   async fn() {
     const script = new URL("../scripts/s3_server.ts", import.meta.url).pathname;
     const child = new Deno.Command(Deno.execPath(), {

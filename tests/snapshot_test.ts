@@ -18,18 +18,16 @@ import {
   startReplicate,
   waitFor,
 } from "./_sluice.ts";
-import { FileReplicaClient } from "../src/replica/file.ts";
-import type { LTXFileInfo } from "../src/replica/client.ts";
+import { FileReplicaClient } from "../src/replica/mod.ts";
+import type { LTXFileInfo } from "../src/replica/mod.ts";
 import { formatTXID } from "../src/ltx/mod.ts";
+import { ControlError, ControlServer, requestSnapshot } from "../src/daemon/mod.ts";
 import {
-  ControlError,
-  ControlServer,
   lockMetaDir,
   MetaDirLockedError,
   readLockHolder,
-  requestSnapshot,
   tryLockMetaDir,
-} from "../src/control.ts";
+} from "../src/engine/mod.ts";
 
 /** A writer running in the background until stopped. */
 interface BackgroundWriter {

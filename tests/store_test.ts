@@ -17,8 +17,8 @@ import {
   waitFor,
 } from "./_sluice.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { type DatabaseEntry, Store } from "../src/store.ts";
-import { createLogger } from "../src/log.ts";
+import { type DatabaseEntry, Store } from "../src/engine/mod.ts";
+import { createLogger } from "../src/log/mod.ts";
 
 const RETRY_MS = 150;
 
@@ -105,10 +105,19 @@ Deno.test("store: a database removed while its open fails is not reopened by the
     const removing = store.remove(entry.path);
     assert.equal(await adding, false);
     await removing;
-    await Deno.remove(entry.path);
-    createDatabase(entry.path);
-    await new Promise((r) => setTimeout(r, RETRY_MS * 4));
-    assert.deepEqual(store.paths, []);
+    assert.equal(store.trackedPaths, 0, "a retry of the removed database is still scheduled");
+    // A control database whose open fails after gone.db's did: its retry fires after the one
+    // gone.db had, so once the control is open, a leftover retry would have reopened gone.db.
+    const control = entryFor(dir, "control.db");
+    await Deno.writeTextFile(control.path, "not a database\n");
+    assert.equal(await store.add(control), false);
+    for (const path of [entry.path, control.path]) {
+      await Deno.remove(path);
+      createDatabase(path);
+    }
+    await waitFor("the control's retry opens it", () => store.paths.includes(control.path), 5000);
+    assert.deepEqual(store.paths, [control.path]);
+    assert.equal(store.trackedPaths, 1);
     await assert.rejects(Deno.stat(join(dir, "replica", "gone.db")), Deno.errors.NotFound);
   } finally {
     await store.close();

@@ -15,13 +15,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { DB } from "../src/db.ts";
-import { Store } from "../src/store.ts";
-import { DirectoryMonitor } from "../src/monitor.ts";
-import { Metrics } from "../src/metrics.ts";
+import { DB } from "../src/engine/mod.ts";
+import { Store } from "../src/engine/mod.ts";
+import { DirectoryMonitor } from "../src/discovery/mod.ts";
+import { Metrics } from "../src/daemon/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { restore } from "../src/restore.ts";
-import { createLogger, silentLogger } from "../src/log.ts";
+import { restore } from "../src/restore/mod.ts";
+import { createLogger, silentLogger } from "../src/log/mod.ts";
 import { metaDirFor, relativeInside } from "../src/config/mod.ts";
 import {
   checkHistory,

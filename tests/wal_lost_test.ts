@@ -16,9 +16,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { digest, restoreTo, waitFor } from "./_sluice.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
-import { type DatabaseEntry, Store } from "../src/store.ts";
-import { createLogger } from "../src/log.ts";
-import { DB } from "../src/db.ts";
+import { type DatabaseEntry, Store } from "../src/engine/mod.ts";
+import { createLogger } from "../src/log/mod.ts";
+import { DB } from "../src/engine/mod.ts";
 
 async function python(db: string, code: string): Promise<void> {
   const out = await new Deno.Command("python3", {

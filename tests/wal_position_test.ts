@@ -4,7 +4,7 @@ import {
   decideSyncStart,
   type WALCursor,
   type WALObservation,
-} from "../src/_wal_position.ts";
+} from "../src/engine/mod.ts";
 
 const FRAME = 24 + 4096;
 const cursor: WALCursor = {

@@ -5,9 +5,12 @@
  * @module
  */
 
-import { pathExists as exists } from "../../src/_fs.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { pathExists as exists } from "../../src/restore/mod.ts";
+
+/** True when `path` exists (restore's helper). */
+export { exists };
 
 /** The project root. */
 export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
@@ -331,9 +334,6 @@ export async function startLitestream(configPath: string): Promise<Background> {
     configPath,
   ]);
 }
-
-/** True when `path` exists (the engine's helper). */
-export { exists };
 
 /** One line on stderr about progress (the table goes to stdout). */
 export function progress(message: string): void {

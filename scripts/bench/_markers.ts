@@ -9,7 +9,7 @@
 
 import { Buffer } from "node:buffer";
 import { Decoder } from "../../src/ltx/mod.ts";
-import { decompressBlock } from "../../src/ltx/_lz4_block.ts";
+import { decompressBlock } from "../../src/ltx/mod.ts";
 
 /** Magic that starts every marker. */
 export const MARKER_MAGIC: Uint8Array = Uint8Array.of(

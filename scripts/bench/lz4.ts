@@ -14,7 +14,7 @@
 
 import { DatabaseSync } from "node:sqlite";
 import * as wasm from "lz4-wasm-nodejs";
-import { compressBlock, compressBound, decompressBlock } from "../../src/ltx/_lz4_block.ts";
+import { compressBlock, compressBound, decompressBlock } from "../../src/ltx/mod.ts";
 
 import { type BenchOptions, type BenchResult, formatTable, progress, result } from "./_common.ts";
 

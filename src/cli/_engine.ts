@@ -8,15 +8,8 @@
 import type { Config, DatabaseConfig } from "../config/mod.ts";
 import { metaDirFor, replicaSpecFor } from "../config/mod.ts";
 import { createReplicaClient } from "../replica/mod.ts";
-import type { DatabaseEntry } from "../store.ts";
-
-/** Default leading-edge sync throttle per backend when `sync-interval` is not set, in ms. */
-export const DEFAULT_SYNC_INTERVAL = {
-  /** A local directory costs nothing per file: keep the lag in milliseconds. */
-  file: 100,
-  /** Object storage bills per request: at most one upload batch per second. */
-  s3: 1000,
-} as const;
+import { type DatabaseEntry, DEFAULT_SYNC_INTERVAL } from "../engine/mod.ts";
+import { type CompactionSettings, compactorFactory } from "../compaction/mod.ts";
 
 /** The engine entry for database `dbPath` of config entry `dbConfig`. */
 export function databaseEntry(
@@ -38,13 +31,20 @@ export function databaseEntry(
     busyTimeout: dbConfig.busyTimeout,
     encoding: dbConfig.replica.encoding,
     l0Retention: config.l0Retention,
-    // Levels, snapshots and retention (src/compactor.ts).
-    compaction: {
-      levels: config.levels.map((level) => level.interval),
-      snapshotInterval: config.snapshot.interval,
-      snapshotRetention: config.snapshot.retention,
-      l0Retention: config.l0Retention,
-      retentionEnabled: config.retention.enabled,
-    },
+    // Levels, snapshots and retention (src/compaction/).
+    createCompactor: compactorFactory(compactionSettings(config), {
+      encoding: dbConfig.replica.encoding,
+    }),
+  };
+}
+
+/** The config's levels, snapshot and retention settings, as the compactor takes them. */
+export function compactionSettings(config: Config): CompactionSettings {
+  return {
+    levels: config.levels.map((level) => level.interval),
+    snapshotInterval: config.snapshot.interval,
+    snapshotRetention: config.snapshot.retention,
+    l0Retention: config.l0Retention,
+    retentionEnabled: config.retention.enabled,
   };
 }

@@ -12,8 +12,8 @@ import {
   formatReplicaLocation,
   resolveDatabase,
 } from "../config/mod.ts";
-import { scanDirectory } from "../discover.ts";
-import { loadCommandConfig, parseDatabasesArgs } from "./_args.ts";
+import { scanDirectory } from "../discovery/mod.ts";
+import { loadCommandConfig, parseDatabasesArgs } from "./args.ts";
 
 /** One database in the listing. */
 export interface DatabaseListing {

@@ -6,7 +6,7 @@
  */
 
 import { createReplicaClient, type LTXFileInfo, SNAPSHOT_LEVEL } from "../replica/mod.ts";
-import { parseLTXArgs } from "./_args.ts";
+import { parseLTXArgs } from "./args.ts";
 import { fileEntries, resolveSource } from "./restore.ts";
 
 /**

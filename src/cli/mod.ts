@@ -5,7 +5,7 @@
  * 0 success, 1 failure, 2 usage or config error.
  *
  * Every command module exports `run(args: string[]): Promise<number>`, where `args` are the
- * arguments after the command name; it parses them with its `parse…Args` from `./_args.ts`,
+ * arguments after the command name; it parses them with its `parse…Args` from `./args.ts`,
  * throws {@linkcode UsageError} or `ConfigError` for the user's mistakes, and returns the exit
  * status (anything else it throws is reported as a failure, status 1).
  *
@@ -21,11 +21,11 @@ import {
   HelpRequested,
   PARSERS,
   UsageError,
-} from "./_args.ts";
+} from "./args.ts";
 import { ConfigError } from "../config/mod.ts";
-import { redactText } from "../log.ts";
+import { redactText } from "../log/mod.ts";
 
-export { UsageError } from "./_args.ts";
+export { UsageError } from "./args.ts";
 
 /** What every command module exports. */
 export interface CommandModule {

@@ -5,16 +5,16 @@
  * @module
  */
 
-import { createLogger } from "../log.ts";
-import { type Managed, Store } from "../store.ts";
-import type { FinalSyncFailure } from "../replica.ts";
+import { createLogger } from "../log/mod.ts";
+import { type Managed, Store } from "../engine/mod.ts";
+import type { FinalSyncFailure } from "../engine/mod.ts";
 import { databaseEntry } from "./_engine.ts";
-import { loadCommandConfig, parseReplicateArgs } from "./_args.ts";
+import { loadCommandConfig, parseReplicateArgs } from "./args.ts";
 import type { DatabaseConfig } from "../config/mod.ts";
-import { DirectoryMonitor } from "../monitor.ts";
-import { ControlServer, snapshotHandler } from "../control.ts";
-import { type DaemonStatus, type HTTPServer, serveHTTP } from "../http.ts";
-import { Metrics } from "../metrics.ts";
+import { DirectoryMonitor } from "../discovery/mod.ts";
+import { ControlServer, snapshotHandler } from "../daemon/mod.ts";
+import { type DaemonStatus, type HTTPServer, serveHTTP } from "../daemon/mod.ts";
+import { Metrics } from "../daemon/mod.ts";
 import { VERSION } from "./version.ts";
 
 /** Runs the command; resolves to the exit code. */
@@ -29,7 +29,7 @@ export async function run(args: string[]): Promise<number> {
     );
   }
   // The control channel lets `sluice snapshot` ask this process for a snapshot of a database
-  // it replicates (src/control.ts); without it, such a snapshot waits until this process exits.
+  // it replicates (src/daemon/control.ts); without it, such a snapshot waits until this process exits.
   const control: ControlServer | undefined = await ControlServer.listen(
     snapshotHandler({
       get: (path: string): Managed | undefined => store.get(path) ?? dirStore.get(path),
@@ -61,7 +61,7 @@ export async function run(args: string[]): Promise<number> {
   let metrics: Metrics | undefined;
 
   try {
-    // `addr:` serves /metrics and /status (src/http.ts) for both stores; a taken address fails
+    // `addr:` serves /metrics and /status (src/daemon/http.ts) for both stores; a taken address fails
     // the command before any database is opened.
     if (config.addr !== undefined) {
       const startedAt = new Date().toISOString();

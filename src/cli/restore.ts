@@ -27,8 +27,8 @@ import {
   OutputExistsError,
   restore,
   type RestoreResult,
-} from "../restore.ts";
-import { defaultConfigPath, parseRestoreArgs, UsageError } from "./_args.ts";
+} from "../restore/mod.ts";
+import { defaultConfigPath, parseRestoreArgs, UsageError } from "./args.ts";
 
 /** Restores larger than this show progress on a terminal. */
 const PROGRESS_THRESHOLD = 64 << 20;

@@ -6,7 +6,7 @@
  * (after a sync), and that L0 file is uploaded too, so the replica position and the snapshot
  * agree. Only one process may write a database's L0 files, so:
  * - when a `sluice replicate` holds the database's meta directory, this command asks that
- *   process over its control socket to take the snapshot (src/control.ts);
+ *   process over its control socket to take the snapshot (src/daemon/control.ts);
  * - otherwise it takes the meta directory lock itself and snapshots the database directly.
  *
  * Snapshot retention (`snapshot.retention`, `retention.enabled`) is applied afterwards either
@@ -16,29 +16,29 @@
  * @module
  */
 
-import { createLogger, type Logger, type LogLevel } from "../log.ts";
-import type { Config } from "../config/mod.ts";
+import { createLogger, type Logger, type LogLevel } from "../log/mod.ts";
 import { formatTXID } from "../ltx/mod.ts";
-import { DB } from "../db.ts";
-import { Replica } from "../replica.ts";
+import {
+  attachDatabase,
+  type DatabaseEntry,
+  type DB,
+  detachDatabase,
+  MetaDirLockedError,
+  type MetaLock,
+  readLockHolder,
+  tryLockMetaDir,
+} from "../engine/mod.ts";
 import {
   type CompactionSettings,
   Compactor,
   countingClient,
   promoteToSnapshot,
-} from "../compactor.ts";
+} from "../compaction/mod.ts";
 import type { ReplicaClient } from "../replica/mod.ts";
-import {
-  ControlError,
-  MetaDirLockedError,
-  readLockHolder,
-  requestSnapshot,
-  tryLockMetaDir,
-} from "../control.ts";
-import { scanDirectory } from "../discover.ts";
-import type { DatabaseEntry } from "../store.ts";
-import { databaseEntry } from "./_engine.ts";
-import { loadCommandConfig, parseSnapshotArgs } from "./_args.ts";
+import { ControlError, requestSnapshot } from "../daemon/mod.ts";
+import { scanDirectory } from "../discovery/mod.ts";
+import { compactionSettings, databaseEntry } from "./_engine.ts";
+import { loadCommandConfig, parseSnapshotArgs } from "./args.ts";
 
 /** Databases larger than this show progress when stderr is a terminal. */
 const PROGRESS_THRESHOLD = 64 << 20;
@@ -171,7 +171,7 @@ export async function snapshotDatabase(
     });
     if (lock) {
       try {
-        return await snapshotLocally(entry, settings, options.logger, onProgress);
+        return await snapshotLocally(entry, lock, settings, options.logger, onProgress);
       } finally {
         lock.release();
       }
@@ -212,32 +212,24 @@ export async function snapshotDatabase(
 }
 
 /**
- * The snapshot without a daemon: open the database for replication (as `replicate` would),
- * continue the replica's TXID sequence, snapshot, upload the L0 file of the snapshot's
- * position, apply snapshot retention.
+ * The snapshot without a daemon, holding `lock`: attach the database to its replica exactly as
+ * `replicate` does (owner marker, the replica's TXID sequence), snapshot, upload the L0 file of
+ * the snapshot's position, apply snapshot retention.
  */
 async function snapshotLocally(
   entry: DatabaseEntry,
+  lock: MetaLock,
   settings: CompactionSettings,
   logger: Logger | undefined,
   onProgress: ((bytes: number) => void) | undefined,
 ): Promise<SnapshotOutcome> {
-  const db = new DB(entry.path, { ...entry, logger });
+  const attachment = await attachDatabase(entry, { logger, lock: () => Promise.resolve(lock) })
+    .catch((err) => {
+      throw new SnapshotError(entry.path, (err as Error).message, { cause: err });
+    });
+  const { db, replica } = attachment;
+  const client = replica.client;
   try {
-    await db.open();
-  } catch (err) {
-    throw new SnapshotError(entry.path, (err as Error).message, { cause: err });
-  }
-  const client = entry.createClient();
-  try {
-    const replica = new Replica(client, db.local, { logger });
-    // A database behind its replica (restored from an older backup, or a lost meta dir)
-    // continues the replica's TXID sequence instead of colliding with it.
-    const remote = await replica.position();
-    if (remote > db.txid) {
-      const newest = await replica.newestFile();
-      if (newest) await db.adoptReplicaPosition(newest.bytes, newest.txid);
-    }
     const compactor = new Compactor(client, {
       ...settings,
       local: db.local,
@@ -260,8 +252,7 @@ async function snapshotLocally(
   } catch (err) {
     throw new SnapshotError(entry.path, (err as Error).message, { cause: err });
   } finally {
-    await db.close().catch(() => {});
-    await client.close().catch(() => {});
+    await detachDatabase(attachment).catch(() => {});
   }
 }
 
@@ -292,17 +283,6 @@ async function replicaLocation(entry: DatabaseEntry): Promise<string> {
   } finally {
     await client.close();
   }
-}
-
-/** The config's levels, snapshot and retention settings, as the compactor takes them. */
-function compactionSettings(config: Config): CompactionSettings {
-  return {
-    levels: config.levels.map((level) => level.interval),
-    snapshotInterval: config.snapshot.interval,
-    snapshotRetention: config.snapshot.retention,
-    l0Retention: config.l0Retention,
-    retentionEnabled: config.retention.enabled,
-  };
 }
 
 /** Progress on stderr for large databases on a terminal; redraws at most 5 times a second. */

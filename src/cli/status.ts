@@ -5,7 +5,7 @@
  * Where the figures come from:
  *
  * - **From the running daemon** when the config has `addr:` and a `sluice replicate` answers
- *   there: its `GET /status` (src/http.ts). Only the daemon knows its last error, its last sync
+ *   there: its `GET /status` (src/daemon/http.ts). Only the daemon knows its last error, its last sync
  *   and the exact lag (it tracks the oldest change it has not shipped), and asking it costs
  *   the replica nothing. HTTP rather than the control socket, because `addr:` is configured,
  *   stable and reachable by other tools too (the socket's path is private to the process).
@@ -24,14 +24,14 @@
 
 import type { Config } from "../config/mod.ts";
 import { formatReplicaLocation, resolveDatabase } from "../config/mod.ts";
-import { type DaemonStatus, fetchDaemonStatus } from "../http.ts";
+import { type DaemonStatus, fetchDaemonStatus } from "../daemon/mod.ts";
 import { createReplicaClient, FileReplicaClient } from "../replica/mod.ts";
 import type { ReplicaSpec } from "../replica/mod.ts";
-import type { LTXFileInfo } from "../replica/client.ts";
-import { Replica } from "../replica.ts";
-import { formatHex } from "../db.ts";
+import type { LTXFileInfo } from "../replica/mod.ts";
+import { Replica } from "../engine/mod.ts";
+import { formatTXID } from "../ltx/mod.ts";
 import { type DatabaseListing, listDatabases } from "./databases.ts";
-import { loadCommandConfig, parseStatusArgs } from "./_args.ts";
+import { loadCommandConfig, parseStatusArgs } from "./args.ts";
 
 /** One database in the report. */
 export interface DatabaseStatusRow {
@@ -187,7 +187,7 @@ async function diskStatus(
   const newest = localFiles.at(-1);
   const localTXID = newest?.maxTXID ?? 0;
   if (newest !== undefined) {
-    row.localTXID = formatHex(newest.maxTXID);
+    row.localTXID = formatTXID(newest.maxTXID);
     row.lastSyncAt = newest.createdAt.toISOString();
   }
   row.walBytes = await Deno.stat(`${db.path}-wal`).then((info) => info.size, () => null);
@@ -196,7 +196,7 @@ async function diskStatus(
   const client = createReplicaClient(statusSpec(resolveDatabase(db.path, entry).replica));
   try {
     const replicaTXID = await new Replica(client, local).position();
-    row.replicaTXID = replicaTXID === 0 ? null : formatHex(replicaTXID);
+    row.replicaTXID = replicaTXID === 0 ? null : formatTXID(replicaTXID);
     const pending = localFiles.find((file) => file.maxTXID > replicaTXID);
     row.lagSeconds = localTXID <= replicaTXID || pending === undefined
       ? 0

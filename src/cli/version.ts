@@ -6,7 +6,7 @@
 
 import denoJson from "../../deno.json" with { type: "json" };
 import { DatabaseSync } from "node:sqlite";
-import { parseVersionArgs } from "./_args.ts";
+import { parseVersionArgs } from "./args.ts";
 
 /** sluice's version, from deno.json. */
 export const VERSION: string = denoJson.version;
@@ -24,7 +24,7 @@ export function sqliteVersion(): string {
 
 /**
  * Runs `sluice version`.
- * @throws {import("./_args.ts").UsageError} for any argument.
+ * @throws {import("./args.ts").UsageError} for any argument.
  */
 export function run(args: string[]): Promise<number> {
   parseVersionArgs(args);

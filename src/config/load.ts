@@ -27,7 +27,7 @@ import {
   type PageEncoding,
   type ReplicaConfig,
 } from "./types.ts";
-import { patternProblem } from "../discover.ts";
+import { patternProblem } from "./pattern.ts";
 import { checkDatabases } from "./_checks.ts";
 
 /** S3's smallest multipart part (except the last), 5 MiB. */

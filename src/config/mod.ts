@@ -57,3 +57,4 @@ export type {
   ReplicaConfig,
 } from "./types.ts";
 export { DEFAULTS } from "./types.ts";
+export { isCandidateName, matchesPattern, patternProblem } from "./pattern.ts";

@@ -9,7 +9,7 @@ import { basename, dirname, isAbsolute, join, relative, sep } from "node:path";
 import { ConfigError } from "./error.ts";
 import { cleanS3Path, type ReplicaSpec } from "./replica_url.ts";
 import type { Config, DatabaseConfig } from "./types.ts";
-import { isCandidateName, matchesPattern } from "../discover.ts";
+import { isCandidateName, matchesPattern } from "./pattern.ts";
 
 /** Suffix of default meta directories: `<dir>/.<name>-sluice/`. */
 export const META_DIR_SUFFIX = "-sluice";

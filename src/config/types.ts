@@ -48,7 +48,7 @@ export interface DatabaseConfig {
   path?: string;
   /** Absolute directory scanned for databases. */
   dir?: string;
-  /** Glob databases in `dir` must match (see src/discover.ts); "" for `path` entries. */
+  /** Glob databases in `dir` must match (see src/config/pattern.ts); "" for `path` entries. */
   pattern: string;
   /** Also scan subdirectories of `dir`. */
   recursive: boolean;

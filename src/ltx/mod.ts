@@ -47,3 +47,6 @@ export {
   type PageIndexEntry,
 } from "./page_index.ts";
 export { compact, mergeDecoders, type MergeResult } from "./merge.ts";
+/** The LZ4 block codec and xxHash32 behind page encoding, exported for tests and benchmarks. */
+export { compressBlock, compressBound, decompressBlock, LZ4CorruptError } from "./_lz4_block.ts";
+export { xxh32 } from "./_xxh32.ts";

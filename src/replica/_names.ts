@@ -1,22 +1,17 @@
 /**
  * LTX file names and level validation shared by the replica backends (FORMAT.md §2.1).
  *
- * Kept here rather than imported from `src/ltx/` so the replica layer stays independent of the
- * format code: a backend only needs names, never bytes.
+ * TXIDs are formatted by the ltx package's `formatTXID` (the one formatter of the project).
  *
  * @module
  */
 
 import type { LTXFileId } from "./client.ts";
 import { SNAPSHOT_LEVEL } from "./client.ts";
+import { formatTXID } from "../ltx/mod.ts";
 
 /** Go's parser, lowercase only: anything else in a level directory is ignored. */
 const LTX_NAME = /^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$/;
-
-/** Formats a TXID as 16 lowercase hex digits. */
-export function formatTXID(txid: number): string {
-  return txid.toString(16).padStart(16, "0");
-}
 
 /** `<min>-<max>.ltx` for one file. */
 export function ltxFilename(minTXID: number, maxTXID: number): string {

@@ -99,7 +99,53 @@ export interface ReplicaClient {
 
   /** Releases sockets and other resources. Idempotent. */
   close(): Promise<void>;
+
+  // Capabilities: optional, a backend offers them where it can do better than the generic path.
+
+  /**
+   * Where `file` lives on this machine's file system, for a backend that keeps files locally:
+   * other clients can then copy it with {@linkcode ReplicaClient.copyLTXFile}.
+   */
+  localPath?(file: LTXFileId): string;
+
+  /**
+   * Writes `file` as a copy of the local file at `sourcePath` with `patches` written over it,
+   * with the guarantees of {@linkcode ReplicaClient.writeLTXFile}, without streaming the bytes
+   * through this process (a kernel copy). Absent: stream the file through `writeLTXFile`.
+   * @throws {ReplicaError} when any step fails.
+   */
+  copyLTXFile?(
+    file: LTXFileId,
+    sourcePath: string,
+    timestamp: number,
+    patches?: ReadonlyArray<{ offset: number; bytes: Uint8Array }>,
+  ): Promise<LTXFileInfo>;
+
+  /**
+   * Removes temporary files a killed writer left behind. Call it only while holding the replica
+   * (no other writer can be mid-write). Absent: the backend leaves none (S3 writes are atomic).
+   */
+  removeTempFiles?(): Promise<void>;
+
+  /**
+   * Where this backend keeps the replica's owner marker (which database writes it). Absent: the
+   * backend cannot hold one yet (S3), and ownership is not checked.
+   */
+  ownerMarker?(): OwnerMarker;
 }
+
+/** The owner marker of a replica: a small text file created at most once. */
+export interface OwnerMarker {
+  /** Where the marker is, for messages. */
+  readonly path: string;
+  /** The marker's text, or undefined when there is none. */
+  read(): Promise<string | undefined>;
+  /** Creates the marker unless one exists; false when another process created it first. */
+  createExclusive(text: string): Promise<boolean>;
+}
+
+/** Name of the owner marker at a replica's root. */
+export const OWNER_MARKER_NAME = "sluice-owner.json";
 
 /** A replica operation failed; the message names the location and the operation. */
 export class ReplicaError extends Error {

@@ -13,6 +13,8 @@ import {
   type LTXFileInfo,
   NotFoundError,
   type OpenOptions,
+  OWNER_MARKER_NAME,
+  type OwnerMarker,
   type ReplicaClient,
   ReplicaError,
 } from "./client.ts";
@@ -286,6 +288,43 @@ export class FileReplicaClient implements ReplicaClient {
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw this.#error(`clean ${dir}`, err);
     }
+  }
+
+  /** The file's path: files of this client can be copied by another with `copyLTXFile`. */
+  localPath(file: LTXFileId): string {
+    return this.filePath(file);
+  }
+
+  /** The owner marker at `<root>/sluice-owner.json`, created with link() so one claimant wins. */
+  ownerMarker(): OwnerMarker {
+    const root = this.root;
+    const path = join(root, OWNER_MARKER_NAME);
+    return {
+      path,
+      async read() {
+        try {
+          return await Deno.readTextFile(path);
+        } catch (err) {
+          if (err instanceof Deno.errors.NotFound) return undefined;
+          throw err;
+        }
+      },
+      async createExclusive(text) {
+        await Deno.mkdir(root, { recursive: true });
+        const tmp = `${path}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.tmp`;
+        await Deno.writeTextFile(tmp, text);
+        try {
+          // link() fails if the marker exists: atomic and never half-written.
+          await Deno.link(tmp, path);
+          return true;
+        } catch (err) {
+          if (err instanceof Deno.errors.AlreadyExists) return false;
+          throw err;
+        } finally {
+          await Deno.remove(tmp).catch(() => {});
+        }
+      },
+    };
   }
 
   /** Nothing to release: every operation opens and closes its own descriptors. */

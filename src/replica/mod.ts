@@ -15,6 +15,8 @@ export {
   type LTXFileInfo,
   NotFoundError,
   type OpenOptions,
+  OWNER_MARKER_NAME,
+  type OwnerMarker,
   type ReplicaClient,
   ReplicaError,
   SNAPSHOT_LEVEL,
@@ -43,3 +45,5 @@ export function createReplicaClient(spec: ReplicaSpec): ReplicaClient {
     }
   }
 }
+/** The resumable download stream of the S3 client, exported for its unit test. */
+export { resumableStream } from "./_resumable_stream.ts";

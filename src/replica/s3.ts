@@ -27,14 +27,8 @@ import {
   type ReplicaClient,
   ReplicaError,
 } from "./client.ts";
-import {
-  assertFileId,
-  assertLevel,
-  assertRange,
-  formatTXID,
-  ltxFilename,
-  parseLTXFilename,
-} from "./_names.ts";
+import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+import { formatTXID } from "../ltx/mod.ts";
 import { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";
 import { type RangeBody, resumableStream } from "./_resumable_stream.ts";
 

@@ -1,18 +1,18 @@
 /**
  * Which paths under a monitored directory may be databases, and a walk that lists them.
  *
- * The rules are those of `src/discover.ts` (shared with `sluice databases`): no hidden segment
+ * The rules are those of `src/discovery/discover.ts` (shared with `sluice databases`): no hidden segment
  * (`.name`, which also keeps sluice's own meta directories out), a candidate file name (not
  * `-wal`/`-shm`/`-journal`/temp), the pattern matched against the path relative to the
  * monitored directory, and with `recursive: false` nothing below the top level. Unlike
  * `scanDirectory`, the walk never opens a file: the monitor decides which files it may probe
- * (never one it already replicates, see `src/monitor.ts`).
+ * (never one it already replicates, see `src/discovery/monitor.ts`).
  *
  * @module
  */
 
 import { join } from "node:path";
-import { isCandidateName, matchesPattern } from "./discover.ts";
+import { isCandidateName, matchesPattern } from "../config/mod.ts";
 
 /** What decides whether a path under the monitored directory may be a database. */
 export interface PathRules {

@@ -8,18 +8,13 @@
  * the host): a container redeployed on a new host with the same path is the same database.
  * Litestream ignores the file (it only reads `ltx/`), so replicas stay compatible.
  *
- * Only file replicas carry the marker so far: the S3 client exposes no way to read or write a
- * key outside its LTX layout (see {@linkcode markerStoreFor}).
+ * Only backends with the `ownerMarker` capability carry the marker (file replicas so far: the S3
+ * client exposes no way to read or write a key outside its LTX layout).
  *
  * @module
  */
 
-import { join } from "node:path";
-import type { ReplicaClient } from "./replica/client.ts";
-import { FileReplicaClient } from "./replica/file.ts";
-
-/** File name of the marker at the root of a replica. */
-export const MARKER_NAME = "sluice-owner.json";
+import type { OwnerMarker, ReplicaClient } from "../replica/mod.ts";
 
 /** What the marker records. */
 export interface ReplicaOwner {
@@ -46,53 +41,6 @@ export class ReplicaInUseError extends Error {
   }
 }
 
-/** Where a backend keeps the marker. */
-export interface MarkerStore {
-  /** Where the marker is, for messages. */
-  readonly path: string;
-  /** The marker's text, or undefined when there is none. */
-  read(): Promise<string | undefined>;
-  /** Creates the marker unless one exists; false when another process created it first. */
-  createExclusive(text: string): Promise<boolean>;
-}
-
-/** The marker store of `client`, or undefined when the backend cannot hold one yet (S3). */
-export function markerStoreFor(client: ReplicaClient): MarkerStore | undefined {
-  if (client instanceof FileReplicaClient) return fileMarkerStore(client.root);
-  return undefined;
-}
-
-/** A marker at `<root>/sluice-owner.json`, created with O_EXCL so two claimants cannot both win. */
-export function fileMarkerStore(root: string): MarkerStore {
-  const path = join(root, MARKER_NAME);
-  return {
-    path,
-    async read() {
-      try {
-        return await Deno.readTextFile(path);
-      } catch (err) {
-        if (err instanceof Deno.errors.NotFound) return undefined;
-        throw err;
-      }
-    },
-    async createExclusive(text) {
-      await Deno.mkdir(root, { recursive: true });
-      const tmp = `${path}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.tmp`;
-      await Deno.writeTextFile(tmp, text);
-      try {
-        // link() fails if the marker exists: atomic and never half-written.
-        await Deno.link(tmp, path);
-        return true;
-      } catch (err) {
-        if (err instanceof Deno.errors.AlreadyExists) return false;
-        throw err;
-      } finally {
-        await Deno.remove(tmp).catch(() => {});
-      }
-    },
-  };
-}
-
 /**
  * Claims the replica of `client` for the database at `dbPath` (absolute), or checks that it is
  * already ours. A marker that cannot be parsed is treated as foreign: refusing is safe, guessing
@@ -102,7 +50,7 @@ export function fileMarkerStore(root: string): MarkerStore {
 export async function claimReplica(
   client: ReplicaClient,
   dbPath: string,
-  store: MarkerStore | undefined = markerStoreFor(client),
+  store: OwnerMarker | undefined = client.ownerMarker?.(),
 ): Promise<void> {
   if (!store) return;
   for (let attempt = 0; attempt < 2; attempt++) {

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "./replica/client.ts";
+import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import { formatTXID } from "../ltx/mod.ts";
 
 /** Where a restore should stop. At most one of the two may be given; none means "latest". */
 export interface RestoreTarget {
@@ -47,7 +48,9 @@ export class NoSnapshotError extends RestorePlanError {
   /** Builds the error; `oldestMinTXID` is the smallest minTXID found. */
   constructor(location: string, oldestMinTXID: number) {
     super(
-      `no snapshot found at ${location}: the oldest file starts at TXID ${hex(oldestMinTXID)}, ` +
+      `no snapshot found at ${location}: the oldest file starts at TXID ${
+        formatTXID(oldestMinTXID)
+      }, ` +
         `so no restore can start at TXID 1; take a new snapshot (sluice snapshot) from the source database`,
     );
     this.name = "NoSnapshotError";
@@ -74,9 +77,13 @@ export class NonContiguousError extends RestorePlanError {
   /** Builds the error naming the gap. */
   constructor(location: string, haveUpTo: number, level: number, nextMinTXID: number) {
     super(
-      `non-contiguous ltx files at ${location}: have up to TXID ${hex(haveUpTo)} but the next ` +
-        `file at level ${level} starts at TXID ${hex(nextMinTXID)}; restore an earlier point ` +
-        `with --txid ${hex(haveUpTo)}, or take a new snapshot from the source database`,
+      `non-contiguous ltx files at ${location}: have up to TXID ${
+        formatTXID(haveUpTo)
+      } but the next ` +
+        `file at level ${level} starts at TXID ${
+          formatTXID(nextMinTXID)
+        }; restore an earlier point ` +
+        `with --txid ${formatTXID(haveUpTo)}, or take a new snapshot from the source database`,
     );
     this.name = "NonContiguousError";
     this.location = location;
@@ -263,7 +270,7 @@ async function describeUnavailable(
   if (!anyFile) return new NoBackupError(client.location);
   if (earliestRestorable === Infinity) return new NoSnapshotError(client.location, oldestMin);
 
-  const covers = `the replica covers TXID ${hex(earliestRestorable)}…${hex(latest)}`;
+  const covers = `the replica covers TXID ${formatTXID(earliestRestorable)}…${formatTXID(latest)}`;
   if (target.txid !== undefined) {
     const hint = target.txid > latest
       ? "it is newer than anything replicated"
@@ -272,7 +279,7 @@ async function describeUnavailable(
       : "only TXIDs at file boundaries that the finer levels still hold can be restored";
     return new TxNotAvailableError(
       client.location,
-      `TXID ${hex(target.txid)} is not available at ${client.location}; ${covers} (${hint})`,
+      `TXID ${formatTXID(target.txid)} is not available at ${client.location}; ${covers} (${hint})`,
     );
   }
   if (target.timestamp !== undefined) {
@@ -286,8 +293,4 @@ async function describeUnavailable(
     client.location,
     `no restorable state at ${client.location}; ${covers}`,
   );
-}
-
-function hex(txid: number): string {
-  return txid.toString(16).padStart(16, "0");
 }

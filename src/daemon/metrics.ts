@@ -4,7 +4,7 @@
  *
  * Every figure is read at scrape time from the stores' {@linkcode DatabaseStatus} through
  * `collect()` callbacks instead of being pushed from each call site: the engine keeps plain
- * counters (src/db.ts, src/replica.ts) and knows nothing about Prometheus, and a database that is
+ * counters (src/engine/db.ts, src/engine/shipper.ts) and knows nothing about Prometheus, and a database that is
  * removed (a tenant deleted) simply disappears from the next scrape instead of leaving stale
  * series behind.
  *
@@ -33,7 +33,7 @@
  */
 
 import { Counter, Gauge, Registry } from "prom-client";
-import type { DatabaseStatus } from "./store.ts";
+import type { DatabaseStatus } from "../engine/mod.ts";
 import { LoopDelayMonitor } from "./_loop_delay.ts";
 
 /** Where the per-database figures come from: typically every store's `status()`, concatenated. */

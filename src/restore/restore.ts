@@ -24,12 +24,12 @@ import {
   mergeDecoders,
   parseFilename,
   type Trailer,
-} from "./ltx/mod.ts";
-import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "./replica/client.ts";
-import { calcRestorePlan } from "./_restore_plan.ts";
-import { openSized } from "./_restore_stream.ts";
-import { DatabaseWriter } from "./_restore_writer.ts";
-import { checkIntegrity, type IntegrityCheckMode } from "./_restore_integrity.ts";
+} from "../ltx/mod.ts";
+import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import { calcRestorePlan } from "./_plan.ts";
+import { openSized } from "./_stream.ts";
+import { DatabaseWriter } from "./_writer.ts";
+import { checkIntegrity, type IntegrityCheckMode } from "./_integrity.ts";
 
 export {
   calcRestorePlan,
@@ -40,11 +40,11 @@ export {
   RestorePlanError,
   type RestoreTarget,
   TxNotAvailableError,
-} from "./_restore_plan.ts";
+} from "./_plan.ts";
 import { pathExists, removeIfExists } from "./_fs.ts";
-export { IncompleteDatabaseError } from "./_restore_writer.ts";
-export { TruncatedFileError } from "./_restore_stream.ts";
-export type { IntegrityCheckMode } from "./_restore_integrity.ts";
+export { IncompleteDatabaseError } from "./_writer.ts";
+export { TruncatedFileError } from "./_stream.ts";
+export type { IntegrityCheckMode } from "./_integrity.ts";
 
 /** Options of {@linkcode restore}. */
 export interface RestoreOptions {

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { FlushBehind } from "./replica/mod.ts";
-import { CHECKSUM_FLAG, lockPageNumber, type Page, pageChecksum } from "./ltx/mod.ts";
+import { FlushBehind } from "../replica/mod.ts";
+import { CHECKSUM_FLAG, lockPageNumber, type Page, pageChecksum } from "../ltx/mod.ts";
 
 /** The merged page set does not form a complete database. */
 export class IncompleteDatabaseError extends Error {

@@ -6,7 +6,7 @@
  */
 
 import { basename, dirname } from "node:path";
-import { type FsWatcher, watchFs } from "./fs_watch.ts";
+import { type FsWatcher, watchFs } from "../watch/mod.ts";
 
 type Listener = () => void;
 

@@ -9,17 +9,24 @@
  * @module
  */
 
-import { DB, type DBOptions, formatHex } from "./db.ts";
-import { type FinalSyncFailure, Replica } from "./replica.ts";
+import type { DB, DBOptions } from "./db.ts";
+import { formatTXID } from "../ltx/mod.ts";
+import type { FinalSyncFailure, Replica } from "./shipper.ts";
 import { ThrottledJob } from "./_scheduler.ts";
 import { WALWatcher } from "./_wal_watcher.ts";
-import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "./replica/client.ts";
-import { FileReplicaClient } from "./replica/file.ts";
-import type { Logger } from "./log.ts";
-// Compaction/snapshots/retention and the meta dir lock (owned by the compaction work).
-import { type CompactionSettings, type Compactor, createCompactor } from "./compactor.ts";
-import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./control.ts";
-import { claimReplica, ReplicaInUseError } from "./_replica_marker.ts";
+import type { ReplicaClient } from "../replica/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./meta_lock.ts";
+import { ReplicaInUseError } from "./_replica_marker.ts";
+import { attachDatabase, type Attachment } from "./attach.ts";
+
+/** Default leading-edge sync throttle per backend when `sync-interval` is not set, in ms. */
+export const DEFAULT_SYNC_INTERVAL = {
+  /** A local directory costs nothing per file: keep the lag in milliseconds. */
+  file: 100,
+  /** Object storage bills per request: at most one upload batch per second. */
+  s3: 1000,
+} as const;
 
 /** How far the safety-net poll of an idle, watched database backs off: × `monitor-interval`. */
 export const IDLE_POLL_FACTOR = 8;
@@ -36,9 +43,29 @@ export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
   monitorInterval: number;
   /** Local L0 files already on the replica are deleted after this long, ms. */
   l0Retention?: number;
-  /** Compaction levels, snapshots and retention of the replica (src/compactor.ts); unset: none. */
-  compaction?: CompactionSettings;
+  /**
+   * Creates the database's compaction, snapshots and retention (the compaction package's
+   * `compactorFactory`, injected so that the engine does not depend on it); unset: none.
+   */
+  createCompactor?: CompactorFactory;
 }
+
+/**
+ * Compaction, snapshots and retention of one database's replica, running on its own schedule.
+ * Implemented above the engine (src/compaction/) and injected through
+ * {@linkcode DatabaseEntry.createCompactor}.
+ */
+export interface ReplicaCompactor {
+  /** Starts the schedule. */
+  start(): void;
+  /** Stops the schedule; resolves once a running compaction or snapshot has finished. */
+  stop(): Promise<void>;
+  /** Takes a snapshot now, through the same queue as the scheduled work. */
+  snapshotNow(options: { onProgress?: (bytes: number) => void }): Promise<{ txid: number }>;
+}
+
+/** Creates the {@linkcode ReplicaCompactor} of an attached database. */
+export type CompactorFactory = (db: DB, replica: Replica, logger: Logger) => ReplicaCompactor;
 
 /** Options of {@linkcode Store}. */
 export interface StoreOptions {
@@ -53,7 +80,7 @@ export interface StoreOptions {
   /** Delay before retrying a database that failed to open, ms. Default 5000. */
   openRetryDelay?: number;
   /**
-   * This process's control socket (src/control.ts), recorded in each database's meta dir lock
+   * This process's control socket (src/daemon/control.ts), recorded in each database's meta dir lock
    * so that `sluice snapshot` can ask this process for a snapshot.
    */
   controlSocket?: string;
@@ -74,7 +101,7 @@ export interface Managed {
   unwatch?: () => void;
   lastWALStat?: string;
   /** Compaction, snapshots and retention; runs on its own schedule. */
-  compactor?: Compactor;
+  compactor?: ReplicaCompactor;
   /** The meta dir lock: this process alone writes the database's L0 files. */
   lock?: MetaLock;
 }
@@ -261,8 +288,8 @@ export class Store {
       return {
         path: entry.path,
         replica: replica.client.location,
-        localTXID: formatHex(db.txid),
-        replicaTXID: position === undefined ? null : formatHex(position),
+        localTXID: formatTXID(db.txid),
+        replicaTXID: position === undefined ? null : formatTXID(position),
         lagSeconds: replica.lag(db.txid, now) / 1000,
         walBytes: db.walBytesSynced,
         lastSyncAt: db.stats.lastSyncAt?.toISOString() ?? null,
@@ -277,37 +304,12 @@ export class Store {
 
   async #open(entry: DatabaseEntry): Promise<Managed | undefined> {
     const logger = this.#options.logger.child({ db: entry.path });
-    const db = new DB(entry.path, { ...entry, logger });
-    let client: ReplicaClient | undefined;
-    let lock: MetaLock | undefined;
+    let attached: Attachment | undefined;
     try {
       await this.#closeMovedFrom(entry.path);
-      // One process at a time may write a database's L0 files (src/control.ts). Locked before
-      // opening, but only for an existing file: nothing is created beside a missing database.
-      if (await Deno.stat(entry.path).then(() => true, () => false)) lock = await this.#lock(entry);
-      await db.open();
-      lock ??= await this.#lock(entry);
-      client = entry.createClient();
-      // Two databases writing one replica would interleave their TXIDs: the first one owns it.
-      await claimReplica(client, entry.path);
-      if (client instanceof FileReplicaClient) await client.removeTempFiles();
-      const replica = new Replica(client, db.local, { logger });
-      // A database behind its replica (restored from an older backup, or a lost meta dir)
-      // continues the replica's TXID sequence instead of colliding with it.
-      const remote = await replica.position();
-      if (remote > db.txid) {
-        // The DB takes a snapshot next: whatever is at the path continues the TXID sequence
-        // without ever being mixed with the history before `remote` (a new database at an
-        // old tenant's path, a lost meta dir).
-        await db.adoptReplicaPosition(await replicaFileEndingAt(client, remote), remote);
-      } else if (remote < db.txid) {
-        // Local L0 files left from a previous run are not on the replica yet: the lag figure
-        // starts at the oldest of them, not at the next write.
-        for await (const file of db.local.ltxFiles(0, { seekTXID: remote + 1 })) {
-          replica.noteLocalWrite(file.createdAt.getTime());
-          break;
-        }
-      }
+      attached = await attachDatabase(entry, { logger, lock: () => this.#lock(entry) });
+      const { db, replica, lock } = attached;
+      const client = replica.client;
       const job = new ThrottledJob(() => this.#cycle(managed), {
         interval: entry.syncInterval,
         onError: (err, attempt) =>
@@ -319,9 +321,7 @@ export class Store {
         replica,
         job,
         pollDelay: entry.monitorInterval,
-        compactor: entry.compaction
-          ? createCompactor(db, replica, entry.compaction, { logger, encoding: entry.encoding })
-          : undefined,
+        compactor: entry.createCompactor?.(db, replica, logger),
         lock,
       };
       if (this.#closed) {
@@ -339,14 +339,16 @@ export class Store {
       }
       this.#managed.set(entry.path, managed);
       this.#schedulePoll(managed);
-      logger.info("replicating", { replica: client.location, txid: formatHex(db.txid) });
+      logger.info("replicating", { replica: client.location, txid: formatTXID(db.txid) });
       job.request();
       managed.compactor?.start();
       return managed;
     } catch (err) {
-      await db.close().catch(() => {});
-      await client?.close().catch(() => {});
-      lock?.release();
+      if (attached) {
+        await attached.db.close().catch(() => {});
+        await attached.replica.client.close().catch(() => {});
+        attached.lock.release();
+      }
       // Another `sluice replicate` owns this database: refused, not retried (a `sluice
       // snapshot` holds the lock only for a moment, so that one is waited out).
       if (
@@ -535,27 +537,4 @@ export class Store {
       else this.#slots++;
     }
   }
-}
-
-/**
- * The replica's file that ends at `txid` (its position), read whole: the newest level-0 file,
- * or, when level 0 does not reach that far (bucket lifecycle rules expired it), the smallest
- * file of another level that does.
- * @throws {Error} when no file ends at `txid` (the replica changed since it was listed).
- */
-async function replicaFileEndingAt(client: ReplicaClient, txid: number): Promise<Uint8Array> {
-  let found: LTXFileInfo | undefined;
-  for (let level = 0; level <= SNAPSHOT_LEVEL && !found; level++) {
-    for await (const file of client.ltxFiles(level)) {
-      if (file.maxTXID === txid && (!found || file.size < found.size)) found = file;
-    }
-  }
-  if (!found) {
-    throw new Error(
-      `no file of replica ${client.location} ends at its position ${formatHex(txid)}; ` +
-        `it changed while being read, will retry`,
-    );
-  }
-  const stream = await client.openLTXFile(found);
-  return new Uint8Array(await new Response(stream).arrayBuffer());
 }

@@ -12,7 +12,7 @@ import type {
   LTXFileInfo,
   OpenOptions,
   ReplicaClient,
-} from "./replica/client.ts";
+} from "../replica/mod.ts";
 
 /** Wraps `client`; `onBytes(total)` is called as the body of each write flows through. */
 export function countingClient(

@@ -4,13 +4,13 @@
  *
  * One watcher per monitored directory (recursive or not) serves both purposes, so a tree of
  * thousands of databases costs one watcher and no timer per database. The watcher is
- * `Deno.watchFs` run in a child process (`src/fs_watch.ts`): in this process it would drop
+ * `Deno.watchFs` run in a child process (`src/watch/mod.ts`): in this process it would drop
  * SQLite's POSIX locks. The first scan starts only once the watch exists, so a database created
  * meanwhile is seen by one or the other. Events are handled
  * as they arrive, with no debounce: a database created on disk reaches the store within
  * milliseconds, and a burst of events for the same file is folded into one look at it.
  *
- * - A created, modified or renamed-in file whose path matches (see `src/_monitor_walk.ts`)
+ * - A created, modified or renamed-in file whose path matches (see `src/discovery/_walk.ts`)
  *   and that starts with a SQLite header is added to the store. A file that is not a database
  *   yet (created empty, header written later) is looked at again on its next event; one that
  *   is still not a database {@linkcode SKIP_GRACE} after it was written (an empty `x.db`, a
@@ -32,11 +32,11 @@
  */
 
 import { resolve } from "node:path";
-import type { DatabaseEntry } from "./store.ts";
-import type { Logger } from "./log.ts";
-import { isCandidatePath, isWalkableDir, type PathRules, walkCandidates } from "./_monitor_walk.ts";
-import { probe } from "./_monitor_probe.ts";
-import { type FsWatcher, watchFs } from "./fs_watch.ts";
+import type { DatabaseEntry } from "../engine/mod.ts";
+import type { Logger } from "../log/mod.ts";
+import { isCandidatePath, isWalkableDir, type PathRules, walkCandidates } from "./_walk.ts";
+import { probe } from "./_probe.ts";
+import { type FsWatcher, watchFs } from "../watch/mod.ts";
 
 /** What the monitor drives; {@linkcode Store} is one. */
 export interface MonitorTarget {
@@ -52,7 +52,7 @@ export interface MonitorTarget {
 export interface DirectoryMonitorOptions {
   /** Absolute directory to monitor. */
   dir: string;
-  /** Glob matched against each file's path relative to `dir` (see `src/discover.ts`). */
+  /** Glob matched against each file's path relative to `dir` (see `src/discovery/discover.ts`). */
   pattern: string;
   /** Include subdirectories. False ignores them entirely. */
   recursive: boolean;

@@ -17,12 +17,13 @@ import {
   decodeHeader,
   Decoder,
   Encoder,
+  formatTXID,
   type Header,
   HEADER_FLAG_NO_CHECKSUM,
   HEADER_SIZE,
   lockPageNumber,
   type PageEncoding,
-} from "./ltx/mod.ts";
+} from "../ltx/mod.ts";
 import {
   checkpoint,
   isBusyError,
@@ -37,16 +38,18 @@ import {
   WAL_FRAME_HEADER_SIZE,
   WAL_HEADER_SIZE,
   type WALHeader,
-} from "./sqlite/mod.ts";
-import { FileReplicaClient } from "./replica/file.ts";
-import type { LTXFileId, LTXFileInfo, ReplicaClient } from "./replica/client.ts";
+} from "../sqlite/mod.ts";
+import { FileReplicaClient } from "../replica/mod.ts";
+import type { LTXFileId, LTXFileInfo, ReplicaClient } from "../replica/mod.ts";
 import {
   afterLastFrameCheck,
   decideSyncStart,
   type SyncStart,
   type WALCursor,
 } from "./_wal_position.ts";
-import type { Logger } from "./log.ts";
+import { cursorFrom, loadCursor } from "./_cursor.ts";
+import { fileIdentity, markIdentityAdopted, readIdentity, writeIdentity } from "./_identity.ts";
+import type { Logger } from "../log/mod.ts";
 
 /** Tunables of one database; the defaults are Litestream's (FORMAT.md §4.5). */
 export interface DBOptions {
@@ -231,7 +234,7 @@ export class DB {
     this.#dev = info.dev;
     try {
       await this.#openHandles();
-      this.#cursor = await this.#loadCursor();
+      this.#cursor = await loadCursor(this.local);
       await this.#checkIdentity();
       this.#closeWriter();
     } catch (err) {
@@ -347,7 +350,7 @@ export class DB {
     for await (const f of this.local.ltxFiles(0)) stale.push(f);
     // First, so that a crash before the snapshot below cannot leave the adopted cursor
     // trusted: a recorded identity that matches no file makes the next open snapshot too.
-    await Deno.writeTextFile(this.#identityPath, "adopted from the replica\n");
+    await markIdentityAdopted(this.metaDir);
     await this.local.writeLTXFile(
       { level: 0, minTXID: txid, maxTXID: txid },
       file,
@@ -364,7 +367,7 @@ export class DB {
     this.#options.logger?.warn(
       "database is behind its replica (new database or lost meta dir); continuing after " +
         "replica TXID with a snapshot",
-      { txid: formatHex(txid) },
+      { txid: formatTXID(txid) },
     );
   }
 
@@ -676,7 +679,7 @@ export class DB {
     }
     const reason = start.kind === "snapshot" ? start.reason : undefined;
     this.#options.logger?.debug("synced", {
-      txid: formatHex(txid),
+      txid: formatTXID(txid),
       pages: pgnos.length,
       snapshot,
       ...(reason ? { reason } : {}),
@@ -869,7 +872,7 @@ export class DB {
 
   async #l0HasPage(txid: number, pgno: number, data: Uint8Array): Promise<boolean> {
     const stream = await this.local.openLTXFile({ level: 0, minTXID: txid, maxTXID: txid });
-    const decoder = new Decoder(stream, { name: `${this.metaDir}/ltx/0/${formatHex(txid)}` });
+    const decoder = new Decoder(stream, { name: `${this.metaDir}/ltx/0/${formatTXID(txid)}` });
     try {
       await decoder.readHeader();
       for (let page = await decoder.readPage(); page; page = await decoder.readPage()) {
@@ -1075,26 +1078,14 @@ export class DB {
     );
   }
 
-  /** Newest local L0 header, the persisted cursor (FORMAT.md §2.5). */
-  /** `<meta>/db-identity`: which file (device and inode) the local L0 files describe. */
-  get #identityPath(): string {
-    return join(this.metaDir, "db-identity");
-  }
-
   /**
    * Compares the database file with the one the local cursor was taken from. A different
    * file (moved in over the old one) makes the cursor meaningless even when a stale WAL
    * still matches it, so the next sync snapshots.
    */
   async #checkIdentity(): Promise<void> {
-    const current = `${this.#dev ?? 0}:${this.#ino ?? 0}`;
-    const recorded = await Deno.readTextFile(this.#identityPath).then(
-      (text) => text.trim(),
-      (err) => {
-        if (err instanceof Deno.errors.NotFound) return undefined;
-        throw err;
-      },
-    );
+    const current = fileIdentity(this.#dev, this.#ino);
+    const recorded = await readIdentity(this.metaDir);
     if (recorded === undefined) {
       // First run, or a meta dir from before this record existed: trust the cursor.
       if (this.#cursor) await this.#recordIdentity();
@@ -1105,22 +1096,8 @@ export class DB {
 
   /** Records the file a snapshot was just taken from (atomically: a torn record would lie). */
   async #recordIdentity(): Promise<void> {
-    const tmp = `${this.#identityPath}.tmp`;
-    await Deno.writeTextFile(tmp, `${this.#dev ?? 0}:${this.#ino ?? 0}\n`);
-    await Deno.rename(tmp, this.#identityPath);
+    await writeIdentity(this.metaDir, fileIdentity(this.#dev, this.#ino));
     this.#replacedSinceCursor = undefined;
-  }
-
-  async #loadCursor(): Promise<WALCursor | undefined> {
-    let newest: number | undefined;
-    for await (const f of this.local.ltxFiles(0)) newest = f.maxTXID;
-    if (newest === undefined) return undefined;
-    const stream = await this.local.openLTXFile(
-      { level: 0, minTXID: newest, maxTXID: newest },
-      { length: HEADER_SIZE },
-    );
-    const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
-    return cursorFrom(decodeHeader(bytes));
   }
 
   #connect(): DatabaseSync {
@@ -1154,17 +1131,6 @@ export class DB {
   }
 }
 
-function cursorFrom(h: Header): WALCursor {
-  return {
-    txid: h.maxTXID,
-    walOffset: h.walOffset,
-    walSize: h.walSize,
-    salt1: h.walSalt1,
-    salt2: h.walSalt2,
-    commit: h.commit,
-  };
-}
-
 /**
  * `file:` URL of `path` with `mode=rw`: SQLite then fails instead of creating a new, empty
  * database when the file was deleted between our existence check and the open (a tenant
@@ -1194,9 +1160,4 @@ async function fileSize(path: string): Promise<number> {
     if (err instanceof Deno.errors.NotFound) return 0;
     throw err;
   }
-}
-
-/** TXID as the 16 hex digits used in file names and logs. */
-export function formatHex(txid: number): string {
-  return txid.toString(16).padStart(16, "0");
 }

@@ -1,6 +1,6 @@
 /**
  * File-system events with the shape of `Deno.watchFs`, without `Deno.watchFs` in this process:
- * on Linux straight from inotify through FFI (src/_inotify.ts), elsewhere (or without FFI
+ * on Linux straight from inotify through FFI (src/watch/_inotify.ts), elsewhere (or without FFI
  * permission) from a child process.
  *
  * Why not `Deno.watchFs` itself: its Linux implementation opens and closes every path it
@@ -120,7 +120,7 @@ function watchInChild(list: string[], options: WatchOptions): FsWatcher {
 function childPrefix(): string[] {
   const exe = basename(Deno.execPath()).toLowerCase();
   if (exe === "deno" || exe === "deno.exe") {
-    const main = fileURLToPath(new URL("../main.ts", import.meta.url));
+    const main = fileURLToPath(new URL("../../main.ts", import.meta.url));
     return ["run", "--allow-read", "--no-prompt", main];
   }
   return [];

@@ -12,10 +12,10 @@
  * @module
  */
 
-import type { LTXFileId, LTXFileInfo, ReplicaClient } from "./replica/client.ts";
-import { FileReplicaClient } from "./replica/file.ts";
-import { decodeHeader, HEADER_SIZE } from "./ltx/mod.ts";
-import type { Logger } from "./log.ts";
+import type { LTXFileId, LTXFileInfo, ReplicaClient } from "../replica/mod.ts";
+import type { FileReplicaClient } from "../replica/mod.ts";
+import { decodeHeader, formatTXID, HEADER_SIZE } from "../ltx/mod.ts";
+import type { Logger } from "../log/mod.ts";
 
 /**
  * How long the meta directory is reported full after its last "no space left" error: long
@@ -129,8 +129,8 @@ export class Replica {
     }
     if (this.#lastConfirmed !== undefined && max < this.#lastConfirmed) {
       // Nothing sluice does ever lowers it: retention keeps every level's newest file.
-      this.#lossReason ??= `its newest TXID went back from ${hex(this.#lastConfirmed)} to ` +
-        `${hex(max)}`;
+      this.#lossReason ??= `its newest TXID went back from ${formatTXID(this.#lastConfirmed)} to ` +
+        `${formatTXID(max)}`;
     }
     this.#position = max;
     this.#lastConfirmed = max;
@@ -206,8 +206,8 @@ export class Replica {
         const reached = await this.#uploadFrom(position, localTXID);
         position = reached.position;
         if (reached.next === undefined) break;
-        const reason = `it ends at TXID ${hex(position)} and the local L0 files in ` +
-          `${this.#local.root} continue only from ${hex(reached.next)}`;
+        const reason = `it ends at TXID ${formatTXID(position)} and the local L0 files in ` +
+          `${this.#local.root} continue only from ${formatTXID(reached.next)}`;
         if (snapshotted || !this.#lossSnapshot) {
           throw new ReplicaGapError(
             `the replica ${this.client.location} cannot be continued: ${reason}; take a snapshot ` +
@@ -281,13 +281,15 @@ export class Replica {
     this.#position = txid;
     this.#lastConfirmed = txid;
     this.stats.lossSnapshots = (this.stats.lossSnapshots ?? 0) + 1;
-    this.#logger?.warn("new snapshot written; the replica continues from it", { txid: hex(txid) });
+    this.#logger?.warn("new snapshot written; the replica continues from it", {
+      txid: formatTXID(txid),
+    });
     return txid;
   }
 
   async #uploadOne(file: LTXFileInfo): Promise<void> {
     const id: LTXFileId = { level: 0, minTXID: file.minTXID, maxTXID: file.maxTXID };
-    if (this.client instanceof FileReplicaClient) {
+    if (this.client.copyLTXFile) {
       // Directory to directory: a kernel copy, not a stream through this process.
       await this.client.copyLTXFile(id, this.#local.filePath(id), file.createdAt.getTime());
     } else {
@@ -297,20 +299,7 @@ export class Replica {
     this.stats.uploads++;
     this.stats.bytesUploaded += file.size;
     this.stats.lastUploadAt = new Date();
-    this.#logger?.debug("uploaded", { txid: hex(file.maxTXID), bytes: file.size });
-  }
-
-  /**
-   * Reads the replica's newest L0 file (for a database found behind its replica).
-   * Returns undefined when the replica is empty.
-   */
-  async newestFile(): Promise<{ txid: number; bytes: Uint8Array } | undefined> {
-    let newest: LTXFileInfo | undefined;
-    for await (const f of this.client.ltxFiles(0)) newest = f;
-    if (!newest) return undefined;
-    const stream = await this.client.openLTXFile(newest);
-    const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
-    return { txid: newest.maxTXID, bytes };
+    this.#logger?.debug("uploaded", { txid: formatTXID(file.maxTXID), bytes: file.size });
   }
 
   /**
@@ -399,8 +388,8 @@ export class Replica {
     }));
     this.#logger?.error("final sync failed; the replica is behind", {
       error,
-      localTXID: hex(localTXID),
-      replicaTXID: backlog.replicaTXID === undefined ? "unknown" : hex(backlog.replicaTXID),
+      localTXID: formatTXID(localTXID),
+      replicaTXID: backlog.replicaTXID === undefined ? "unknown" : formatTXID(backlog.replicaTXID),
       files: backlog.files,
       ltxBytes: backlog.ltxBytes,
       walBytes: backlog.walBytes,
@@ -421,8 +410,4 @@ async function maxTXID(client: ReplicaClient, level: number): Promise<number> {
   let max = 0;
   for await (const f of client.ltxFiles(level)) max = Math.max(max, f.maxTXID);
   return max;
-}
-
-function hex(txid: number): string {
-  return txid.toString(16).padStart(16, "0");
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { LTXFileInfo } from "./replica/client.ts";
+import type { LTXFileInfo } from "../replica/mod.ts";
 
 /** What snapshot retention deletes, and the TXID floor it implies for levels 1…8. */
 export interface SnapshotRetentionPlan {

@@ -22,35 +22,31 @@
  * @module
  */
 
-import { formatFilename, formatTXID, type PageEncoding } from "./ltx/mod.ts";
+import { formatFilename, formatTXID, type PageEncoding } from "../ltx/mod.ts";
 import {
   type LTXFileId,
   type LTXFileInfo,
   type ReplicaClient,
   SNAPSHOT_LEVEL,
-} from "./replica/client.ts";
-import type { FileReplicaClient } from "./replica/file.ts";
-import { type Logger, silentLogger } from "./log.ts";
-import type { DB } from "./db.ts";
-import type { Replica } from "./replica.ts";
-import { contiguousRun, mergeStep } from "./_compactor_merge.ts";
-import {
-  selectL0Deletions,
-  selectLevelDeletions,
-  selectSnapshotDeletions,
-} from "./_compactor_retention.ts";
-import { HEAVY_JOBS, nextBoundary, type Semaphore, truncateTime } from "./_compactor_schedule.ts";
-import { countingClient } from "./_compactor_progress.ts";
+} from "../replica/mod.ts";
+import type { FileReplicaClient } from "../replica/mod.ts";
+import { type Logger, silentLogger } from "../log/mod.ts";
+import type { DB } from "../engine/mod.ts";
+import type { Replica } from "../engine/mod.ts";
+import { contiguousRun, mergeStep } from "./_merge.ts";
+import { selectL0Deletions, selectLevelDeletions, selectSnapshotDeletions } from "./_retention.ts";
+import { HEAVY_JOBS, nextBoundary, type Semaphore, truncateTime } from "./_schedule.ts";
+import { countingClient } from "./_progress.ts";
 
-export { CompactionVerifyError } from "./_compactor_merge.ts";
-export { countingClient } from "./_compactor_progress.ts";
-export { type PromoteSource, promoteToSnapshot } from "./_compactor_promote.ts";
+export { CompactionVerifyError } from "./_merge.ts";
+export { countingClient } from "./_progress.ts";
+export { type PromoteSource, promoteToSnapshot } from "./_promote.ts";
 export {
   selectL0Deletions,
   selectLevelDeletions,
   selectSnapshotDeletions,
   type SnapshotRetentionPlan,
-} from "./_compactor_retention.ts";
+} from "./_retention.ts";
 
 /** The highest compaction level below the snapshot level. */
 export const MAX_COMPACTION_LEVEL = 8;
@@ -109,7 +105,7 @@ export interface CompactorOptions extends CompactionSettings {
   /**
    * Called when a listing shows that the replica lost files: a level's newest file went back
    * (retention always keeps it), or level 0 no longer continues level 1 and no snapshot covers
-   * the TXIDs in between. The replica then needs a new snapshot (src/replica.ts). Default: a
+   * the TXIDs in between. The replica then needs a new snapshot (src/engine/shipper.ts). Default: a
    * warning only.
    */
   onReplicaLoss?: (reason: string) => void;
@@ -626,6 +622,18 @@ export function createCompactor(
   });
   replica.setLossSnapshot(() => compactor.snapshotAfterLoss());
   return compactor;
+}
+
+/**
+ * The factory the engine's Store takes (`DatabaseEntry.createCompactor`): a
+ * {@linkcode createCompactor} with `settings` for each attached database. Injected from the layer
+ * above so that the engine never imports compaction.
+ */
+export function compactorFactory(
+  settings: CompactionSettings,
+  options: Omit<CreateCompactorOptions, "logger"> = {},
+): (db: DB, replica: Replica, logger: Logger) => Compactor {
+  return (db, replica, logger) => createCompactor(db, replica, settings, { ...options, logger });
 }
 
 async function listLevel(client: ReplicaClient, level: number): Promise<LTXFileInfo[]> {

@@ -1,11 +1,11 @@
 /**
  * The HTTP endpoint of a running `sluice replicate`, on the config's `addr:`:
  *
- * - `GET /metrics`: Prometheus text exposition (src/metrics.ts).
+ * - `GET /metrics`: Prometheus text exposition (src/daemon/metrics.ts).
  * - `GET /status`: JSON {@linkcode DaemonStatus}, what `sluice status` prints for a running
  *   daemon.
  *
- * Why HTTP and not the Unix control socket (src/control.ts) for status: `addr:` is the one
+ * Why HTTP and not the Unix control socket (src/daemon/control.ts) for status: `addr:` is the one
  * address operators already configure, open to Prometheus and to `curl`, and it answers from
  * another host or container too; the control socket lives in a private temp directory that only
  * `sluice snapshot` finds (through a database's lock file). Without `addr:` `sluice status`
@@ -14,10 +14,10 @@
  * @module
  */
 
-import { parseListenAddress } from "./config/mod.ts";
-import type { Logger } from "./log.ts";
+import { parseListenAddress } from "../config/mod.ts";
+import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "./metrics.ts";
-import type { DatabaseStatus } from "./store.ts";
+import type { DatabaseStatus } from "../engine/mod.ts";
 
 /** The `/status` document. */
 export interface DaemonStatus {

@@ -24,14 +24,13 @@ import {
   HEADER_SIZE,
   lockPageNumber,
   TRAILER_SIZE,
-} from "./ltx/mod.ts";
+} from "../ltx/mod.ts";
 import {
   type LTXFileId,
   type LTXFileInfo,
   type ReplicaClient,
   SNAPSHOT_LEVEL,
-} from "./replica/client.ts";
-import { FileReplicaClient } from "./replica/file.ts";
+} from "../replica/mod.ts";
 
 /** Size of a WAL frame header (FORMAT.md §4.1); the snapshot header records the last frame. */
 const WAL_FRAME_HEADER_SIZE = 24;
@@ -109,9 +108,10 @@ export async function promoteToSnapshot(
   new DataView(newTail.buffer).setBigUint64(0, patched);
 
   const snapshotId = { level: SNAPSHOT_LEVEL, minTXID: 1, maxTXID: source.txid };
-  if (source.client instanceof FileReplicaClient && target instanceof FileReplicaClient) {
+  const sourcePath = source.client.localPath?.(id);
+  if (sourcePath !== undefined && target.copyLTXFile) {
     // Directory to directory: a kernel copy with the header and checksum written over it.
-    return await target.copyLTXFile(snapshotId, source.client.filePath(id), now, [
+    return await target.copyLTXFile(snapshotId, sourcePath, now, [
       { offset: 0, bytes: newHead },
       { offset: size - 8, bytes: newTail },
     ]);

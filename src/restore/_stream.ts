@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { LTXFileInfo, ReplicaClient } from "./replica/client.ts";
+import type { LTXFileInfo, ReplicaClient } from "../replica/mod.ts";
 
 /** Options of {@linkcode openSized}. */
 export interface SizedStreamOptions {

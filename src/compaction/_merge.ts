@@ -13,14 +13,14 @@ import {
   type Header,
   HEADER_SIZE,
   type PageEncoding,
-} from "./ltx/mod.ts";
+} from "../ltx/mod.ts";
 import {
   type LTXFileId,
   type LTXFileInfo,
   NotFoundError,
   type ReplicaClient,
-} from "./replica/client.ts";
-import type { FileReplicaClient } from "./replica/file.ts";
+} from "../replica/mod.ts";
+import type { FileReplicaClient } from "../replica/mod.ts";
 
 /** A compaction output that does not match its inputs; nothing is deleted because of it. */
 export class CompactionVerifyError extends Error {

@@ -5,12 +5,12 @@
  * The probe opens the file, reads its first 100 bytes and closes it again. Closing a
  * descriptor drops every POSIX lock this process holds on that file, including the locks of
  * sluice's own SQLite connections, so the caller must only probe files it does not replicate
- * (see `src/monitor.ts`).
+ * (see `src/discovery/monitor.ts`).
  *
  * @module
  */
 
-import { DATABASE_HEADER_SIZE, isSQLiteHeader } from "./sqlite/mod.ts";
+import { DATABASE_HEADER_SIZE, isSQLiteHeader } from "../sqlite/mod.ts";
 
 /** What a probe found. */
 export type ProbeResult =
