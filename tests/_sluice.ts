@@ -166,3 +166,11 @@ export async function restoreTo(replicaDir: string, out: string, ...extra: strin
   if (result.code !== 0) throw new Error(`restore failed (${result.code}): ${result.stderr}`);
   return result;
 }
+
+/** A TCP port free on 127.0.0.1 at this moment (for a config's `addr:`). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}

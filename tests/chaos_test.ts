@@ -17,7 +17,7 @@ import { storageCampaign } from "../scripts/chaos_storage.ts";
 import { concurrencyCampaign } from "../scripts/chaos_concurrency.ts";
 import type { CampaignResult } from "../scripts/chaos_lib.ts";
 import { replicaPosition, runSluice, sleep, spawnSluice, until } from "../scripts/chaos_lib.ts";
-import { createDatabase, digest, runWriter } from "./_sluice.ts";
+import { createDatabase, digest, freePort, runWriter } from "./_sluice.ts";
 import { claimReplica, ReplicaInUseError } from "../src/engine/mod.ts";
 import { FileReplicaClient, OWNER_MARKER_NAME as MARKER_NAME } from "../src/replica/mod.ts";
 
@@ -108,14 +108,6 @@ async function mountAllowed(): Promise<boolean> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-/** A TCP port free on 127.0.0.1 at this moment. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /**

@@ -2,10 +2,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import {
+  COMMANDS,
+  formatCommandHelp,
   parseDatabasesArgs,
   parseLTXArgs,
   parseReplicateArgs,
   parseRestoreArgs,
+  PARSERS,
   parseSnapshotArgs,
   parseStatusArgs,
   parseTimestampArg,
@@ -85,6 +88,19 @@ Deno.test("help: global, per command, and usage on stderr without a command", as
   assert.equal(none.code, 2);
   assert.equal(none.stdout, "");
   assert.match(none.stderr, /Usage: sluice <command>/);
+});
+
+Deno.test("help: every command shows at least one example, and each example parses", () => {
+  for (const command of COMMANDS) {
+    assert.ok(command.examples.length > 0, `${command.name} has an example`);
+    const help = formatCommandHelp(command.name);
+    for (const example of command.examples) {
+      assert.ok(help.includes(`  sluice ${example}`), `${command.name} help shows "${example}"`);
+      const [name, ...args] = example.split(" ");
+      assert.equal(name, command.name);
+      PARSERS[command.name](args); // throws UsageError on an example that is not valid
+    }
+  }
 });
 
 Deno.test("unknown command or option: exit 2, one line naming it", async () => {

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createDatabase, type Digest, digest, sluice } from "./_sluice.ts";
+import { createDatabase, type Digest, digest, freePort, sluice } from "./_sluice.ts";
 import { spawnSluice, until, writeConfig } from "../scripts/chaos_lib.ts";
 import { canMount, mountTmpfs, unmount } from "./_mount.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
@@ -52,13 +52,6 @@ async function restoredDigest(url: string, dir: string): Promise<Digest | undefi
   const restored = result.code === 0 ? await digest(out) : undefined;
   await Deno.remove(out).catch(() => {});
   return restored;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** Fills the file system of `dir` to the last byte with a file named `filler`. */

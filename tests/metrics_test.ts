@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createDatabase, runWriter, startReplicate, waitFor } from "./_sluice.ts";
+import { createDatabase, freePort, runWriter, startReplicate, waitFor } from "./_sluice.ts";
 import { FAUXQS_CREDENTIALS, startS3Server } from "./_s3.ts";
 import { LoopDelayMonitor } from "../src/daemon/mod.ts";
 
@@ -101,13 +101,6 @@ function parseLabels(text: string, where: string): Record<string, string> {
   return labels;
 }
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 /** The value of `name` for database `db` in a scrape (undefined when absent). */
 function valueOf(samples: Sample[], name: string, db?: string): number | undefined {
   return samples.find((s) => s.name === name && (db === undefined || s.labels.db === db))?.value;
@@ -179,6 +172,9 @@ Deno.test("metrics: /metrics is Prometheus text; the lag rises while S3 is down 
       sluice_db_uploads_total: "counter",
       sluice_db_upload_errors_total: "counter",
       sluice_db_uploaded_bytes_total: "counter",
+      sluice_db_compactions_total: "counter",
+      sluice_db_snapshots_total: "counter",
+      sluice_db_compaction_errors_total: "counter",
       sluice_databases: "gauge",
       sluice_event_loop_delay_seconds: "gauge",
       sluice_event_loop_delay_max_seconds: "gauge",

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   createDatabase,
+  freePort,
   replicaTXID,
   runWriter,
   sluice,
@@ -41,13 +42,6 @@ interface Listing {
     { path: string; replica: string; metaDir: string; exists: boolean; entry: number }
   >;
   dirs: Array<{ dir: string; pattern: string; count: number; entry: number }>;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /** The fixture: the config file, its databases, and what each one's replica must be. */

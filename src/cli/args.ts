@@ -70,6 +70,8 @@ export interface CommandSpec {
   /** Paragraph(s) shown in the command's help. */
   description: string;
   options: OptionSpec[];
+  /** Command lines shown under "Examples:" in the command's help (without the `sluice`). */
+  examples: string[];
 }
 
 const CONFIG_OPTION: OptionSpec = {
@@ -96,6 +98,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       value: "CMD",
       help: "run CMD (through sh -c) and stop replicating when it exits",
     }],
+    examples: ["replicate /var/lib/app/app.db file:///backups/app", "replicate -c /etc/sluice.yml"],
   },
   {
     name: "restore",
@@ -119,13 +122,13 @@ export const COMMANDS: readonly CommandSpec[] = [
         name: "txid",
         type: "string",
         value: "HEX16",
-        help: "restore up to this transaction (16 hex digits)",
+        help: "restore up to and including this transaction (16 hex digits)",
       },
       {
         name: "timestamp",
         type: "string",
         value: "RFC3339",
-        help: "restore the state as of this time, e.g. 2026-11-22T14:01:21Z",
+        help: "restore what was written strictly before this time",
       },
       {
         name: "if-db-not-exists",
@@ -145,6 +148,10 @@ export const COMMANDS: readonly CommandSpec[] = [
       },
       JSON_OPTION,
     ],
+    examples: [
+      "restore -o /tmp/app.db --timestamp 2026-11-22T14:00:00Z file:///backups/app",
+      "restore -c /etc/sluice.yml --if-db-not-exists /var/lib/app/app.db",
+    ],
   },
   {
     name: "snapshot",
@@ -153,6 +160,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     description:
       "Writes a full snapshot of every configured database (or the one named) to its replica.",
     options: [CONFIG_OPTION],
+    examples: ["snapshot /var/lib/app/app.db file:///backups/app"],
   },
   {
     name: "databases",
@@ -161,6 +169,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     description:
       "Lists each configured database; for a dir entry, the SQLite databases currently found there.",
     options: [CONFIG_OPTION, JSON_OPTION],
+    examples: ["databases -c /etc/sluice.yml --json"],
   },
   {
     name: "ltx",
@@ -173,6 +182,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: "level", type: "string", value: "N|all", help: "only level N (0-9); default all" },
       JSON_OPTION,
     ],
+    examples: ["ltx --level 0 file:///backups/app"],
   },
   {
     name: "status",
@@ -180,6 +190,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     usage: "[-c FILE] [--json]",
     description: "Shows, per database, the local and replica positions and the replication lag.",
     options: [CONFIG_OPTION, JSON_OPTION],
+    examples: ["status -c /etc/sluice.yml"],
   },
   {
     name: "version",
@@ -187,6 +198,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     usage: "",
     description: "Prints sluice's version.",
     options: [],
+    examples: ["version"],
   },
 ];
 
@@ -236,6 +248,9 @@ export function formatCommandHelp(name: CommandName): string {
     "",
     "Options:",
     ...options.map((option) => `  ${label(option).padEnd(width)}  ${option.help}`),
+    "",
+    command.examples.length === 1 ? "Example:" : "Examples:",
+    ...command.examples.map((example) => `  sluice ${example}`),
   ].join("\n");
 }
 

@@ -31,8 +31,7 @@ import {
 } from "../replica/mod.ts";
 import type { FileReplicaClient } from "../replica/mod.ts";
 import { type Logger, silentLogger } from "../log/mod.ts";
-import type { DB } from "../engine/mod.ts";
-import type { Replica } from "../engine/mod.ts";
+import type { CompactionStats, DB, Replica } from "../engine/mod.ts";
 import { contiguousRun, mergeStep } from "./_merge.ts";
 import { selectL0Deletions, selectLevelDeletions, selectSnapshotDeletions } from "./_retention.ts";
 import { HEAVY_JOBS, nextBoundary, type Semaphore, truncateTime } from "./_schedule.ts";
@@ -159,15 +158,6 @@ export interface L0RetentionResult {
   pending: boolean;
 }
 
-/** Counters for metrics and status. */
-export interface CompactorStats {
-  compactions: number;
-  snapshots: number;
-  filesDeleted: number;
-  errors: number;
-  lastError?: string;
-}
-
 /**
  * Compaction, snapshots and retention for one replica. Every operation, scheduled or called,
  * runs in one queue, so two never touch the replica at once.
@@ -176,7 +166,7 @@ export class Compactor {
   /** The replica compacted. */
   readonly client: ReplicaClient;
   /** Counters for metrics and status. */
-  readonly stats: CompactorStats = { compactions: 0, snapshots: 0, filesDeleted: 0, errors: 0 };
+  readonly stats: CompactionStats = { compactions: 0, snapshots: 0, filesDeleted: 0, errors: 0 };
   #options: CompactorOptions;
   #logger: Logger;
   #limiter: Semaphore;

@@ -22,6 +22,8 @@
  * | `sluice_db_checkpoints_total`, `…_checkpoint_errors_total` | counter | sluice's checkpoints |
  * | `sluice_db_uploads_total`, `…_upload_errors_total` | counter | L0 files shipped |
  * | `sluice_db_uploaded_bytes_total` | counter | bytes of L0 files shipped |
+ * | `sluice_db_compactions_total`, `…_snapshots_total` | counter | level-1+ files and snapshots written |
+ * | `sluice_db_compaction_errors_total` | counter | compactions, snapshots, retention runs that failed |
  * | `sluice_databases` | gauge | databases being replicated |
  * | `sluice_event_loop_delay_seconds` | gauge | latest event-loop delay sample |
  * | `sluice_event_loop_delay_max_seconds` | gauge | largest delay over the last minute or two |
@@ -80,6 +82,22 @@ const DB_COUNTERS: ReadonlyArray<{ name: string; help: string; key: DBCounterKey
     name: "sluice_db_uploaded_bytes_total",
     help: "Bytes of L0 files uploaded to the replica.",
     key: "bytesUploaded",
+  },
+];
+
+const COMPACTION_COUNTERS: ReadonlyArray<
+  { name: string; help: string; key: "compactions" | "snapshots" | "errors" }
+> = [
+  {
+    name: "sluice_db_compactions_total",
+    help: "Level-1+ files written by compaction.",
+    key: "compactions",
+  },
+  { name: "sluice_db_snapshots_total", help: "Snapshots written.", key: "snapshots" },
+  {
+    name: "sluice_db_compaction_errors_total",
+    help: "Compactions, snapshots or retention runs that failed (retried at the next tick).",
+    key: "errors",
   },
 ];
 
@@ -169,6 +187,21 @@ export class Metrics {
         collect() {
           this.reset();
           for (const row of rows()) this.inc({ db: row.path }, Math.max(0, row.stats[key] ?? 0));
+        },
+      });
+    }
+
+    for (const { name, help, key } of COMPACTION_COUNTERS) {
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const row of rows()) {
+            if (row.compaction !== null) this.inc({ db: row.path }, row.compaction[key]);
+          }
         },
       });
     }

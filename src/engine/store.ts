@@ -56,12 +56,28 @@ export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
  * {@linkcode DatabaseEntry.createCompactor}.
  */
 export interface ReplicaCompactor {
+  /** Running totals, for `/status` and metrics. */
+  readonly stats: CompactionStats;
   /** Starts the schedule. */
   start(): void;
   /** Stops the schedule; resolves once a running compaction or snapshot has finished. */
   stop(): Promise<void>;
   /** Takes a snapshot now, through the same queue as the scheduled work. */
   snapshotNow(options: { onProgress?: (bytes: number) => void }): Promise<{ txid: number }>;
+}
+
+/** Totals of a {@linkcode ReplicaCompactor}: what it did and how often it failed. */
+export interface CompactionStats {
+  /** Level-1+ files written. */
+  compactions: number;
+  /** Snapshots written. */
+  snapshots: number;
+  /** Replica files removed by retention. */
+  filesDeleted: number;
+  /** Compactions, snapshots or retention runs that failed (each is retried at the next tick). */
+  errors: number;
+  /** The last failure's message. */
+  lastError?: string;
 }
 
 /** Creates the {@linkcode ReplicaCompactor} of an attached database. */
@@ -123,6 +139,8 @@ export interface DatabaseStatus {
   /** Seconds since a WAL change that no sync has picked up (0 when healthy; see DB.observeWAL). */
   stalledSeconds: number;
   stats: DB["stats"] & { uploads: number; uploadErrors: number; bytesUploaded: number };
+  /** The compactor's totals; null when the database has no compactor. */
+  compaction: CompactionStats | null;
 }
 
 /** The set of databases under replication. */
@@ -278,7 +296,7 @@ export class Store {
   /** Per-database status for `sluice status` and metrics. */
   status(): DatabaseStatus[] {
     const now = Date.now();
-    return [...this.#managed.values()].map(({ entry, db, replica }) => {
+    return [...this.#managed.values()].map(({ entry, db, replica, compactor }) => {
       const position = replica.lastConfirmedPosition;
       // The newer of the database's and the replica's last error.
       const [lastError, lastErrorAt] =
@@ -298,6 +316,7 @@ export class Store {
         metaDiskFull: replica.metaDiskFull(now),
         stalledSeconds: db.stats.stalledSince ? (now - db.stats.stalledSince.getTime()) / 1000 : 0,
         stats: { ...db.stats, ...replica.stats },
+        compaction: compactor ? { ...compactor.stats } : null,
       };
     });
   }
