@@ -54,7 +54,14 @@ export interface MetricsOptions {
   loopDelay?: LoopDelayMonitor;
 }
 
-type DBCounterKey =
+/** A per-database counter: its total, read from the status row (undefined: no series). */
+interface DBCounter {
+  name: string;
+  help: string;
+  total: (row: DatabaseStatus) => number | undefined;
+}
+
+type StatsKey =
   | "syncs"
   | "syncErrors"
   | "checkpoints"
@@ -63,42 +70,47 @@ type DBCounterKey =
   | "uploadErrors"
   | "bytesUploaded";
 
-const DB_COUNTERS: ReadonlyArray<{ name: string; help: string; key: DBCounterKey }> = [
-  { name: "sluice_db_syncs_total", help: "Successful WAL to L0 syncs.", key: "syncs" },
-  { name: "sluice_db_sync_errors_total", help: "Failed WAL to L0 syncs.", key: "syncErrors" },
-  { name: "sluice_db_checkpoints_total", help: "Checkpoints run by sluice.", key: "checkpoints" },
-  {
-    name: "sluice_db_checkpoint_errors_total",
-    help: "Checkpoints that failed (a busy database included).",
-    key: "checkpointErrors",
-  },
-  { name: "sluice_db_uploads_total", help: "L0 files uploaded to the replica.", key: "uploads" },
-  {
-    name: "sluice_db_upload_errors_total",
-    help: "Upload attempts that failed (listing or writing the replica).",
-    key: "uploadErrors",
-  },
-  {
-    name: "sluice_db_uploaded_bytes_total",
-    help: "Bytes of L0 files uploaded to the replica.",
-    key: "bytesUploaded",
-  },
-];
+/** A counter of the engine's per-database totals. */
+function stats(name: string, help: string, key: StatsKey): DBCounter {
+  return { name, help, total: (row) => row.stats[key] };
+}
 
-const COMPACTION_COUNTERS: ReadonlyArray<
-  { name: string; help: string; key: "compactions" | "snapshots" | "errors" }
-> = [
-  {
-    name: "sluice_db_compactions_total",
-    help: "Level-1+ files written by compaction.",
-    key: "compactions",
-  },
-  { name: "sluice_db_snapshots_total", help: "Snapshots written.", key: "snapshots" },
-  {
-    name: "sluice_db_compaction_errors_total",
-    help: "Compactions, snapshots or retention runs that failed (retried at the next tick).",
-    key: "errors",
-  },
+/** A counter of the compactor's totals (no series for a database without a compactor). */
+function compaction(
+  name: string,
+  help: string,
+  key: "compactions" | "snapshots" | "errors",
+): DBCounter {
+  return { name, help, total: (row) => row.compaction?.[key] };
+}
+
+const DB_COUNTERS: readonly DBCounter[] = [
+  stats("sluice_db_syncs_total", "Successful WAL to L0 syncs.", "syncs"),
+  stats("sluice_db_sync_errors_total", "Failed WAL to L0 syncs.", "syncErrors"),
+  stats("sluice_db_checkpoints_total", "Checkpoints run by sluice.", "checkpoints"),
+  stats(
+    "sluice_db_checkpoint_errors_total",
+    "Checkpoints that failed (a busy database included).",
+    "checkpointErrors",
+  ),
+  stats("sluice_db_uploads_total", "L0 files uploaded to the replica.", "uploads"),
+  stats(
+    "sluice_db_upload_errors_total",
+    "Upload attempts that failed (listing or writing the replica).",
+    "uploadErrors",
+  ),
+  stats(
+    "sluice_db_uploaded_bytes_total",
+    "Bytes of L0 files uploaded to the replica.",
+    "bytesUploaded",
+  ),
+  compaction("sluice_db_compactions_total", "Level-1+ files written by compaction.", "compactions"),
+  compaction("sluice_db_snapshots_total", "Snapshots written.", "snapshots"),
+  compaction(
+    "sluice_db_compaction_errors_total",
+    "Compactions, snapshots or retention runs that failed (retried at the next tick).",
+    "errors",
+  ),
 ];
 
 /** The Prometheus registry of one `sluice replicate` process. */
@@ -176,7 +188,7 @@ export class Metrics {
         "30 s (0 when healthy): commits are not reaching the replica.",
       (row) => row.stalledSeconds,
     );
-    for (const { name, help, key } of DB_COUNTERS) {
+    for (const { name, help, total } of DB_COUNTERS) {
       new Counter({
         name,
         help,
@@ -186,21 +198,9 @@ export class Metrics {
         // sets a counter to an absolute value).
         collect() {
           this.reset();
-          for (const row of rows()) this.inc({ db: row.path }, Math.max(0, row.stats[key] ?? 0));
-        },
-      });
-    }
-
-    for (const { name, help, key } of COMPACTION_COUNTERS) {
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers,
-        collect() {
-          this.reset();
           for (const row of rows()) {
-            if (row.compaction !== null) this.inc({ db: row.path }, row.compaction[key]);
+            const value = total(row);
+            if (value !== undefined) this.inc({ db: row.path }, Math.max(0, value));
           }
         },
       });
