@@ -1,5 +1,5 @@
 /**
- * Small file-system helpers shared by the engine: existence checks and removals that treat
+ * Small file-system helpers of restore: existence checks and removals that treat
  * "not found" as an answer, not an error, and let every other error through.
  *
  * @module
