@@ -7,12 +7,26 @@
  *   64 KiB independent blocks, content checksum, no content size, no dictionary, one block,
  *   stored raw (size bit 31) when compression does not make it smaller.
  *
+ * The encoder writes through the WebAssembly codec (`encodePageFrame` in _codec.ts); the
+ * decoder reads with {@linkcode readBlockPage} and {@linkcode readFramePage}, which decode in
+ * WebAssembly too. The TypeScript writers and readers here are the reference that tests compare
+ * the WebAssembly codec against, and the readers also handle the rare frames that are not Go's
+ * exact layout.
+ *
  * @module
  */
 
 import type { ByteReader } from "./_byte_reader.ts";
 import { compressBlock, compressBound, decompressBlock, LZ4CorruptError } from "./_lz4_block.ts";
 import { xxh32 } from "./_xxh32.ts";
+import {
+  crc64Update,
+  type DecodedPage,
+  decodePage,
+  pageChecksum,
+  type PageDigest,
+  referenceCodec,
+} from "./_codec.ts";
 
 /** Magic, FLG (version 1, independent blocks, content checksum), BD (64 KiB), HC. */
 const FRAME_HEADER = Uint8Array.of(0x04, 0x22, 0x4d, 0x18, 0x64, 0x40, 0xa7);
@@ -213,4 +227,230 @@ export async function readFramePayload(reader: ByteReader, page: Uint8Array): Pr
       throw new PagePayloadError("LZ4 frame content checksum fails");
     }
   }
+}
+
+function decodeOrThrow(
+  pgno: number,
+  pageSize: number,
+  block: Uint8Array,
+  raw: boolean,
+  digest: PageDigest,
+  withXXH32: boolean,
+): DecodedPage {
+  try {
+    return decodePage(pgno, pageSize, block, raw, digest, withXXH32);
+  } catch (err) {
+    if (err instanceof LZ4CorruptError) throw new PagePayloadError(err.message);
+    throw err;
+  }
+}
+
+/**
+ * Decodes page `pgno` from a block payload in WebAssembly when all of it is buffered, with the
+ * checks and messages of {@linkcode readBlockPayload}, and feeds the size field and the page into
+ * `digest`. Synchronous: the decoder calls it first and awaits {@linkcode readBlockPage} only
+ * when it returns undefined.
+ * @returns the page, or undefined (nothing consumed) when bytes are missing.
+ * @throws {PagePayloadError} on a bad size, malformed LZ4 or a wrong decompressed length.
+ */
+export function decodeBufferedBlockPage(
+  reader: ByteReader,
+  pgno: number,
+  pageSize: number,
+  digest: PageDigest,
+): Uint8Array | undefined {
+  if (referenceCodec || reader.buffered < 4) return undefined;
+  const n = blockSize(reader.peek(4), pageSize);
+  if (reader.buffered < 4 + n) return undefined;
+  const sizeField = reader.take(4);
+  return decodeBlock(pgno, pageSize, sizeField, reader.take(n), digest);
+}
+
+/** The size in a block payload's size field, checked against the page size. */
+function blockSize(sizeField: Uint8Array, pageSize: number): number {
+  const n = ((sizeField[0] << 24) | (sizeField[1] << 16) | (sizeField[2] << 8) | sizeField[3]) >>>
+    0;
+  if (n === 0 || n > compressBound(pageSize)) {
+    throw new PagePayloadError(
+      `compressed size ${n} is impossible for a ${pageSize}-byte page ` +
+        `(1…${compressBound(pageSize)})`,
+    );
+  }
+  return n;
+}
+
+function decodeBlock(
+  pgno: number,
+  pageSize: number,
+  sizeField: Uint8Array,
+  block: Uint8Array,
+  digest: PageDigest,
+): Uint8Array {
+  crc64Update(digest.crc, sizeField);
+  if (referenceCodec) {
+    const data = new Uint8Array(pageSize);
+    const end = decompress(block, data, 0, 0);
+    if (end !== pageSize) {
+      throw new PagePayloadError(
+        `LZ4 block decompresses to ${end} bytes, not the page size ${pageSize}`,
+      );
+    }
+    digestReference(pgno, data, digest);
+    return data;
+  }
+  const page = decodeOrThrow(pgno, pageSize, block, false, digest, false);
+  if (page.pos !== pageSize) {
+    throw new PagePayloadError(
+      `LZ4 block decompresses to ${page.pos} bytes, not the page size ${pageSize}`,
+    );
+  }
+  return page.data;
+}
+
+/**
+ * Reads a block payload and decodes page `pgno` in WebAssembly, with the checks and messages
+ * of {@linkcode readBlockPayload}. Feeds the size field and the page into `digest`.
+ * @returns the page.
+ * @throws {PagePayloadError} on a bad size, malformed LZ4 or a wrong decompressed length.
+ */
+export async function readBlockPage(
+  reader: ByteReader,
+  pgno: number,
+  pageSize: number,
+  digest: PageDigest,
+): Promise<Uint8Array> {
+  await need(reader, 4, "a page size field");
+  const sizeField = reader.take(4);
+  const n = blockSize(sizeField, pageSize);
+  await need(reader, n, "an LZ4 block");
+  // Synchronous from here: the codec's memory is shared with other decoders.
+  return decodeBlock(pgno, pageSize, sizeField, reader.take(n), digest);
+}
+
+function isGoFrameHeader(b: Uint8Array): boolean {
+  const h = FRAME_HEADER;
+  return b[0] === h[0] && b[1] === h[1] && b[2] === h[2] && b[3] === h[3] && b[4] === h[4] &&
+    b[5] === h[5] && b[6] === h[6];
+}
+
+/** Bytes around the block of Go's frame layout: header 7 and block size 4; end mark and checksum 8. */
+const GO_FRAME_HEAD = 11;
+const GO_FRAME_TAIL = 8;
+
+/**
+ * Decodes page `pgno` from a frame of exactly Go's layout (FRAME_HEADER, one block, content
+ * checksum) in WebAssembly when all of it is buffered, with the checks and messages of
+ * {@linkcode readFramePayload}, and feeds the page into `digest`. Synchronous: the decoder
+ * calls it first and awaits {@linkcode readFramePage} only when it returns undefined.
+ * @returns the page, or undefined (nothing consumed) for another layout or missing bytes.
+ * @throws {PagePayloadError} when the frame is damaged.
+ */
+export function decodeBufferedFramePage(
+  reader: ByteReader,
+  pgno: number,
+  pageSize: number,
+  digest: PageDigest,
+): Uint8Array | undefined {
+  if (referenceCodec || reader.buffered < GO_FRAME_HEAD) return undefined;
+  const head = reader.peek(GO_FRAME_HEAD);
+  const sizeWord = getU32LE(head, FRAME_HEADER.length);
+  const n = sizeWord & 0x7fffffff;
+  const length = GO_FRAME_HEAD + n + GO_FRAME_TAIL;
+  if (
+    !isGoFrameHeader(head) || sizeWord === 0 || n > goFrameBlockLimit(pageSize) ||
+    reader.buffered < length
+  ) {
+    return undefined;
+  }
+  const frame = reader.peek(length);
+  if (getU32LE(frame, GO_FRAME_HEAD + n) !== 0) return undefined;
+  reader.take(length);
+  const raw = (sizeWord & RAW_BLOCK) !== 0;
+  const page = decodeOrThrow(
+    pgno,
+    pageSize,
+    frame.subarray(GO_FRAME_HEAD, GO_FRAME_HEAD + n),
+    raw,
+    digest,
+    true,
+  );
+  if (page.pos === -1) {
+    throw new PagePayloadError("LZ4 frame decompresses to more bytes than the page size");
+  }
+  if (page.pos !== pageSize) {
+    throw new PagePayloadError(
+      `LZ4 frame decompresses to ${page.pos} bytes, not the page size ${pageSize}`,
+    );
+  }
+  if (getU32LE(frame, GO_FRAME_HEAD + n + 4) !== page.xxh32) {
+    throw new PagePayloadError("LZ4 frame content checksum fails");
+  }
+  return page.data;
+}
+
+function goFrameBlockLimit(pageSize: number): number {
+  return Math.min(BLOCK_MAX_SIZES[0], compressBound(pageSize));
+}
+
+/**
+ * Reads one LZ4 frame and decodes page `pgno`, with the checks and messages of
+ * {@linkcode readFramePayload}, and feeds the page into `digest`. A frame of Go's layout is
+ * decoded in WebAssembly by {@linkcode decodeBufferedFramePage} once all of it is buffered; any
+ * other frame goes through the reference reader.
+ * @returns the page.
+ * @throws {PagePayloadError} on anything but a valid frame of the page.
+ */
+export async function readFramePage(
+  reader: ByteReader,
+  pgno: number,
+  pageSize: number,
+  digest: PageDigest,
+): Promise<Uint8Array> {
+  if (!referenceCodec && await reader.fill(GO_FRAME_HEAD)) {
+    // Wait for the whole frame when its start is Go's; decode it synchronously.
+    const head = reader.peek(GO_FRAME_HEAD);
+    const sizeWord = getU32LE(head, FRAME_HEADER.length);
+    const n = sizeWord & 0x7fffffff;
+    if (
+      isGoFrameHeader(head) && sizeWord !== 0 && n <= goFrameBlockLimit(pageSize) &&
+      await reader.fill(GO_FRAME_HEAD + n + GO_FRAME_TAIL)
+    ) {
+      const page = decodeBufferedFramePage(reader, pgno, pageSize, digest);
+      if (page) return page;
+    }
+  }
+  const page = new Uint8Array(pageSize);
+  await readFramePayload(reader, page);
+  digestReference(pgno, page, digest);
+  return page;
+}
+
+/** Feeds `page` into `digest` (file and page checksum) outside the fused WebAssembly calls. */
+function digestReference(pgno: number, page: Uint8Array, digest: PageDigest): void {
+  crc64Update(digest.crc, page);
+  if (digest.withPageChecksum) digest.pageChecksum = pageChecksum(pgno, page);
+}
+
+/**
+ * The TypeScript reference of `encodePageFrame` (_codec.ts): writes the page header and the
+ * payload of `data` at `pos` in `dst` and feeds the checksummed bytes into `digest`.
+ * @returns the page frame size.
+ */
+export function encodePageFrameReference(
+  pgno: number,
+  data: Uint8Array,
+  block: boolean,
+  digest: PageDigest,
+  dst: Uint8Array,
+  pos: number,
+): number {
+  const view = new DataView(dst.buffer, dst.byteOffset + pos, 6);
+  view.setUint32(0, pgno);
+  view.setUint16(4, block ? 1 : 0);
+  const payload = block
+    ? writeBlockPayload(data, dst, pos + 6)
+    : writeFramePayload(data, dst, pos + 6);
+  crc64Update(digest.crc, dst.subarray(pos, pos + 6 + (block ? 4 : 0)));
+  digestReference(pgno, data, digest);
+  return 6 + payload;
 }

@@ -10,7 +10,8 @@
  */
 
 import { ByteReader } from "./_byte_reader.ts";
-import { CHECKSUM_FLAG, CRC64, pageChecksum } from "./crc64.ts";
+import { CHECKSUM_FLAG, crc64Digest } from "./crc64.ts";
+import { crc64Update, type PageDigest } from "./_codec.ts";
 import { LTXChecksumError, LTXError, LTXFormatError } from "./errors.ts";
 import {
   decodeHeader,
@@ -26,7 +27,13 @@ import {
   TRAILER_SIZE,
 } from "./header.ts";
 import { decodePageIndex } from "./page_index.ts";
-import { PagePayloadError, readBlockPayload, readFramePayload } from "./_page_codec.ts";
+import {
+  decodeBufferedBlockPage,
+  decodeBufferedFramePage,
+  PagePayloadError,
+  readBlockPage,
+  readFramePage,
+} from "./_page_codec.ts";
 
 /** Options of {@linkcode Decoder}. */
 export interface DecoderOptions {
@@ -46,7 +53,8 @@ export class Decoder {
   #in: ByteReader;
   #header: Header | undefined;
   #trailer: Trailer | undefined;
-  #crc = new CRC64();
+  /** The file checksum state, and each page's checksum when the rolling checksum is checked. */
+  #digest: PageDigest = { crc: Int32Array.of(-1, -1), withPageChecksum: false, pageChecksum: 0n };
   #lockPage = 0;
   #prevPgno = 0;
   #pgnos: number[] = [];
@@ -98,9 +106,12 @@ export class Decoder {
       }
       const bytes = this.#in.take(HEADER_SIZE);
       const header = decodeHeader(bytes, this.#name);
-      this.#crc.update(bytes);
+      crc64Update(this.#digest.crc, bytes);
       this.#lockPage = lockPageNumber(header.pageSize);
-      if ((header.flags & HEADER_FLAG_NO_CHECKSUM) === 0 && isSnapshot(header)) this.#rolling = 0n;
+      if ((header.flags & HEADER_FLAG_NO_CHECKSUM) === 0 && isSnapshot(header)) {
+        this.#rolling = 0n;
+        this.#digest.withPageChecksum = true;
+      }
       this.#header = header;
       return header;
     });
@@ -117,7 +128,8 @@ export class Decoder {
     const header = this.#header ?? (await this.readHeader());
     return await this.#guard(async () => {
       const offset = this.#in.offset;
-      if (!(await this.#in.fill(PAGE_HEADER_SIZE))) {
+      // Awaiting fill() costs a turn of the microtask queue; skip it when the bytes are here.
+      if (this.#in.buffered < PAGE_HEADER_SIZE && !(await this.#in.fill(PAGE_HEADER_SIZE))) {
         throw new LTXFormatError(
           `${this.#name}: file ends at offset ${this.#in.offset + this.#in.buffered} inside the ` +
             `page frames (truncated upload or partial download?)`,
@@ -127,20 +139,22 @@ export class Decoder {
       const pgno = ((pageHeader[0] << 24) | (pageHeader[1] << 16) | (pageHeader[2] << 8) |
         pageHeader[3]) >>> 0;
       const flags = (pageHeader[4] << 8) | pageHeader[5];
-      this.#crc.update(pageHeader);
+      crc64Update(this.#digest.crc, pageHeader);
       if (pgno === 0 && flags === 0) {
         await this.#finish(header);
         return null;
       }
       this.#checkPageHeader(header, pgno, flags, offset);
 
-      const data = new Uint8Array(header.pageSize);
+      let data: Uint8Array;
       try {
-        if (flags === PAGE_FLAG_SIZE) {
-          this.#crc.update(await readBlockPayload(this.#in, data));
-        } else {
-          await readFramePayload(this.#in, data);
-        }
+        // Synchronously when the whole payload is buffered (the common case), else awaiting.
+        const size = header.pageSize;
+        data = flags === PAGE_FLAG_SIZE
+          ? decodeBufferedBlockPage(this.#in, pgno, size, this.#digest) ??
+            await readBlockPage(this.#in, pgno, size, this.#digest)
+          : decodeBufferedFramePage(this.#in, pgno, size, this.#digest) ??
+            await readFramePage(this.#in, pgno, size, this.#digest);
       } catch (err) {
         if (!(err instanceof PagePayloadError)) throw err;
         throw new LTXFormatError(
@@ -148,8 +162,7 @@ export class Decoder {
             (err.truncated ? " (truncated upload or partial download?)" : ""),
         );
       }
-      this.#crc.update(data);
-      if (this.#rolling !== undefined) this.#rolling ^= pageChecksum(pgno, data);
+      if (this.#rolling !== undefined) this.#rolling ^= this.#digest.pageChecksum;
       this.#pgnos.push(pgno);
       this.#offsets.push(offset);
       this.#sizes.push(this.#in.offset - offset);
@@ -188,39 +201,35 @@ export class Decoder {
   }
 
   #checkPageHeader(header: Header, pgno: number, flags: number, offset: number): void {
-    const at = `${this.#name}: page frame at offset ${offset}`;
+    // The message is formatted only on failure: for every page it would cost more than the checks.
+    const fail = (why: string): never => {
+      throw new LTXFormatError(`${this.#name}: page frame at offset ${offset}: ${why}`);
+    };
     if (flags !== 0 && flags !== PAGE_FLAG_SIZE) {
       const legacy = offset === HEADER_SIZE
         ? ` This looks like a pre-v0.5 (ltx v1) LTX file, whose 4-byte page headers are ` +
           `followed by ${this.#startsWithSQLiteHeader() ? "the raw page" : "page data"}; ` +
           `sluice reads only the v0.5 format. Take a new snapshot with sluice or Litestream v0.5.`
         : "";
-      throw new LTXFormatError(
-        `${at}: invalid page flags 0x${flags.toString(16).padStart(4, "0")} (0 or 1 allowed).` +
-          legacy,
+      fail(
+        `invalid page flags 0x${flags.toString(16).padStart(4, "0")} (0 or 1 allowed).${legacy}`,
       );
     }
-    if (pgno === 0) throw new LTXFormatError(`${at}: page number 0 with flags ${flags}`);
-    if (pgno === this.#lockPage) {
-      throw new LTXFormatError(`${at}: holds the lock page ${pgno}, which is never stored`);
-    }
+    if (pgno === 0) fail(`page number 0 with flags ${flags}`);
+    if (pgno === this.#lockPage) fail(`holds the lock page ${pgno}, which is never stored`);
     if (pgno <= this.#prevPgno) {
-      throw new LTXFormatError(
-        `${at}: page ${pgno} after page ${this.#prevPgno}; pages must ascend strictly`,
-      );
+      fail(`page ${pgno} after page ${this.#prevPgno}; pages must ascend strictly`);
     }
     if (isSnapshot(header)) {
       const expected = this.#prevPgno + 1 === this.#lockPage
         ? this.#prevPgno + 2
         : this.#prevPgno + 1;
       if (pgno > header.commit) {
-        throw new LTXFormatError(
-          `${at}: unexpected page ${pgno} after Commit ${header.commit} in a snapshot`,
-        );
+        fail(`unexpected page ${pgno} after Commit ${header.commit} in a snapshot`);
       }
       if (pgno !== expected) {
-        throw new LTXFormatError(
-          `${at}: snapshot skips from page ${this.#prevPgno} to ${pgno}; it must hold every ` +
+        fail(
+          `snapshot skips from page ${this.#prevPgno} to ${pgno}; it must hold every ` +
             `page 1…${header.commit}`,
         );
       }
@@ -266,7 +275,8 @@ export class Decoder {
           `a page index and trailer (truncated upload or partial download?)`,
       );
     }
-    const computed = CHECKSUM_FLAG | this.#crc.update(tail.subarray(0, tail.length - 8)).digest();
+    crc64Update(this.#digest.crc, tail.subarray(0, tail.length - 8));
+    const computed = CHECKSUM_FLAG | crc64Digest(this.#digest.crc);
     const view = new DataView(tail.buffer, tail.byteOffset, tail.length);
     const trailer: Trailer = {
       postApplyChecksum: view.getBigUint64(tail.length - 16),

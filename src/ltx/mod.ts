@@ -47,6 +47,9 @@ export {
   type PageIndexEntry,
 } from "./page_index.ts";
 export { compact, mergeDecoders, type MergeResult } from "./merge.ts";
-/** The LZ4 block codec and xxHash32 behind page encoding, exported for tests and benchmarks. */
+/**
+ * The TypeScript reference of the LZ4 block codec and xxHash32 (pages are coded by the
+ * WebAssembly build of the same codec), exported for tests and benchmarks.
+ */
 export { compressBlock, compressBound, decompressBlock, LZ4CorruptError } from "./_lz4_block.ts";
 export { xxh32 } from "./_xxh32.ts";

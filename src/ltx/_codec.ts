@@ -1,0 +1,292 @@
+/**
+ * The page codec in WebAssembly (source: wasm/codec/, rebuilt by `deno task build:wasm`): LZ4
+ * block compression and decompression, xxHash32, CRC-64/GO-ISO, and the fused page operations
+ * the encoder and decoder use. The module is instantiated synchronously once, at import; it owns
+ * a fixed 512 KiB memory that never grows, with an input region, an output region and a few
+ * shared state words (layout in wasm/codec/assembly/index.ts).
+ *
+ * Every function here is synchronous and leaves nothing in WebAssembly memory that a later call
+ * needs: callers interleave (async decoders of a merge), so results are copied out before
+ * returning. Inputs too large for a region fall back to the TypeScript reference code, which
+ * gives the same results.
+ *
+ * @module
+ */
+
+import { CODEC_WASM_BASE64 } from "./_codec_wasm.ts";
+import { compressBlock, decompressBlock, LZ4CorruptError } from "./_lz4_block.ts";
+import { crc64UpdateReference } from "./_crc64_ref.ts";
+import { xxh32 } from "./_xxh32.ts";
+
+interface CodecExports {
+  memory: WebAssembly.Memory;
+  inPtr(): number;
+  outPtr(): number;
+  statePtr(): number;
+  ioSize(): number;
+  crc64Update(len: number): void;
+  pageChecksum(pgno: number, len: number): void;
+  xxh32(start: number, end: number, seed: number): number;
+  compressBlock(len: number): number;
+  decompress(
+    srcPos: number,
+    srcEnd: number,
+    dstPos: number,
+    dstEnd: number,
+    windowStart: number,
+  ): number;
+  encodePage(pgno: number, len: number, block: number, withChecksum: number): number;
+  digestPage(pgno: number, len: number, withChecksum: number, withXXH32: number): number;
+}
+
+function fromBase64(text: string): Uint8Array<ArrayBuffer> {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+const wasm = new WebAssembly.Instance(
+  new WebAssembly.Module(fromBase64(CODEC_WASM_BASE64)),
+  {},
+).exports as unknown as CodecExports;
+
+const IN = wasm.inPtr();
+const OUT = wasm.outPtr();
+const STATE = wasm.statePtr();
+/** Largest input or output a region takes, leaving room for the codec's 16-byte wide copies. */
+const REGION = wasm.ioSize() - 256;
+/** Largest page (or block input) handled in WebAssembly; its compressed bound fits a region. */
+const MAX_PAGE = 65536;
+/** Below this many bytes a CRC update stays in TypeScript: the call and copy cost more. */
+const SMALL_CRC = 64;
+
+/**
+ * When true, the encoder, the decoder and the checksums run the TypeScript reference codec
+ * instead (benchmarks compare the two; see {@linkcode useReferenceCodec}).
+ */
+export let referenceCodec = false;
+
+/** Switches every LTX encoder, decoder and checksum to the TypeScript reference codec, or back. */
+export function useReferenceCodec(on: boolean): void {
+  referenceCodec = on;
+}
+
+let bytes = new Uint8Array(wasm.memory.buffer);
+let words = new Int32Array(wasm.memory.buffer);
+let longs = new BigUint64Array(wasm.memory.buffer);
+
+/** The memory views, taken again should the memory ever have grown (its buffer is then new). */
+function memory(): Uint8Array {
+  if (bytes.buffer !== wasm.memory.buffer) {
+    bytes = new Uint8Array(wasm.memory.buffer);
+    words = new Int32Array(wasm.memory.buffer);
+    longs = new BigUint64Array(wasm.memory.buffer);
+  }
+  return bytes;
+}
+
+function loadState(state: Int32Array): void {
+  words[STATE >>> 2] = state[0];
+  words[(STATE >>> 2) + 1] = state[1];
+}
+
+function saveState(state: Int32Array): void {
+  state[0] = words[STATE >>> 2];
+  state[1] = words[(STATE >>> 2) + 1];
+}
+
+/** The page checksum the last fused call left in the state words. */
+function lastPageChecksum(): bigint {
+  return longs[(STATE >>> 3) + 1];
+}
+
+/**
+ * Feeds `b` into the complemented CRC-64 state `state` ([low, high] 32 bits, [-1, -1] to
+ * start), in WebAssembly unless `b` is short.
+ */
+export function crc64Update(state: Int32Array, b: Uint8Array): void {
+  if (b.length < SMALL_CRC || referenceCodec) return crc64UpdateReference(state, b);
+  const mem = memory();
+  loadState(state);
+  for (let at = 0; at < b.length; at += REGION) {
+    const n = Math.min(REGION, b.length - at);
+    mem.set(b.subarray(at, at + n), IN);
+    wasm.crc64Update(n);
+  }
+  saveState(state);
+}
+
+const pgnoBytes = new Uint8Array(4);
+const pageState = new Int32Array(2);
+
+/** `CHECKSUM_FLAG | crc64(u32be(pgno) ‖ data)` (FORMAT.md §1.9). */
+export function pageChecksum(pgno: number, data: Uint8Array): bigint {
+  if (data.length > REGION || referenceCodec) {
+    new DataView(pgnoBytes.buffer).setUint32(0, pgno);
+    pageState.fill(-1);
+    crc64UpdateReference(pageState, pgnoBytes);
+    (referenceCodec ? crc64UpdateReference : crc64Update)(pageState, data);
+    return 0x8000000000000000n | (BigInt(~pageState[1] >>> 0) << 32n) |
+      BigInt(~pageState[0] >>> 0);
+  }
+  memory().set(data, IN);
+  wasm.pageChecksum(pgno, data.length);
+  return lastPageChecksum();
+}
+
+/** XXH32 of `b[start, end)` with `seed`; the same as the reference in _xxh32.ts. */
+export function xxh32Wasm(b: Uint8Array, start = 0, end = b.length, seed = 0): number {
+  if (end - start > REGION) return xxh32(b, start, end, seed);
+  memory().set(b.subarray(start, end), IN);
+  return wasm.xxh32(0, end - start, seed) >>> 0;
+}
+
+/**
+ * {@linkcode compressBlock} in WebAssembly: the same bytes, for inputs up to 64 KiB (larger
+ * ones go to the TypeScript code).
+ */
+export function compressBlockWasm(src: Uint8Array, dst: Uint8Array, dstPos: number): number {
+  if (src.length > MAX_PAGE) return compressBlock(src, dst, dstPos);
+  const mem = memory();
+  mem.set(src, IN);
+  const n = wasm.compressBlock(src.length);
+  dst.set(mem.subarray(OUT, OUT + n), dstPos);
+  return n;
+}
+
+function corrupt(code: number): LZ4CorruptError {
+  switch (code) {
+    case -1:
+      return new LZ4CorruptError("empty LZ4 block");
+    case -2:
+      return new LZ4CorruptError("LZ4 block truncated in a literal length");
+    case -3:
+      return new LZ4CorruptError("LZ4 literals run past the end of the block");
+    case -4:
+      return new LZ4CorruptError("LZ4 block decompresses to more bytes than expected");
+    case -5:
+      return new LZ4CorruptError("LZ4 block truncated in a match offset");
+    case -6:
+      return new LZ4CorruptError(
+        `LZ4 match offset ${words[(STATE >>> 2) + 4]} points before the start of the data`,
+      );
+    case -7:
+      return new LZ4CorruptError("LZ4 block truncated in a match length");
+  }
+  return new LZ4CorruptError(`LZ4 decoder failure ${code}`);
+}
+
+/**
+ * {@linkcode decompressBlock} in WebAssembly: the same results and errors. Copies the window
+ * `dst[windowStart, dstPos)` in and the output out.
+ * @throws {LZ4CorruptError} on malformed input or when the output would not fit.
+ */
+export function decompressBlockWasm(
+  src: Uint8Array,
+  srcPos: number,
+  srcEnd: number,
+  dst: Uint8Array,
+  dstPos: number,
+  dstEnd: number,
+  windowStart: number = dstPos,
+): number {
+  if (srcEnd - srcPos > REGION || dstEnd - windowStart > REGION || windowStart > dstPos) {
+    return decompressBlock(src, srcPos, srcEnd, dst, dstPos, dstEnd, windowStart);
+  }
+  if (srcEnd > src.length || dstEnd > dst.length || srcPos > srcEnd || dstPos > dstEnd) {
+    throw new RangeError("decompressBlock: bounds outside the buffers");
+  }
+  const mem = memory();
+  mem.set(src.subarray(srcPos, srcEnd), IN);
+  mem.set(dst.subarray(windowStart, dstPos), OUT);
+  const start = dstPos - windowStart;
+  const end = wasm.decompress(0, srcEnd - srcPos, start, dstEnd - windowStart, 0);
+  if (end < 0) throw corrupt(end);
+  dst.set(mem.subarray(OUT + start, OUT + end), dstPos);
+  return end + windowStart;
+}
+
+/** Running checksums of one LTX file being read or written. */
+export interface PageDigest {
+  /** Complemented CRC-64 state of the file checksum, [low, high]; updated by each page. */
+  readonly crc: Int32Array;
+  /** Whether to compute each page's checksum (FORMAT.md §1.9) into `pageChecksum`. */
+  withPageChecksum: boolean;
+  /** The checksum of the last page, when `withPageChecksum`. */
+  pageChecksum: bigint;
+}
+
+/**
+ * Encodes a whole LTX page frame (page header, then the block or frame payload exactly as
+ * _page_codec.ts writes it) of `data` into `dst` at `pos` (room: the page header plus
+ * `maxPayloadSize(data.length)`), and feeds the checksummed bytes into `digest`.
+ * @returns the page frame size.
+ */
+export function encodePageFrame(
+  pgno: number,
+  data: Uint8Array,
+  block: boolean,
+  digest: PageDigest,
+  dst: Uint8Array,
+  pos: number,
+): number {
+  const mem = memory();
+  mem.set(data, IN);
+  loadState(digest.crc);
+  const size = wasm.encodePage(pgno, data.length, block ? 1 : 0, digest.withPageChecksum ? 1 : 0);
+  saveState(digest.crc);
+  if (digest.withPageChecksum) digest.pageChecksum = lastPageChecksum();
+  dst.set(mem.subarray(OUT, OUT + size), pos);
+  return size;
+}
+
+/** What {@linkcode decodePage} made of a page's bytes. */
+export interface DecodedPage {
+  /** The page, when it came out whole (`pos` is the page size); else empty. */
+  data: Uint8Array;
+  /** Bytes the input decompressed to; -1 when a stored block is larger than the page. */
+  pos: number;
+  /** XXH32 of the page, when asked for and the page came out whole. */
+  xxh32: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Decodes one page from its only LZ4 block (compressed, or stored when `raw`) in WebAssembly.
+ * When it comes out whole, feeds it into `digest` and returns it with its XXH32 (when
+ * `withXXH32`); the caller reports a wrong size from `pos`.
+ * @throws {LZ4CorruptError} from the LZ4 decoder, with the reference decoder's messages.
+ */
+export function decodePage(
+  pgno: number,
+  pageSize: number,
+  block: Uint8Array,
+  raw: boolean,
+  digest: PageDigest,
+  withXXH32: boolean,
+): DecodedPage {
+  const mem = memory();
+  let pos: number;
+  if (raw) {
+    if (block.length > pageSize) return { data: EMPTY, pos: -1, xxh32: 0 };
+    mem.set(block, OUT);
+    pos = block.length;
+  } else {
+    mem.set(block, IN);
+    pos = wasm.decompress(0, block.length, 0, pageSize, 0);
+    if (pos < 0) throw corrupt(pos);
+  }
+  if (pos !== pageSize) return { data: EMPTY, pos, xxh32: 0 };
+  loadState(digest.crc);
+  const hash = wasm.digestPage(
+    pgno,
+    pageSize,
+    digest.withPageChecksum ? 1 : 0,
+    withXXH32 ? 1 : 0,
+  ) >>> 0;
+  saveState(digest.crc);
+  if (digest.withPageChecksum) digest.pageChecksum = lastPageChecksum();
+  return { data: mem.slice(OUT, OUT + pageSize), pos, xxh32: hash };
+}
