@@ -19,6 +19,9 @@
  * - f / tenants: N seconds (default 180) of tenant churn in a watched `dir:` (create, write,
  *   delete, move, re-create the same names, remove whole directories; sluice stopped now and
  *   then), every state of every replica checked (scripts/chaos_tenants.ts).
+ * - g / crash-park: the crash campaign (half the cycles) with `park-after: 150ms`, a writer
+ *   committing once a second and short-lived writers pausing up to 1.5 s, so that sluice parks
+ *   and wakes between its kills (the campaign fails if it never did).
  *
  * Every campaign ends with a restore checked against what the writer acknowledged, including
  * the scenarios that once found engine bugs (docs/RELIABILITY.md, "Failures found"). Exit
@@ -45,7 +48,7 @@ if (import.meta.main) {
       cycles: { type: "string", default: "100" },
       rounds: { type: "string", default: "2" },
       seed: { type: "string" },
-      only: { type: "string", default: "a,b,c,d,e,f" },
+      only: { type: "string", default: "a,b,c,d,e,f,g" },
       "phase-ms": { type: "string", default: "3000" },
       "speedtest-runs": { type: "string", default: String(SPEEDTEST1_VARIANTS.length) },
       "tenant-seconds": { type: "string", default: "180" },
@@ -64,6 +67,16 @@ if (import.meta.main) {
   const results: CampaignResult[] = [];
   if (only.has("a")) {
     results.push(await crashCampaign({ cycles: Number(values.cycles), seed, log }));
+  }
+  if (only.has("g")) {
+    results.push(
+      await crashCampaign({
+        cycles: Math.ceil(Number(values.cycles) / 2),
+        seed: seed + 1,
+        log,
+        parkAfter: 150,
+      }),
+    );
   }
   if (only.has("b")) {
     // Not `replace-now`: mv over a file while sluice's reader keeps the application's TRUNCATE

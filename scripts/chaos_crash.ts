@@ -53,6 +53,13 @@ export interface CrashOptions {
    * for none). With any, the long-lived writer is also stopped and restarted at random.
    */
   shortWriters?: readonly WriterKind[];
+  /**
+   * Park the database after this many ms without a change (the `crash-park` variant): the
+   * steady writer then commits once a second and the short-lived ones pause longer, so that
+   * sluice parks and wakes between its kills. A parked sluice holds no lock, so the lock check
+   * is skipped.
+   */
+  parkAfter?: number;
   log: Log;
 }
 
@@ -61,7 +68,8 @@ export function crashCampaign(options: CrashOptions): Promise<CampaignResult> {
   const { cycles, seed, log } = options;
   const checkEvery = options.checkEvery ?? 5;
   const maxLifeMs = options.maxLifeMs ?? 6000;
-  return campaign("crash", log, async (notes) => {
+  const parkAfter = options.parkAfter;
+  return campaign(parkAfter === undefined ? "crash" : "crash-park", log, async (notes) => {
     const dir = await Deno.makeTempDir({ prefix: "sluice-chaos-crash-" });
     const rng = new Rng(seed);
     const dbPath = join(dir, "app.db");
@@ -71,7 +79,7 @@ export function crashCampaign(options: CrashOptions): Promise<CampaignResult> {
     createDatabase(dbPath);
     await writeConfig(
       configPath,
-      `
+      `${parkAfter === undefined ? "" : "logging: { level: debug }\n"}
 levels:
   - interval: 1s
   - interval: 3s
@@ -82,7 +90,7 @@ l0-retention: 10m
 dbs:
   - path: ${dbPath}
     monitor-interval: 250ms
-    checkpoint-interval: 2s
+    checkpoint-interval: 2s${parkAfter === undefined ? "" : `\n    park-after: ${parkAfter}ms`}
     min-checkpoint-page-count: 64
     truncate-page-n: 1500
     replica:
@@ -112,7 +120,7 @@ dbs:
         // Sized so the database stays in the tens of MiB over 100 cycles: a restart after the
         // application restarted the WAL must snapshot it within one short life.
         "--rate",
-        "80",
+        parkAfter === undefined ? "80" : "1",
         "--big-every",
         "120",
         "--big-pages",
@@ -139,10 +147,19 @@ dbs:
       steady.stops++;
     };
     const shortWriters = kinds.length > 0
-      ? startShortWriters({ db: dbPath, ackFile: shortAckFile, kinds, rng: new Rng(seed + 7) })
+      ? startShortWriters({
+        db: dbPath,
+        ackFile: shortAckFile,
+        kinds,
+        rng: new Rng(seed + 7),
+        // Parking needs quiet spells: pauses of up to 1.5 s between the short writers.
+        ...(parkAfter === undefined ? {} : { maxPauseMs: 1500 }),
+      })
       : undefined;
     const ackFiles = shortWriters ? [ackFile, shortAckFile] : [ackFile];
     let lockChecks = 0;
+    let parks = 0;
+    let wakes = 0;
     let passed = false;
     try {
       let lastM = 0;
@@ -159,9 +176,12 @@ dbs:
         ]);
         // Its start line is a readiness signal: from then on, sluice must hold the lock.
         const started = !exited && / replicating db=/.test(sluice.stderr());
-        const lockLost = started && !(await holdsSharedLock(sluice.pid, dbPath));
+        const lockLost = started && parkAfter === undefined &&
+          !(await holdsSharedLock(sluice.pid, dbPath));
         if (started) lockChecks++;
         const stopped = await sluice.stop("SIGKILL");
+        parks += (stopped.stderr.match(/ parked db=/g) ?? []).length;
+        wakes += (stopped.stderr.match(/ waking parked database /g) ?? []).length;
         if (lockLost) {
           throw new Error(
             `cycle ${cycle}: sluice (pid ${sluice.pid}) replicates but holds no SHARED lock on ` +
@@ -215,6 +235,12 @@ dbs:
       const leftovers = await leftoverWatchers(dir);
       if (leftovers.length > 0) {
         throw new Error(`watcher processes outlived their sluice: pids ${leftovers.join(", ")}`);
+      }
+      if (parkAfter !== undefined) {
+        if (parks === 0 || wakes === 0) {
+          throw new Error(`the database never parked and woke (${parks} parks, ${wakes} wakes)`);
+        }
+        notes.push(`parked ${parks} times, woken ${wakes} times between the kills`);
       }
       notes.push(
         `${cycles} SIGKILLs, ${checks} intermediate restores checked (${stalls} without ` +

@@ -312,16 +312,24 @@ export async function restoredRows(replicaDir: string): Promise<number[]> {
   const out = join(await Deno.makeTempDir({ prefix: "sluice-restore-" }), "restored.db");
   try {
     await restore(new FileReplicaClient(replicaDir), { outputPath: out, integrityCheck: "quick" });
-    const db = new DatabaseSync(out, { readOnly: true });
-    try {
-      return (db.prepare("SELECT n FROM t ORDER BY id").all() as { n: number }[]).map((r) =>
-        Number(r.n)
-      );
-    } finally {
-      db.close();
-    }
+    return tableRows(out);
   } finally {
     await Deno.remove(dirname(out), { recursive: true });
+  }
+}
+
+/**
+ * The `n` column of table `t` in id order, read through a read-only connection in this process
+ * (never in a process that replicates the file: closing it would drop that process's locks).
+ */
+export function tableRows(path: string): number[] {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return (db.prepare("SELECT n FROM t ORDER BY id").all() as { n: number }[]).map((r) =>
+      Number(r.n)
+    );
+  } finally {
+    db.close();
   }
 }
 

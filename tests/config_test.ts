@@ -77,6 +77,8 @@ dbs:
   assert.equal(tenants.pattern, "*.db");
   assert.equal(tenants.recursive, true);
   assert.equal(tenants.watch, true);
+  assert.equal(tenants.parkAfter, 60_000, "directory tenants park after a minute by default");
+  assert.equal(main.parkAfter, 0, "a single database is not parked by default");
   assert.equal(tenants.line, 10);
   assert.deepEqual(tenants.replica.spec, {
     type: "s3",
@@ -93,6 +95,7 @@ Deno.test("defaults are Litestream's", () => {
   assert.deepEqual(config.snapshot, { interval: 86_400_000, retention: 86_400_000 });
   assert.deepEqual(config.levels.map((level) => level.interval), [30_000, 300_000, 3_600_000]);
   assert.equal(config.l0Retention, 300_000);
+  assert.equal(config.backgroundJobs, 2);
   assert.deepEqual(config.retention, { enabled: true });
   assert.equal(config.addr, undefined);
   assert.equal(config.exec, undefined);
@@ -107,6 +110,7 @@ Deno.test("defaults are Litestream's", () => {
     minCheckpointPageN: 1000,
     truncatePageN: 121_359,
     busyTimeout: 1000,
+    parkAfter: 0, // single databases are not parked unless asked
     replica: {
       // sync-interval unset: the engine picks the backend's default (100 ms file, 1 s S3).
       spec: { type: "file", path: "/backups/app" },
@@ -130,6 +134,7 @@ levels:
   - interval: 10s
   - interval: 1m
 l0-retention: 0
+background-jobs: 4
 retention:
   enabled: false
 exec: "php-fpm -F"
@@ -141,6 +146,7 @@ dbs:
     monitor-interval: 250ms
     checkpoint-interval: 2m
     busy-timeout: 0
+    park-after: 2m
     min-checkpoint-page-count: 500
     truncate-page-n: 0
     replica:
@@ -162,6 +168,7 @@ dbs:
   assert.deepEqual(config.snapshot, { interval: 43_200_000, retention: 259_200_000 });
   assert.deepEqual(config.levels, [{ interval: 10_000 }, { interval: 60_000 }]);
   assert.equal(config.l0Retention, 0);
+  assert.equal(config.backgroundJobs, 4);
   assert.deepEqual(config.retention, { enabled: false });
   assert.equal(config.exec, "php-fpm -F");
   const [db] = config.dbs;
@@ -170,6 +177,7 @@ dbs:
   assert.equal(db.monitorInterval, 250);
   assert.equal(db.checkpointInterval, 120_000);
   assert.equal(db.busyTimeout, 0);
+  assert.equal(db.parkAfter, 120_000);
   assert.equal(db.minCheckpointPageN, 500);
   assert.equal(db.truncatePageN, 0);
   assert.deepEqual(db.replica, {

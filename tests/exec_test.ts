@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { createDatabase, digest, restoreTo, ROOT, startReplicate, waitFor } from "./_sluice.ts";
+import { readLockHolder } from "../src/engine/mod.ts";
 
 /** A shell command running the writer for `count` transactions, then exiting with `code`. */
 function writerThenExit(dbPath: string, count: number, code: number): string {
@@ -92,6 +93,12 @@ Deno.test("exec: SIGTERM during writes loses no acknowledged transaction", async
     const acks = join(dir, "acks");
     createDatabase(dbPath);
     const replicate = startReplicate(dbPath, `file://${replica}`);
+    // Attached (its signal handlers are in place by then): SIGTERM means a final sync.
+    await waitFor(
+      "sluice to take the meta dir",
+      async () =>
+        (await readLockHolder(join(dir, ".app.db-sluice")))?.pid === replicate.process.pid,
+    );
     writer = new Deno.Command(Deno.execPath(), {
       args: [
         ...["run", "-A", join(ROOT, "scripts", "writer.ts"), "--db", dbPath],

@@ -7,7 +7,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { watchFs } from "../src/watch/mod.ts";
+import {
+  addWatchLimit,
+  instanceLimit,
+  isDescriptorExhaustion,
+  watchFs,
+  WatchLimitError,
+} from "../src/watch/mod.ts";
 import { createDatabase, runWriter } from "./_sluice.ts";
 
 /** Collects events until `done` returns true for the list so far (or 5 s pass). */
@@ -130,4 +136,42 @@ Deno.test("fs watch: watching a database's directory keeps this process's SQLite
     reader.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("fs watch: descend keeps a recursive watch out of hidden directories", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
+  const hidden = join(dir, ".app.db-sluice", "ltx", "0");
+  await Deno.mkdir(hidden, { recursive: true });
+  const watcher = watchFs(dir, {
+    recursive: true,
+    descend: (path) => !path.slice(dir.length + 1).split("/").some((p) => p.startsWith(".")),
+  });
+  try {
+    await watcher.ready;
+    await Deno.writeTextFile(join(hidden, "1.ltx"), "x"); // not watched: no event
+    await Deno.mkdir(join(dir, "sub"));
+    await new Promise((r) => setTimeout(r, 100)); // the new directory is watched
+    await Deno.writeTextFile(join(dir, "sub", "t.db"), "x");
+    const events = await collect(watcher, (e) => has(e, "create", join(dir, "sub", "t.db")));
+    assert.ok(has(events, "create", join(dir, "sub", "t.db")), "visible subdirectory watched");
+    assert.ok(!events.some((e) => e.paths.some((p) => p.startsWith(hidden))), "hidden one not");
+  } finally {
+    watcher.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fs watch: kernel limits map to the sysctl to raise", () => {
+  assert.equal(addWatchLimit(28), "watches"); // ENOSPC: max_user_watches
+  assert.equal(addWatchLimit(12), "watches"); // ENOMEM
+  assert.equal(addWatchLimit(13), undefined); // EACCES: not a limit
+  assert.equal(instanceLimit(24, "inotify_init1"), "instances"); // EMFILE
+  assert.equal(instanceLimit(24, "eventfd"), "descriptors");
+  assert.equal(instanceLimit(23, "inotify_init1"), "descriptors"); // ENFILE
+  const err = new WatchLimitError("watches", "/srv/tenants/a", 28);
+  assert.equal(err.sysctl, "fs.inotify.max_user_watches");
+  assert.match(err.message, /\/srv\/tenants\/a.*fs\.inotify\.max_user_watches/);
+  assert.match(new WatchLimitError("instances", "/x", 24).message, /max_user_instances/);
+  assert.ok(isDescriptorExhaustion(new Error("Too many open files (os error 24)")));
+  assert.ok(!isDescriptorExhaustion(new Deno.errors.NotFound("gone")));
 });

@@ -2,14 +2,17 @@
  * `/metrics` and `/status` of a real `sluice replicate` on `addr:`, replicating to a real S3
  * server process (fauxqs): the exposition parses as Prometheus text (checked line by line by the
  * strict parser below), and the replication lag rises while the S3 server is down and returns to
- * zero once it is back. Plus the event-loop delay meter on a driven clock.
+ * zero once it is back. With more databases than `metrics: per-database-limit`, only the
+ * aggregates are exported, and they add up. Plus the event-loop delay meter on a driven clock and
+ * the aggregation over 100,000 status rows.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createDatabase, freePort, runWriter, startReplicate, waitFor } from "./_sluice.ts";
 import { FAUXQS_CREDENTIALS, startS3Server } from "./_s3.ts";
-import { LoopDelayMonitor } from "../src/daemon/mod.ts";
+import { LoopDelayMonitor, Metrics } from "../src/daemon/mod.ts";
+import type { DatabaseStatus } from "../src/engine/mod.ts";
 
 // Subprocesses inherit these: static test credentials, and never the EC2 metadata endpoint.
 Deno.env.set("AWS_ACCESS_KEY_ID", FAUXQS_CREDENTIALS.accessKeyId);
@@ -264,4 +267,194 @@ Deno.test("metrics: event-loop delay meter records lateness and forgets it after
   assert.equal(monitor.maxSeconds, 0.65);
   clock = 3500; // two windows later: forgotten
   assert.equal(monitor.maxSeconds, 0);
+});
+
+Deno.test("metrics: above per-database-limit only aggregates are exported, and they add up", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-metrics-limit-" });
+  let replicate: ReturnType<typeof startReplicate> | undefined;
+  try {
+    const tenants = join(dir, "tenants");
+    await Deno.mkdir(tenants);
+    const paths = ["a", "b", "c", "d", "e"].map((name) => join(tenants, `${name}.db`));
+    for (const path of paths) createDatabase(path);
+    const addr = `127.0.0.1:${freePort()}`;
+    const configPath = join(dir, "sluice.yml");
+    await Deno.writeTextFile(
+      configPath,
+      [
+        `addr: ${addr}`,
+        "logging: { level: warn }",
+        "metrics: { per-database: true, per-database-limit: 3 }",
+        "dbs:",
+        `  - dir: ${tenants}`,
+        `    pattern: "*.db"`,
+        "    watch: true",
+        `    replica: { url: "file://${join(dir, "replica")}", sync-interval: 50ms }`,
+        "",
+      ].join("\n"),
+    );
+    replicate = startReplicate("-c", configPath);
+    let last = { samples: [] as Sample[], types: new Map<string, string>() };
+    const scrape = async () => {
+      try {
+        const response = await fetch(`http://${addr}/metrics`);
+        last = parseExposition(await response.text());
+        return true;
+      } catch (err) {
+        if (err instanceof TypeError) return false; // not listening yet
+        throw err;
+      }
+    };
+    const value = (name: string, labels: Record<string, string> = {}) =>
+      last.samples.find((s) =>
+        s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
+      )?.value;
+    await waitFor(
+      "five databases uploaded and caught up",
+      async () =>
+        await scrape() && value("sluice_databases") === 5 &&
+        (value("sluice_uploads_total") ?? 0) >= 5 &&
+        value("sluice_replication_lag_seconds_bucket", { le: "0.1" }) === 5,
+      20_000,
+    );
+
+    // No per-database series at all: 5 databases, limit 3.
+    const perDB = last.samples.filter((s) => s.name.startsWith("sluice_db_"));
+    assert.deepEqual(perDB, [], "no sluice_db_* samples above the limit");
+    assert.ok(last.samples.every((s) => s.labels.db === undefined || s.name.includes("max")));
+
+    // Databases by state: every state present, adding up to the databases replicated.
+    const states = ["active", "parked", "opening", "failing"];
+    for (const state of states) {
+      assert.ok(value("sluice_databases_by_state", { state }) !== undefined, state);
+    }
+    const counted = ["active", "parked", "failing"]
+      .reduce((sum, state) => sum + value("sluice_databases_by_state", { state })!, 0);
+    assert.equal(counted, 5);
+    assert.equal(value("sluice_databases_by_state", { state: "failing" }), 0);
+
+    // The lag histogram: one observation per database, cumulative buckets.
+    assert.equal(last.types.get("sluice_replication_lag_seconds"), "histogram");
+    assert.equal(value("sluice_replication_lag_seconds_count"), 5);
+    assert.equal(value("sluice_replication_lag_seconds_bucket", { le: "+Inf" }), 5);
+    assert.equal(value("sluice_replication_lag_seconds_sum"), 0);
+    const buckets = last.samples.filter((s) => s.name === "sluice_replication_lag_seconds_bucket")
+      .map((s) => s.value);
+    assert.deepEqual(buckets, [...buckets].sort((a, b) => a - b), "buckets are cumulative");
+
+    // The worst lag names one database (all caught up: 0).
+    const max = last.samples.filter((s) => s.name === "sluice_replication_lag_max_seconds");
+    assert.equal(max.length, 1);
+    assert.ok(paths.includes(max[0].labels.db), max[0].labels.db);
+    assert.equal(max[0].value, 0);
+
+    // Totals across databases: at least one sync and one upload each, bytes shipped.
+    assert.equal(last.types.get("sluice_syncs_total"), "counter");
+    assert.ok(value("sluice_syncs_total")! >= 5);
+    assert.ok(value("sluice_uploaded_bytes_total")! > 0);
+    assert.equal(value("sluice_sync_errors_total"), 0);
+    assert.equal(value("sluice_upload_errors_total"), 0);
+
+    // A commit to one tenant shows in the totals, never going down.
+    const uploads = value("sluice_uploads_total")!;
+    await runWriter("--db", paths[0], "--rate", "0", "--count", "3");
+    await waitFor("the new commits uploaded", async () => {
+      await scrape();
+      return value("sluice_uploads_total")! > uploads &&
+        value("sluice_replication_lag_seconds_sum") === 0;
+    }, 10_000);
+
+    const stopped = await replicate.stop();
+    replicate = undefined;
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await replicate?.stop("SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A status row as the engine reports it, for the aggregation below. */
+function row(i: number, lag: number, state?: DatabaseStatus["state"]): DatabaseStatus {
+  return {
+    path: `/tenants/${i}.db`,
+    replica: `file:///replica/${i}.db`,
+    localTXID: "0000000000000002",
+    replicaTXID: "0000000000000001",
+    lagSeconds: lag,
+    walBytes: 4096,
+    lastSyncAt: null,
+    lastError: null,
+    lastErrorAt: null,
+    stalledSeconds: 0,
+    stats: {
+      syncs: 2,
+      syncErrors: 0,
+      checkpoints: 0,
+      checkpointErrors: 0,
+      uploads: 3,
+      uploadErrors: 1,
+      bytesUploaded: 100,
+    } as DatabaseStatus["stats"],
+    compaction: { compactions: 1, snapshots: 1, filesDeleted: 0, errors: 0 },
+    ...(state === undefined ? {} : { state }),
+  };
+}
+
+Deno.test("metrics: 100,000 databases are aggregated in one cheap pass; totals never go down", async () => {
+  const states = [undefined, "parked", "failing"] as const;
+  let rows = Array.from(
+    { length: 100_000 },
+    (_, i) => row(i, i === 77 ? 42 : i % 2, states[i % 3]),
+  );
+  const metrics = new Metrics({ status: () => rows, version: "test", opening: () => 7 });
+  try {
+    const started = performance.now();
+    const text = await metrics.text();
+    const elapsed = performance.now() - started;
+    const { samples } = parseExposition(text);
+    assert.ok(samples.length < 100, `${samples.length} samples, not one per database`);
+    assert.ok(!samples.some((s) => s.name.startsWith("sluice_db_")));
+    assert.ok(elapsed < 2000, `one scrape took ${elapsed} ms`);
+    const value = (name: string, labels: Record<string, string> = {}) =>
+      samples.find((s) =>
+        s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)
+      )?.value;
+    assert.equal(value("sluice_databases"), 100_000);
+    assert.equal(value("sluice_databases_by_state", { state: "active" }), 33_334);
+    assert.equal(value("sluice_databases_by_state", { state: "parked" }), 33_333);
+    assert.equal(value("sluice_databases_by_state", { state: "failing" }), 33_333);
+    assert.equal(value("sluice_databases_by_state", { state: "opening" }), 7);
+    assert.equal(value("sluice_replication_lag_seconds_bucket", { le: "0.1" }), 50_000);
+    assert.equal(value("sluice_replication_lag_seconds_bucket", { le: "1" }), 99_999);
+    assert.equal(value("sluice_replication_lag_seconds_bucket", { le: "30" }), 99_999);
+    assert.equal(value("sluice_replication_lag_seconds_bucket", { le: "60" }), 100_000);
+    assert.equal(value("sluice_replication_lag_seconds_count"), 100_000);
+    assert.equal(value("sluice_replication_lag_seconds_sum"), 49_999 + 42);
+    assert.equal(value("sluice_replication_lag_max_seconds", { db: "/tenants/77.db" }), 42);
+    assert.equal(value("sluice_syncs_total"), 200_000);
+    assert.equal(value("sluice_upload_errors_total"), 100_000);
+    assert.equal(value("sluice_uploaded_bytes_total"), 10_000_000);
+    assert.equal(value("sluice_snapshots_total"), 100_000);
+
+    // Half the tenants removed: the totals keep what they counted.
+    rows = rows.slice(0, 50_000);
+    const after = parseExposition(await metrics.text()).samples;
+    assert.equal(after.find((s) => s.name === "sluice_syncs_total")?.value, 200_000);
+    assert.equal(after.find((s) => s.name === "sluice_databases")?.value, 50_000);
+
+    // Few databases: per-database series again, unless turned off.
+    rows = rows.slice(0, 2);
+    const few = parseExposition(await metrics.text()).samples;
+    assert.equal(few.filter((s) => s.name === "sluice_db_txid").length, 2);
+    const off = new Metrics({ status: () => rows, version: "test", perDatabase: false });
+    try {
+      const none = parseExposition(await off.text()).samples;
+      assert.ok(!none.some((s) => s.name.startsWith("sluice_db_")));
+      assert.equal(none.find((s) => s.name === "sluice_databases")?.value, 2);
+    } finally {
+      off.close();
+    }
+  } finally {
+    metrics.close();
+  }
 });

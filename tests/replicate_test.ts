@@ -16,6 +16,7 @@ import {
   waitFor,
 } from "./_sluice.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
+import { readLockHolder } from "../src/engine/mod.ts";
 
 /** A restore at any TXID holds exactly the transactions 1..m of the writer. */
 function assertCommittedPrefix(d: Awaited<ReturnType<typeof digest>>, where: string) {
@@ -183,7 +184,11 @@ Deno.test("replicate: SIGKILL mid-write and restart, 10 times, loses nothing", a
       await writing;
     }
     const sluice = startReplicate(dbPath, `file://${replica}`);
-    await new Promise((r) => setTimeout(r, 500));
+    // Attached (its signal handlers are in place by then): SIGTERM means a final sync.
+    await waitFor(
+      "the last sluice to take the meta dir",
+      async () => (await readLockHolder(join(dir, ".app.db-sluice")))?.pid === sluice.process.pid,
+    );
     assert.equal((await sluice.stop()).code, 0);
     const restored = join(dir, "restored.db");
     await restoreTo(replica, restored);

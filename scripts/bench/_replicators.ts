@@ -28,13 +28,34 @@ const S3_ENV = {
   AWS_REGION: "us-east-1",
 };
 
-/** Starts `tool` replicating `dbPath` to `dest` with default settings. */
+/** Options of {@linkcode startReplicator}. */
+export interface ReplicatorOptions {
+  /**
+   * Sync interval in ms, set explicitly for both tools (a like-for-like comparison); unset:
+   * each tool's default (sluice 100 ms for a directory, Litestream v0.3 1 s).
+   */
+  syncInterval?: number;
+}
+
+/** Starts `tool` replicating `dbPath` to `dest` with default settings (but `options`). */
 export async function startReplicator(
   tool: ToolName,
   dbPath: string,
   dest: Destination,
   workDir: string,
+  options: ReplicatorOptions = {},
 ): Promise<Background> {
+  if (tool === "sluice" && options.syncInterval !== undefined) {
+    const configPath = join(workDir, `sluice-${crypto.randomUUID()}.yml`);
+    const url = dest.type === "file" ? `file://${dest.dir}` : undefined;
+    if (!url) throw new Error("a sync interval is only supported with a directory replica");
+    await Deno.writeTextFile(
+      configPath,
+      `dbs:\n  - path: ${JSON.stringify(dbPath)}\n    replica:\n      url: ${url}\n` +
+        `      sync-interval: ${options.syncInterval}ms\n`,
+    );
+    return startSluice(["-c", configPath], S3_ENV);
+  }
   if (tool === "sluice") {
     const url = dest.type === "file"
       ? `file://${dest.dir}`
@@ -44,17 +65,27 @@ export async function startReplicator(
     return startSluice([dbPath, url], S3_ENV);
   }
   const configPath = join(workDir, `litestream-${crypto.randomUUID()}.yml`);
-  await Deno.writeTextFile(configPath, litestreamConfig([{ dbPath, dest }]));
+  await Deno.writeTextFile(
+    configPath,
+    litestreamConfig([{ dbPath, dest }], options.syncInterval),
+  );
   return startLitestream(configPath);
 }
 
-/** A Litestream v0.3 config listing each database with its one replica (defaults otherwise). */
-export function litestreamConfig(dbs: { dbPath: string; dest: Destination }[]): string {
+/**
+ * A Litestream v0.3 config listing each database with its one replica (defaults otherwise;
+ * `syncInterval` in ms sets each replica's `sync-interval`).
+ */
+export function litestreamConfig(
+  dbs: { dbPath: string; dest: Destination }[],
+  syncInterval?: number,
+): string {
   const lines = ["dbs:"];
   for (const { dbPath, dest } of dbs) {
     lines.push(`  - path: ${JSON.stringify(dbPath)}`, "    replicas:");
     if (dest.type === "file") {
       lines.push("      - type: file", `        path: ${JSON.stringify(dest.dir)}`);
+      if (syncInterval !== undefined) lines.push(`        sync-interval: ${syncInterval}ms`);
     } else {
       lines.push(
         "      - type: s3",

@@ -7,6 +7,10 @@
  * three alike; each figure is the median of its runs. On 2 cores the writer and the replicator
  * compete for CPU, so this measures exactly what an application on a small machine would feel.
  *
+ * Also CPU per 1,000 transactions at 100 writes/s with both tools at the same 1 s sync
+ * interval (Litestream v0.3's default; sluice's own default for a directory is 100 ms, which
+ * trades CPU for lag): the replicator's whole process tree, from /proc, the drain included.
+ *
  *   deno run -A scripts/bench/overhead.ts [--quick]
  *
  * @module
@@ -18,10 +22,12 @@ import {
   type BenchOptions,
   type BenchResult,
   formatTable,
+  LITESTREAM,
   percentile,
   progress,
   result,
   sleep,
+  treeCpuSeconds,
   until,
   withTempDir,
 } from "./_common.ts";
@@ -53,6 +59,31 @@ async function writerRate(mode: Mode, seconds: number): Promise<number> {
   });
 }
 
+/** Replicator CPU seconds per 1,000 tx of a 100 writes/s writer, both tools at a 1 s interval. */
+async function cpuPer1000(tool: ToolName, seconds: number): Promise<number> {
+  return await withTempDir(`cpu-${tool}`, async (dir) => {
+    const dbPath = join(dir, "app.db");
+    const replicaDir = join(dir, "replica");
+    createBenchDatabase(dbPath);
+    const watcher = await watchReplica(replicaDir, 100);
+    const replicator = await startReplicator(tool, dbPath, { type: "file", dir: replicaDir }, dir, {
+      syncInterval: 1000,
+    });
+    try {
+      const ready = await until(() => watcher.seen.size > 0, 30_000);
+      await watcher.stop();
+      if (!ready) throw new Error(`${tool} wrote nothing to its replica within 30 s`);
+      await sleep(1500);
+      const before = treeCpuSeconds(replicator.pid);
+      const run = await runWriter({ db: dbPath, rate: 100, seconds, payloadBytes: 100, firstK: 1 });
+      await sleep(2500); // the last interval's sync and upload
+      return ((treeCpuSeconds(replicator.pid) - before) / run.committed) * 1000;
+    } finally {
+      await replicator.stop();
+    }
+  });
+}
+
 /** The overhead figures. */
 export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const seconds = options.quick ? 2 : 6;
@@ -71,7 +102,29 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
     }
   }
   const none = percentile(rates.none, 0.5);
+  const cpu: Record<ToolName, number[]> = { sluice: [], litestream: [] };
+  let cpuFailure: string | undefined;
+  for (let i = 0; i < rounds; i++) {
+    for (const tool of ["sluice", "litestream"] as const) {
+      progress(`overhead: CPU per 1,000 tx at 100 writes/s, 1 s interval, ${tool}, round ${i + 1}`);
+      try {
+        cpu[tool].push(await cpuPer1000(tool, options.quick ? 5 : 10));
+      } catch (err) {
+        if (tool !== "litestream") throw err;
+        cpuFailure = `Litestream not measured: ${(err as Error).message}`;
+      }
+    }
+  }
   return [
+    result(
+      "CPU per 1,000 tx @ 100 writes/s, both at 1 s sync interval",
+      "s",
+      percentile(cpu.sluice, 0.5),
+      cpu.litestream.length ? percentile(cpu.litestream, 0.5) : NaN,
+      LITESTREAM,
+      cpuFailure ??
+        `replicator process tree, drain included, median of ${rounds} run(s); lower is better`,
+    ),
     result(
       "writer tx/s with sluice (vs no replicator)",
       "tx/s",

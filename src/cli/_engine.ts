@@ -29,6 +29,7 @@ export function databaseEntry(
     minCheckpointPageN: dbConfig.minCheckpointPageN,
     truncatePageN: dbConfig.truncatePageN,
     busyTimeout: dbConfig.busyTimeout,
+    parkAfter: dbConfig.parkAfter,
     encoding: dbConfig.replica.encoding,
     l0Retention: config.l0Retention,
     // Levels, snapshots and retention (src/compaction/).

@@ -6,7 +6,7 @@
  */
 
 import { createLogger } from "../log/mod.ts";
-import { type Managed, Store } from "../engine/mod.ts";
+import { type Managed, Store, WorkQueue } from "../engine/mod.ts";
 import type { FinalSyncFailure } from "../engine/mod.ts";
 import { databaseEntry } from "./_engine.ts";
 import { loadCommandConfig, parseReplicateArgs } from "./args.ts";
@@ -41,7 +41,9 @@ export async function run(args: string[]): Promise<number> {
     });
     return undefined;
   });
-  const store = new Store({ logger, controlSocket: control?.path });
+  // One heavy-work queue for the process: snapshots and compactions of all databases share it.
+  const work = new WorkQueue(config.backgroundJobs);
+  const store = new Store({ logger, controlSocket: control?.path, work });
 
   // SIGINT/SIGTERM stop new work; the store then syncs and uploads one last time.
   const stopSignal = Promise.withResolvers<string>();
@@ -54,7 +56,7 @@ export async function run(args: string[]): Promise<number> {
   // Directory entries (`dir:`): one DirectoryMonitor each, started after the path databases
   // and stopped before the stores close. They feed a second store whose databases get their
   // `-wal` wake-ups from the monitor's one watcher (watchWAL: false), not a watcher per directory.
-  const dirStore = new Store({ logger, watchWAL: false, controlSocket: control?.path });
+  const dirStore = new Store({ logger, watchWAL: false, controlSocket: control?.path, work });
   const dirEntries: DatabaseConfig[] = [];
   const monitors: DirectoryMonitor[] = [];
   let http: HTTPServer | undefined;
@@ -67,7 +69,14 @@ export async function run(args: string[]): Promise<number> {
       const startedAt = new Date().toISOString();
       const status = () =>
         [...store.status(), ...dirStore.status()].sort((a, b) => a.path < b.path ? -1 : 1);
-      metrics = new Metrics({ status, version: VERSION });
+      metrics = new Metrics({
+        status,
+        version: VERSION,
+        perDatabase: config.metrics?.perDatabase,
+        perDatabaseLimit: config.metrics?.perDatabaseLimit,
+        opening: () => store.openingCount + dirStore.openingCount,
+        logger,
+      });
       http = await serveHTTP({
         addr: config.addr,
         metrics,
@@ -105,6 +114,7 @@ export async function run(args: string[]): Promise<number> {
           watch: dbConfig.watch,
           store: dirStore,
           entryFor: (dbPath) => databaseEntry(config, dbConfig, dbPath),
+          scanInterval: dbConfig.monitorInterval,
           logger,
         });
         monitors.push(monitor);

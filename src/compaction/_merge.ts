@@ -6,9 +6,7 @@
  */
 
 import {
-  compact,
   decodeHeader,
-  Decoder,
   formatFilename,
   type Header,
   HEADER_SIZE,
@@ -21,6 +19,7 @@ import {
   type ReplicaClient,
 } from "../replica/mod.ts";
 import type { FileReplicaClient } from "../replica/mod.ts";
+import { compactSources, openDecoder, type PageSource } from "../pipeline/mod.ts";
 
 /** A compaction output that does not match its inputs; nothing is deleted because of it. */
 export class CompactionVerifyError extends Error {
@@ -77,13 +76,14 @@ export async function mergeStep(
     formatFilename(id.minTXID, id.maxTXID)
   } (level ${dstLevel} at ${client.location})`;
 
-  const decoders: Decoder[] = [];
+  const decoders: PageSource[] = [];
   const cancelAll = () => Promise.all(decoders.map((d) => d.cancel().catch(() => {})));
   let headers: Header[];
   try {
     for (const file of inputs) {
       const { stream, name } = await openInput(file, client, local);
-      decoders.push(new Decoder(stream, { name }));
+      // Large inputs decode on a codec worker; the output is encoded on one too.
+      decoders.push(openDecoder(stream, { name, size: file.size }));
     }
     headers = [];
     for (const decoder of decoders) headers.push(await decoder.readHeader());
@@ -99,7 +99,10 @@ export async function mergeStep(
   written.catch(() => {}); // awaited below; a failure also surfaces through compact()
   let header: Header;
   try {
-    header = await compact(decoders, pipe.writable, { encoding: options.encoding });
+    header = await compactSources(decoders, pipe.writable, {
+      encoding: options.encoding,
+      expectedBytes: inputs.reduce((sum, file) => sum + file.size, 0),
+    });
   } catch (err) {
     await written.catch(() => {});
     throw err;
@@ -151,7 +154,7 @@ async function openInput(
 function checkInputs(
   inputs: readonly LTXFileInfo[],
   headers: Header[],
-  decoders: Decoder[],
+  decoders: PageSource[],
   target: string,
 ): void {
   headers.forEach((h, i) => {

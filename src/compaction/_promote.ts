@@ -142,35 +142,14 @@ async function hashedLengthAfterHeader(
   const indexLength = Number(new DataView(lengthField.buffer).getBigUint64(0));
   const indexStart = size - TRAILER_SIZE - 8 - indexLength;
   if (!(indexLength >= 1) || indexStart < HEADER_SIZE) return undefined;
-  const index = await readRange(client, id, indexStart, indexLength);
-  // Triples of uvarints (pgno, offset, size), then a single 0.
-  let frames = 0;
-  let at = 0;
-  const uvarint = (): number => {
-    let value = 0;
-    let scale = 1;
-    for (;;) {
-      if (at >= index.length) throw new RangeError("truncated page index");
-      const byte = index[at++];
-      value += (byte & 0x7f) * scale;
-      if (byte < 0x80) return value;
-      scale *= 128;
-    }
-  };
-  let firstOffset = 0;
-  try {
-    for (;;) {
-      const pgno = uvarint();
-      if (pgno === 0) break;
-      const offset = uvarint();
-      uvarint();
-      if (frames === 0) firstOffset = offset;
-      frames++;
-    }
-  } catch {
-    return undefined;
-  }
-  if (at !== index.length || frames === 0 || (pageCount !== undefined && frames !== pageCount)) {
+  // Triples of uvarints (pgno, offset, size), then a single 0; parsed as the bytes stream in,
+  // so a large database's index is never held whole.
+  const counted = await countIndexFrames(
+    await client.openLTXFile(id, { offset: indexStart, length: indexLength }),
+  );
+  if (counted === undefined) return undefined;
+  const { frames, firstOffset, length } = counted;
+  if (length !== indexLength || frames === 0 || (pageCount !== undefined && frames !== pageCount)) {
     return undefined;
   }
   const pageHeader = await readRange(client, id, firstOffset, 6);
@@ -179,6 +158,45 @@ async function hashedLengthAfterHeader(
   if (flags !== 0 && flags !== 1) return undefined;
   const frameHashed = 6 + (flags === 1 ? 4 : 0) + header.pageSize;
   return frames * frameHashed + 6 + indexLength + 8 + 8;
+}
+
+/**
+ * Counts the entries of a page index read from `stream`: how many frames, the offset of the
+ * first, and how many bytes up to and including the terminating 0 (undefined when the bytes
+ * are not a well-formed index or go on after its end).
+ */
+async function countIndexFrames(
+  stream: ReadableStream<Uint8Array>,
+): Promise<{ frames: number; firstOffset: number; length: number } | undefined> {
+  let frames = 0;
+  let firstOffset = 0;
+  let field = 0; // 0: pgno, 1: offset, 2: size
+  let value = 0;
+  let scale = 1;
+  let length = 0;
+  let ended = false;
+  for await (const chunk of stream) {
+    for (let i = 0; i < chunk.length; i++) {
+      if (ended) return undefined;
+      const byte = chunk[i];
+      length++;
+      value += (byte & 0x7f) * scale;
+      if (byte >= 0x80) {
+        scale *= 128;
+        continue;
+      }
+      if (field === 0 && value === 0) {
+        ended = true;
+      } else if (field === 1 && frames === 0) {
+        firstOffset = value;
+      }
+      if (field === 2) frames++;
+      field = (field + 1) % 3;
+      value = 0;
+      scale = 1;
+    }
+  }
+  return ended ? { frames, firstOffset, length } : undefined;
 }
 
 /**

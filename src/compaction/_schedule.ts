@@ -16,31 +16,3 @@ export function truncateTime(now: number, interval: number): number {
 export function nextBoundary(now: number, interval: number): number {
   return truncateTime(now, interval) + interval;
 }
-
-/** A counting semaphore: at most `slots` holders at once, the rest wait in FIFO order. */
-export class Semaphore {
-  #free: number;
-  #waiting: Array<() => void> = [];
-
-  /** Creates a semaphore with `slots` (≥ 1) slots. */
-  constructor(slots: number) {
-    if (!(slots >= 1)) throw new RangeError(`a semaphore needs at least one slot, got ${slots}`);
-    this.#free = Math.floor(slots);
-  }
-
-  /** Runs `fn` while holding a slot. */
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    try {
-      return await fn();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    }
-  }
-}
-
-/** Shared by every compactor of the process unless one is given its own. */
-export const HEAVY_JOBS: Semaphore = new Semaphore(2);

@@ -31,10 +31,10 @@ import {
 } from "../replica/mod.ts";
 import type { FileReplicaClient } from "../replica/mod.ts";
 import { type Logger, silentLogger } from "../log/mod.ts";
-import type { CompactionStats, DB, Replica } from "../engine/mod.ts";
+import { type CompactionStats, type DB, type Replica, WorkQueue } from "../engine/mod.ts";
 import { contiguousRun, mergeStep } from "./_merge.ts";
 import { selectL0Deletions, selectLevelDeletions, selectSnapshotDeletions } from "./_retention.ts";
-import { HEAVY_JOBS, nextBoundary, type Semaphore, truncateTime } from "./_schedule.ts";
+import { nextBoundary, truncateTime } from "./_schedule.ts";
 import { countingClient } from "./_progress.ts";
 
 export { CompactionVerifyError } from "./_merge.ts";
@@ -99,8 +99,11 @@ export interface CompactorOptions extends CompactionSettings {
   encoding?: PageEncoding;
   /** Most input files per output. Default {@linkcode DEFAULT_MAX_INPUTS}. */
   maxInputs?: number;
-  /** Limits concurrent merges and snapshots; default: one limit shared by the process. */
-  limiter?: Semaphore;
+  /**
+   * The heavy-work queue merges and snapshots run in (shared with every other database's, and
+   * with initial snapshots, by the engine's Store); default: a queue of its own, one at a time.
+   */
+  limiter?: WorkQueue;
   /**
    * Called when a listing shows that the replica lost files: a level's newest file went back
    * (retention always keeps it), or level 0 no longer continues level 1 and no snapshot covers
@@ -169,7 +172,7 @@ export class Compactor {
   readonly stats: CompactionStats = { compactions: 0, snapshots: 0, filesDeleted: 0, errors: 0 };
   #options: CompactorOptions;
   #logger: Logger;
-  #limiter: Semaphore;
+  #limiter: WorkQueue;
   #queue: Promise<unknown> = Promise.resolve();
   #timers = new Map<string, ReturnType<typeof setTimeout>>();
   #pendingTicks = new Set<string>();
@@ -196,7 +199,7 @@ export class Compactor {
     this.client = client;
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
-    this.#limiter = options.limiter ?? HEAVY_JOBS;
+    this.#limiter = options.limiter ?? new WorkQueue(1);
   }
 
   /** The compaction levels configured (1…n). */
@@ -585,6 +588,8 @@ export interface CreateCompactorOptions {
   logger?: Logger;
   /** Page encoding of compaction outputs (the database's). */
   encoding?: PageEncoding;
+  /** The heavy-work queue shared across databases (see {@linkcode CompactorOptions.limiter}). */
+  limiter?: WorkQueue;
 }
 
 /**
@@ -608,6 +613,7 @@ export function createCompactor(
       db.snapshot(call?.onProgress ? countingClient(client, call.onProgress) : client),
     logger: options.logger,
     encoding: options.encoding,
+    limiter: options.limiter,
     onReplicaLoss: (reason) => replica.reportLoss(reason),
   });
   replica.setLossSnapshot(() => compactor.snapshotAfterLoss());
@@ -622,8 +628,9 @@ export function createCompactor(
 export function compactorFactory(
   settings: CompactionSettings,
   options: Omit<CreateCompactorOptions, "logger"> = {},
-): (db: DB, replica: Replica, logger: Logger) => Compactor {
-  return (db, replica, logger) => createCompactor(db, replica, settings, { ...options, logger });
+): (db: DB, replica: Replica, logger: Logger, work: WorkQueue) => Compactor {
+  return (db, replica, logger, work) =>
+    createCompactor(db, replica, settings, { ...options, logger, limiter: work });
 }
 
 async function listLevel(client: ReplicaClient, level: number): Promise<LTXFileInfo[]> {

@@ -24,6 +24,7 @@ import {
   DEFAULTS,
   type LogLevel,
   type LogType,
+  type MetricsConfig,
   type PageEncoding,
   type ReplicaConfig,
 } from "./types.ts";
@@ -109,6 +110,7 @@ const DB_KEYS = [
   "busy-timeout",
   "min-checkpoint-page-count",
   "truncate-page-n",
+  "park-after",
   "replica",
   "replicas",
 ] as const;
@@ -119,9 +121,11 @@ const TOP_RULES: KeyRules = {
   known: [
     "addr",
     "logging",
+    "metrics",
     "snapshot",
     "levels",
     "l0-retention",
+    "background-jobs",
     "retention",
     "exec",
     "dbs",
@@ -144,6 +148,8 @@ const TOP_RULES: KeyRules = {
     encoding: "a replica",
     interval: "snapshot or levels",
     level: "logging",
+    "per-database": "metrics",
+    "per-database-limit": "metrics",
   },
 };
 
@@ -254,9 +260,11 @@ interface Context {
 function readConfig(top: MapReader, ctx: Context): Config {
   const config: Config = {
     logging: { level: DEFAULTS.logLevel, type: DEFAULTS.logType },
+    metrics: defaultMetrics(),
     snapshot: { interval: DEFAULTS.snapshotInterval, retention: DEFAULTS.snapshotRetention },
     levels: DEFAULTS.levelIntervals.map((interval) => ({ interval })),
     l0Retention: DEFAULTS.l0Retention,
+    backgroundJobs: DEFAULTS.backgroundJobs,
     retention: { enabled: true },
     dbs: [],
   };
@@ -274,6 +282,15 @@ function readConfig(top: MapReader, ctx: Context): Config {
     config.logging.type = logging.choice<LogType>("type", ["text", "json"]) ?? config.logging.type;
     const stderr = logging.bool("stderr");
     if (stderr !== undefined) config.logging.stderr = stderr;
+  }
+
+  const metrics = top.map("metrics", { known: ["per-database", "per-database-limit"] });
+  if (metrics !== undefined) {
+    config.metrics = {
+      perDatabase: metrics.bool("per-database") ?? DEFAULTS.metricsPerDatabase,
+      perDatabaseLimit: metrics.integer("per-database-limit", 0) ??
+        DEFAULTS.metricsPerDatabaseLimit,
+    };
   }
 
   const snapshot = top.map("snapshot", { known: ["interval", "retention"] });
@@ -307,6 +324,7 @@ function readConfig(top: MapReader, ctx: Context): Config {
   }
 
   config.l0Retention = top.duration("l0-retention", true) ?? config.l0Retention;
+  config.backgroundJobs = top.integer("background-jobs", 1) ?? config.backgroundJobs;
   for (
     const key of ["l0-retention-check-interval", "shutdown-sync-timeout", "shutdown-sync-interval"]
   ) {
@@ -396,6 +414,7 @@ function readDatabase(db: MapReader, top: MapReader, ctx: Context): DatabaseConf
     minCheckpointPageN,
     truncatePageN,
     busyTimeout: db.duration("busy-timeout", true) ?? DEFAULTS.busyTimeout,
+    parkAfter: db.duration("park-after", true) ?? (dir !== undefined ? DEFAULTS.parkAfter : 0),
     replica: readReplicaEntry(db, top, ctx),
     line: db.src.lineOf(db.node),
   };
@@ -546,6 +565,14 @@ function readReplica(replica: MapReader, top: MapReader, ctx: Context): ReplicaC
   return syncInterval === undefined ? { spec, encoding } : { spec, syncInterval, encoding };
 }
 
+/** `metrics:` with every default. */
+function defaultMetrics(): MetricsConfig {
+  return {
+    perDatabase: DEFAULTS.metricsPerDatabase,
+    perDatabaseLimit: DEFAULTS.metricsPerDatabaseLimit,
+  };
+}
+
 /**
  * Why `addr` is not a `host:port` listen address (`:9090`, `127.0.0.1:9090`, `[::1]:9090`),
  * or undefined when it is.
@@ -581,9 +608,11 @@ export function configFromArgs(dbPath: string, replicaURL: string): Config {
   }
   return {
     logging: { level: DEFAULTS.logLevel, type: DEFAULTS.logType },
+    metrics: defaultMetrics(),
     snapshot: { interval: DEFAULTS.snapshotInterval, retention: DEFAULTS.snapshotRetention },
     levels: DEFAULTS.levelIntervals.map((interval) => ({ interval })),
     l0Retention: DEFAULTS.l0Retention,
+    backgroundJobs: DEFAULTS.backgroundJobs,
     retention: { enabled: true },
     dbs: [{
       path: resolveLocalPath(dbPath),
@@ -595,6 +624,7 @@ export function configFromArgs(dbPath: string, replicaURL: string): Config {
       minCheckpointPageN: DEFAULTS.minCheckpointPageN,
       truncatePageN: DEFAULTS.truncatePageN,
       busyTimeout: DEFAULTS.busyTimeout,
+      parkAfter: 0,
       replica: {
         spec: parseReplicaURL(replicaURL),
         encoding: DEFAULTS.encoding,

@@ -22,6 +22,19 @@ export interface LoggingConfig {
   stderr?: boolean;
 }
 
+/**
+ * `metrics:`: how much `/metrics` says per database. Aggregates (databases by state, lag
+ * histogram, the worst lag, totals) are always exported; per-database series (label `db`) only
+ * when `perDatabase` is on and at most `perDatabaseLimit` databases are replicated, so 100,000
+ * tenants never turn into millions of series by default.
+ */
+export interface MetricsConfig {
+  /** Export per-database series at all. Default true. */
+  perDatabase: boolean;
+  /** Above this many databases, only aggregates are exported. Default 100. */
+  perDatabaseLimit: number;
+}
+
 /** The whole configuration. */
 export interface Config {
   /** Absolute path of the config file; undefined when built from command-line arguments. */
@@ -29,12 +42,19 @@ export interface Config {
   /** `host:port` for /metrics and status (`:9090` listens on every interface). */
   addr?: string;
   logging: LoggingConfig;
+  /** `metrics:`; unset means the defaults (per-database series for up to 100 databases). */
+  metrics?: MetricsConfig;
   /** Full snapshots (level 9): how often, and how long they are kept. */
   snapshot: { interval: number; retention: number };
   /** Compaction levels L1…Ln (n ≤ 8), each with how often it is compacted. */
   levels: { interval: number }[];
   /** How long L0 files stay after compaction into L1; 0 deletes them at once. */
   l0Retention: number;
+  /**
+   * `background-jobs`: heavy jobs (initial snapshots, compactions, snapshots) running at once
+   * across all databases of the process. Default 2.
+   */
+  backgroundJobs: number;
   /** Whether old snapshots and compacted files are deleted. */
   retention: { enabled: boolean };
   /** A command `replicate` runs, stopping when it exits. */
@@ -69,6 +89,11 @@ export interface DatabaseConfig {
   truncatePageN: number;
   /** Total retry budget for busy/locked operations, ms. Default 1000. */
   busyTimeout: number;
+  /**
+   * `park-after`: idle time after which the database is parked (connections and descriptors
+   * released until it changes), ms; 0 never parks. Default 1 min for `dir` entries, 0 for `path`.
+   */
+  parkAfter: number;
   replica: ReplicaConfig;
   /** Line of this entry in the config file, for messages. */
   line?: number;
@@ -95,10 +120,15 @@ export const DEFAULTS = {
   levelIntervals: [30_000, 5 * 60_000, 3_600_000] as readonly number[],
   maxLevels: 8,
   l0Retention: 5 * 60_000,
+  backgroundJobs: 2,
   monitorInterval: 1000,
   checkpointInterval: 60_000,
   minCheckpointPageN: 1000,
   truncatePageN: 121_359,
   busyTimeout: 1000,
+  /** `park-after` of directory tenants; single databases are never parked by default. */
+  parkAfter: 60_000,
   encoding: "frame" as PageEncoding,
+  metricsPerDatabase: true,
+  metricsPerDatabaseLimit: 100,
 } as const;

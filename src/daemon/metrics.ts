@@ -8,7 +8,13 @@
  * removed (a tenant deleted) simply disappears from the next scrape instead of leaving stale
  * series behind.
  *
- * Series (label `db` = absolute database path):
+ * Per-database series (label `db` = absolute database path, the `sluice_db_` ones) are exported
+ * only while at most `perDatabaseLimit` databases are replicated (default 100; none with
+ * `perDatabase: false`): 100,000 tenants would otherwise be 1.7 million series. The aggregates
+ * (`sluice_databases_by_state`, the lag histogram, the worst lag, totals) are always there, and
+ * are computed in one pass per scrape without an object per database (src/daemon/_aggregate.ts).
+ *
+ * Series:
  *
  * | name | type | what |
  * |---|---|---|
@@ -25,6 +31,10 @@
  * | `sluice_db_compactions_total`, `…_snapshots_total` | counter | level-1+ files and snapshots written |
  * | `sluice_db_compaction_errors_total` | counter | compactions, snapshots, retention runs that failed |
  * | `sluice_databases` | gauge | databases being replicated |
+ * | `sluice_databases_by_state` | gauge | databases per `state`: active, parked, opening, failing |
+ * | `sluice_replication_lag_seconds` | histogram | every database's current lag (a snapshot) |
+ * | `sluice_replication_lag_max_seconds` | gauge | the largest lag, labelled with its `db` |
+ * | `sluice_syncs_total`, `sluice_uploads_total`, … | counter | the `sluice_db_*_total` summed |
  * | `sluice_event_loop_delay_seconds` | gauge | latest event-loop delay sample |
  * | `sluice_event_loop_delay_max_seconds` | gauge | largest delay over the last minute or two |
  * | `sluice_build_info` | gauge | 1, labelled with the sluice and deno versions |
@@ -34,9 +44,21 @@
  * @module
  */
 
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { DatabaseStatus } from "../engine/mod.ts";
+import type { Logger } from "../log/mod.ts";
 import { LoopDelayMonitor } from "./_loop_delay.ts";
+import {
+  type Aggregate,
+  aggregate,
+  DATABASE_STATES,
+  LAG_BUCKETS,
+  MonotonicTotals,
+  type TotalKey,
+} from "./_aggregate.ts";
+
+/** Default of {@linkcode MetricsOptions.perDatabaseLimit} (the config's `per-database-limit`). */
+export const DEFAULT_PER_DATABASE_LIMIT = 100;
 
 /** Where the per-database figures come from: typically every store's `status()`, concatenated. */
 export type StatusSource = () => DatabaseStatus[];
@@ -52,6 +74,17 @@ export interface MetricsOptions {
    * {@linkcode Metrics.close}).
    */
   loopDelay?: LoopDelayMonitor;
+  /** Export the per-database (`sluice_db_*`) series at all. Default true. */
+  perDatabase?: boolean;
+  /**
+   * Above this many databases the per-database series are left out (aggregates only).
+   * Default {@linkcode DEFAULT_PER_DATABASE_LIMIT}.
+   */
+  perDatabaseLimit?: number;
+  /** Databases being opened right now (they have no status row yet). Default: none counted. */
+  opening?: () => number;
+  /** Hears, once, that the per-database series were turned off by the limit. */
+  logger?: Logger;
 }
 
 /** A per-database counter: its total, read from the status row (undefined: no series). */
@@ -59,6 +92,8 @@ interface DBCounter {
   name: string;
   help: string;
   total: (row: DatabaseStatus) => number | undefined;
+  /** The key of the same figure summed over every database (`sluice_<name without db_>`). */
+  sum: TotalKey;
 }
 
 type StatsKey =
@@ -72,7 +107,7 @@ type StatsKey =
 
 /** A counter of the engine's per-database totals. */
 function stats(name: string, help: string, key: StatsKey): DBCounter {
-  return { name, help, total: (row) => row.stats[key] };
+  return { name, help, total: (row) => row.stats[key], sum: key };
 }
 
 /** A counter of the compactor's totals (no series for a database without a compactor). */
@@ -81,7 +116,12 @@ function compaction(
   help: string,
   key: "compactions" | "snapshots" | "errors",
 ): DBCounter {
-  return { name, help, total: (row) => row.compaction?.[key] };
+  return {
+    name,
+    help,
+    total: (row) => row.compaction?.[key],
+    sum: key === "errors" ? "compactionErrors" : key,
+  };
 }
 
 const DB_COUNTERS: readonly DBCounter[] = [
@@ -122,6 +162,13 @@ export class Metrics {
   #ownsLoopDelay: boolean;
   /** One status snapshot per scrape, shared by every metric's collect(). */
   #snapshot?: DatabaseStatus[];
+  /** The aggregates of the current scrape, computed once from `#snapshot`. */
+  #aggregate?: Aggregate;
+  #perDatabase: boolean;
+  #perDatabaseLimit: number;
+  #opening: () => number;
+  #logger?: Logger;
+  #limitLogged = false;
 
   /** Registers every series; starts the event-loop delay meter. */
   constructor(options: MetricsOptions) {
@@ -129,8 +176,13 @@ export class Metrics {
     this.#ownsLoopDelay = options.loopDelay === undefined;
     this.#loopDelay = options.loopDelay ?? new LoopDelayMonitor();
     this.#loopDelay.start();
+    this.#perDatabase = options.perDatabase ?? true;
+    this.#perDatabaseLimit = options.perDatabaseLimit ?? DEFAULT_PER_DATABASE_LIMIT;
+    this.#opening = options.opening ?? (() => 0);
+    this.#logger = options.logger;
     const registers = [this.registry];
-    const rows = () => this.#rows();
+    const rows = () => this.#perDatabaseRows();
+    const totals = () => this.#aggregated();
     const labelNames = ["db"] as const;
 
     const perDB = (
@@ -211,9 +263,50 @@ export class Metrics {
       help: "Databases being replicated.",
       registers,
       collect() {
-        this.set(rows().length);
+        this.set(totals().databases);
       },
     });
+    new Gauge({
+      name: "sluice_databases_by_state",
+      help: "Databases per state: active (connection open), parked (idle, connection given " +
+        "back), opening, failing.",
+      labelNames: ["state"] as const,
+      registers,
+      collect() {
+        const { byState } = totals();
+        for (const state of DATABASE_STATES) this.set({ state }, byState[state]);
+      },
+    });
+    new LagHistogram({
+      name: "sluice_replication_lag_seconds",
+      help: "Replication lag of every database at scrape time (a snapshot of the distribution: " +
+        "use histogram_quantile on the buckets directly, not on their rate).",
+      registers,
+      buckets: [...LAG_BUCKETS],
+    }, totals);
+    new Gauge({
+      name: "sluice_replication_lag_max_seconds",
+      help: "The largest replication lag of any database, labelled with that database.",
+      labelNames: ["db"] as const,
+      registers,
+      collect() {
+        this.reset();
+        const max = totals().maxLag;
+        if (max !== undefined) this.set({ db: max.db }, max.seconds);
+      },
+    });
+    const monotonic = new MonotonicTotals();
+    for (const { name, help, sum } of DB_COUNTERS) {
+      new Counter({
+        name: name.replace(/^sluice_db_/, "sluice_"),
+        help: `${help} Summed over every database (removed ones keep counting).`,
+        registers,
+        collect() {
+          this.reset();
+          this.inc(monotonic.value(sum, totals().totals[sum]));
+        },
+      });
+    }
     const loopDelay = this.#loopDelay;
     new Gauge({
       name: "sluice_event_loop_delay_seconds",
@@ -260,10 +353,12 @@ export class Metrics {
   /** Every series in the Prometheus text exposition format. */
   async text(): Promise<string> {
     this.#snapshot = undefined;
+    this.#aggregate = undefined;
     try {
       return await this.registry.metrics();
     } finally {
       this.#snapshot = undefined;
+      this.#aggregate = undefined;
     }
   }
 
@@ -277,6 +372,84 @@ export class Metrics {
     this.#snapshot ??= this.#status();
     return this.#snapshot;
   }
+
+  /** The aggregates of the current scrape, computed once. */
+  #aggregated(): Aggregate {
+    this.#aggregate ??= aggregate(this.#rows(), this.#opening());
+    return this.#aggregate;
+  }
+
+  /** The rows that get per-database series this scrape: all of them, or none above the limit. */
+  #perDatabaseRows(): readonly DatabaseStatus[] {
+    if (!this.#perDatabase) return [];
+    const rows = this.#rows();
+    if (rows.length <= this.#perDatabaseLimit) return rows;
+    if (!this.#limitLogged) {
+      this.#limitLogged = true;
+      this.#logger?.info(
+        "more databases than metrics.per-database-limit: only aggregate series are exported " +
+          "from now on (raise the limit, or see sluice_databases_by_state and " +
+          "sluice_replication_lag_max_seconds)",
+        { databases: rows.length, limit: this.#perDatabaseLimit },
+      );
+    }
+    return [];
+  }
+}
+
+/**
+ * A histogram of values known only at scrape time: its buckets come from the scrape's
+ * {@linkcode Aggregate} (counted in one pass), not from one `observe()` per database.
+ */
+class LagHistogram extends Histogram {
+  #aggregate: () => Aggregate;
+  #name: string;
+  #help: string;
+
+  constructor(
+    configuration: ConstructorParameters<typeof Histogram>[0],
+    aggregate: () => Aggregate,
+  ) {
+    super(configuration);
+    this.#aggregate = aggregate;
+    this.#name = configuration.name;
+    this.#help = configuration.help;
+  }
+
+  /**
+   * What the registry renders (prom-client calls this instead of `get()` for text, and its
+   * `get()` calls this too).
+   */
+  getForPromString(): Promise<RenderedMetric> {
+    const { lagBuckets, lagSum, databases } = this.#aggregate();
+    const name = this.#name;
+    const values: RenderedMetric["values"] = LAG_BUCKETS.map((le, i) => ({
+      metricName: `${name}_bucket`,
+      labels: { le },
+      value: lagBuckets[i],
+    }));
+    values.push({ metricName: `${name}_bucket`, labels: { le: "+Inf" }, value: databases });
+    return Promise.resolve({
+      name,
+      help: this.#help,
+      type: "histogram",
+      aggregator: "sum",
+      values: [
+        ...values,
+        { metricName: `${name}_sum`, labels: {}, value: lagSum },
+        { metricName: `${name}_count`, labels: {}, value: databases },
+      ],
+    });
+  }
+}
+
+/** A metric as prom-client's registry renders it (its typings call `type` an enum; it is not). */
+interface RenderedMetric {
+  name: string;
+  help: string;
+  type: "histogram";
+  aggregator: "sum";
+  values: { metricName: string; labels: Record<string, string | number>; value: number }[];
 }
 
 function parseHex(text: string): number {

@@ -11,6 +11,7 @@
  */
 
 import { DATABASE_HEADER_SIZE, isSQLiteHeader } from "../sqlite/mod.ts";
+import { isDescriptorExhaustion } from "../watch/mod.ts";
 
 /** What a probe found. */
 export type ProbeResult =
@@ -24,7 +25,12 @@ export type ProbeResult =
   /** A directory. */
   | { kind: "directory" }
   /** Nothing there (removed since the event), or something else (socket, symlink). */
-  | { kind: "missing" };
+  | { kind: "missing" }
+  /**
+   * The file could not be opened because the process or the system ran out of descriptors
+   * (EMFILE/ENFILE): nothing is known about it; look again later.
+   */
+  | { kind: "retry"; reason: string };
 
 /**
  * Probes `path`; never throws for a file that vanished or is not readable (reported as
@@ -54,6 +60,7 @@ export async function probe(
     file = await Deno.open(path, { read: true });
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return { kind: "missing" };
+    if (isDescriptorExhaustion(err)) return { kind: "retry", reason: (err as Error).message };
     onError(err);
     return other(`unreadable: ${(err as Error).message}`);
   }

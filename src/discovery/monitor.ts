@@ -22,6 +22,12 @@
  *   right after their directory (docs/FORMAT.md §8).
  * - The whole tree is reconciled periodically, and at once after a watcher error, a queue
  *   overflow, or the monitored directory being replaced; the watcher is then restarted.
+ * - Kernel limits: a directory the kernel refuses to watch (`fs.inotify.max_user_watches`
+ *   reached), or the whole tree when no watcher can be created (`fs.inotify.max_user_instances`
+ *   or the open files limit), is scanned every `scanInterval` instead: databases appearing and
+ *   vanishing there are found, and a changed `-wal` (inode, size, mtime) wakes its database's
+ *   sync as an event would. One warning per limit names the sysctl to raise; watches are tried
+ *   again at each scan and the scanning stops once they succeed.
  *
  * Files the store replicates are never opened here: closing any descriptor on a database file
  * drops the POSIX locks of sluice's own SQLite connections to it. Only files not yet handed to
@@ -31,12 +37,12 @@
  * @module
  */
 
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import type { DatabaseEntry } from "../engine/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { isCandidatePath, isWalkableDir, type PathRules, walkCandidates } from "./_walk.ts";
 import { probe } from "./_probe.ts";
-import { type FsWatcher, watchFs } from "../watch/mod.ts";
+import { type FsWatcher, watchFs, WatchLimitError } from "../watch/mod.ts";
 
 /** What the monitor drives; {@linkcode Store} is one. */
 export interface MonitorTarget {
@@ -64,6 +70,11 @@ export interface DirectoryMonitorOptions {
   watch: boolean;
   /** Period of the full reconcile scan with `watch: true`, ms; 0 disables it. Default 30 s. */
   reconcileInterval?: number;
+  /**
+   * Period of the scans that replace the watcher where a kernel limit refused it (see the
+   * module docs), ms. Default {@linkcode DEFAULT_SCAN_INTERVAL} (`monitor-interval`'s default).
+   */
+  scanInterval?: number;
   /** Files probed at once (open, read 100 bytes, close). Default 32. */
   probeConcurrency?: number;
   /** Receives the databases found (usually a {@linkcode Store} built with `watchWAL: false`). */
@@ -84,6 +95,8 @@ export class MonitorError extends Error {
 
 /** Default period of the reconcile scan, ms. */
 export const DEFAULT_RECONCILE_INTERVAL = 30_000;
+/** Default period of the scans of directories a kernel limit left unwatched, ms. */
+export const DEFAULT_SCAN_INTERVAL = 1000;
 /** Shortest time between two watcher restarts, ms (a watcher that keeps failing must not spin). */
 const WATCHER_RESTART_DELAY = 1000;
 /** SQLite's companions of a database file; their removal says nothing about directories. */
@@ -138,6 +151,18 @@ export class DirectoryMonitor {
   #sleepers = new Set<() => void>();
   #started = false;
   #closed = false;
+  /** Directories inside the tree that a kernel limit left without a watch: scanned instead. */
+  #unwatched = new Set<string>();
+  /** The watcher could not be created for a kernel limit: the whole tree is scanned. */
+  #watcherRefused = false;
+  /** Limits already warned about (one warning each until every watch works again). */
+  #warnedLimits = new Set<string>();
+  /** The last watcher failure logged (the same failure is not logged at every retry). */
+  #lastWatcherFailure?: string;
+  /** `-wal` identity (ino:size:mtime) of each database the fallback scans look after. */
+  #walSeen = new Map<string, string>();
+  #scanTimer?: ReturnType<typeof setInterval>;
+  #scanning = false;
 
   /** Prepares a monitor; nothing happens until {@linkcode start}. */
   constructor(options: DirectoryMonitorOptions) {
@@ -145,6 +170,7 @@ export class DirectoryMonitor {
     this.#prefix = this.dir.endsWith("/") ? this.dir : `${this.dir}/`;
     this.#options = {
       reconcileInterval: DEFAULT_RECONCILE_INTERVAL,
+      scanInterval: DEFAULT_SCAN_INTERVAL,
       probeConcurrency: 32,
       ...options,
     };
@@ -165,7 +191,16 @@ export class DirectoryMonitor {
    */
   get trackedPaths(): number {
     return this.#known.size + this.#probing.size + this.#recheck.size + this.#cancelled.size +
-      this.#scans.size + this.#rescan.size + this.#skipped.size + this.#notYet.size;
+      this.#scans.size + this.#rescan.size + this.#skipped.size + this.#notYet.size +
+      this.#walSeen.size;
+  }
+
+  /**
+   * Directories scanned instead of watched because of a kernel limit: every directory of the
+   * tree's own when no watcher could be created (`[dir]`), else those refused a watch.
+   */
+  get unwatchedDirectories(): string[] {
+    return this.#watcherRefused ? [this.dir] : [...this.#unwatched];
   }
 
   /**
@@ -211,6 +246,7 @@ export class DirectoryMonitor {
       Deno.unrefTimer(timer);
       this.#timer = timer;
     }
+    this.#updateScanTimer();
     this.#logger.info(this.#options.watch ? "watching directory" : "scanned directory", {
       pattern: this.#rules.pattern,
       recursive: this.#rules.recursive,
@@ -260,6 +296,7 @@ export class DirectoryMonitor {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#scanTimer !== undefined) clearInterval(this.#scanTimer);
     for (const { timer } of this.#notYet.values()) clearTimeout(timer);
     this.#notYet.clear();
     for (const wake of this.#sleepers) wake();
@@ -272,15 +309,43 @@ export class DirectoryMonitor {
   #startWatcher(rootIno: number | null): boolean {
     this.#lastWatcherStart = performance.now();
     let watcher: FsWatcher;
+    const unwatched = new Set<string>();
     try {
       // Never Deno.watchFs in this process: it would drop SQLite's locks (see fs_watch.ts).
-      watcher = watchFs(this.dir, { recursive: this.#rules.recursive });
-    } catch (err) {
-      this.#logger.warn("cannot watch directory; relying on periodic scans", {
-        error: (err as Error).message,
+      watcher = watchFs(this.dir, {
+        recursive: this.#rules.recursive,
+        // Only where databases may be: not the hidden meta directories (3 watches a database).
+        descend: (dir) => {
+          const rel = this.#relative(dir);
+          return rel !== undefined && isWalkableDir(rel, this.#rules);
+        },
+        onUnwatched: (err) => {
+          // Reported while the new watcher walks the tree: it replaces the old watcher's set.
+          unwatched.add(err.dir);
+          if (this.#watcher === watcher) this.#unwatched.add(err.dir);
+          this.#warnLimit(err);
+          this.#updateScanTimer();
+        },
       });
+    } catch (err) {
+      if (err instanceof WatchLimitError) {
+        this.#watcherRefused = true;
+        this.#warnLimit(err);
+        this.#updateScanTimer();
+      } else if ((err as Error).message !== this.#lastWatcherFailure) {
+        this.#lastWatcherFailure = (err as Error).message;
+        this.#logger.warn("cannot watch directory; relying on periodic scans", {
+          error: (err as Error).message,
+        });
+      }
       return false;
     }
+    if (this.#watcherRefused) {
+      this.#logger.info("directory watched again; periodic scans stopped");
+    }
+    this.#watcherRefused = false;
+    this.#lastWatcherFailure = undefined;
+    this.#unwatched = unwatched;
     this.#watcher = watcher;
     this.#rootIno = rootIno;
     this.#track(this.#pump(watcher));
@@ -440,6 +505,7 @@ export class DirectoryMonitor {
   /** Stops replicating `path` (if it was) and voids a probe of it in flight. */
   #forget(path: string, reason: string): void {
     if (this.#probing.has(path)) this.#cancelled.add(path);
+    this.#walSeen.delete(path);
     if (!this.#known.delete(path)) return;
     this.#logger.info("database gone; replication stopped, replica kept", { db: path, reason });
     const removal: Promise<void> = this.#options.store.remove(path, false)
@@ -497,6 +563,10 @@ export class DirectoryMonitor {
           return false;
         }
         if (found.kind === "missing") this.#unskip(path);
+        if (found.kind === "retry") {
+          this.#retryLater(path, found.reason);
+          return false;
+        }
         if (found.kind === "database" && !this.#cancelled.has(path)) {
           this.#unskip(path);
           return await this.#add(path);
@@ -545,6 +615,30 @@ export class DirectoryMonitor {
       path,
       reason: found.reason,
     });
+  }
+
+  /**
+   * `path` could not be probed for want of file descriptors: warn once (until descriptors are
+   * available again) and look again after a scan interval. Never fatal: the process goes on.
+   */
+  #retryLater(path: string, reason: string): void {
+    if (this.#closed || this.#notYet.get(path)?.timer !== undefined) return;
+    if (!this.#warnedLimits.has("descriptors")) {
+      this.#warnedLimits.add("descriptors");
+      this.#logger.warn(
+        "out of file descriptors; databases are probed again later (raise the open files " +
+          "limit: ulimit -n, LimitNOFILE= under systemd, or the sysctl fs.file-max)",
+        { path, error: reason },
+      );
+    }
+    const entry: { since: number; timer?: ReturnType<typeof setTimeout> } = { since: Date.now() };
+    entry.timer = setTimeout(() => {
+      entry.timer = undefined;
+      this.#notYet.delete(path);
+      if (!this.#known.has(path)) this.#consider(path);
+    }, this.#options.scanInterval);
+    Deno.unrefTimer(entry.timer);
+    this.#notYet.set(path, entry);
   }
 
   /** Forgets that `path` was skipped (removed, or a database now). */
@@ -695,6 +789,139 @@ export class DirectoryMonitor {
     let found = 0;
     for (const path of seen) if (this.#known.has(path)) found++;
     return found;
+  }
+
+  // ---------------------------------------------------------------- kernel limits
+
+  /** Logs once per limit (until every watch works again) which sysctl to raise. */
+  #warnLimit(err: WatchLimitError): void {
+    if (this.#warnedLimits.has(err.limit)) return;
+    this.#warnedLimits.add(err.limit);
+    this.#logger.warn(
+      `kernel limit reached; scanning every ${this.#options.scanInterval} ms instead of ` +
+        `watching (raise ${err.sysctl})`,
+      { path: err.dir, sysctl: err.sysctl, error: err.message },
+    );
+  }
+
+  /** Starts the fallback scans while something is unwatched, stops them once all is watched. */
+  #updateScanTimer(): void {
+    const needed = this.#started && !this.#closed &&
+      (this.#watcherRefused || this.#unwatched.size > 0);
+    if (needed && this.#scanTimer === undefined) {
+      const timer = setInterval(() => void this.#fallbackScan(), this.#options.scanInterval);
+      Deno.unrefTimer(timer);
+      this.#scanTimer = timer;
+    } else if (!needed && this.#scanTimer !== undefined) {
+      clearInterval(this.#scanTimer);
+      this.#scanTimer = undefined;
+      this.#walSeen.clear();
+      if (!this.#closed && this.#warnedLimits.size > 0) {
+        this.#warnedLimits.clear();
+        this.#logger.info("every directory is watched again; periodic scans stopped");
+      }
+    }
+  }
+
+  /**
+   * One fallback scan: tries the watches again, then looks at what is still unwatched as the
+   * watcher would have (new and vanished databases, changed `-wal` files).
+   */
+  async #fallbackScan(): Promise<void> {
+    if (this.#scanning || this.#closed) return;
+    this.#scanning = true;
+    try {
+      await this.#track(this.#fallbackScanOnce());
+    } catch (err) {
+      this.#logger.warn("periodic scan failed; trying again", { error: (err as Error).message });
+    } finally {
+      this.#scanning = false;
+      this.#updateScanTimer();
+    }
+  }
+
+  async #fallbackScanOnce(): Promise<void> {
+    let roots: string[];
+    if (this.#watcherRefused || !this.#watcher) {
+      // No watcher at all: try to create one, and scan the whole tree either way (whatever
+      // changed before the new watch existed must be caught).
+      const info = await Deno.stat(this.dir).catch(() => undefined);
+      if (info?.isDirectory && this.#startWatcher(info.ino)) await this.#watcher?.ready;
+      if (this.#options.watch) await this.reconcile();
+      roots = [this.dir];
+    } else {
+      const watcher = this.#watcher;
+      roots = [];
+      for (const dir of this.#unwatched) {
+        if (watcher.rewatch(dir)) this.#unwatched.delete(dir); // scanned once more below
+        roots.push(dir);
+      }
+      if (this.#options.watch) {
+        for (const dir of roots) await this.#scanUnwatched(dir);
+      }
+    }
+    if (this.#closed) return;
+    await this.#checkWALs(roots);
+  }
+
+  /**
+   * Finds the databases created in, and removed from, an unwatched directory (and below it)
+   * since the last scan.
+   */
+  async #scanUnwatched(dir: string): Promise<void> {
+    const seen = new Set<string>();
+    const pending: Promise<boolean>[] = [];
+    try {
+      for await (const path of this.#walk(dir)) {
+        if (this.#closed) return;
+        seen.add(path);
+        if (!this.#known.has(path)) pending.push(this.#consider(path));
+      }
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) {
+        this.#logger.warn("cannot scan directory", { path: dir, error: (err as Error).message });
+        return;
+      }
+    }
+    const under = dir === this.dir ? this.#prefix : `${dir}/`;
+    for (const path of [...this.#known]) {
+      if (!path.startsWith(under) || seen.has(path)) continue;
+      const exists = await Deno.lstat(path).then(() => true, () => false);
+      if (!exists) this.#forget(path, "vanished (found by the periodic scan)");
+    }
+    await Promise.all(pending);
+  }
+
+  /**
+   * Wakes the sync of each known database below `roots` whose `-wal` changed since the last
+   * scan (inode, size or mtime), as the watcher's event would have.
+   */
+  async #checkWALs(roots: string[]): Promise<void> {
+    const all = roots.includes(this.dir);
+    const rootSet = new Set(roots);
+    const seen = new Map<string, string>();
+    for (const path of this.#known) {
+      if (!all && !this.#isBelow(path, rootSet)) continue;
+      let identity = "none";
+      try {
+        const info = await Deno.lstat(`${path}-wal`);
+        identity = `${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+      } catch { /* no WAL (yet): "none" */ }
+      if (this.#closed) return;
+      const before = this.#walSeen.get(path);
+      if (before !== undefined && before !== identity) this.#options.store.notify(path);
+      seen.set(path, identity);
+    }
+    this.#walSeen = seen;
+  }
+
+  /** Whether `path` lies in (or below) one of `dirs`. */
+  #isBelow(path: string, dirs: ReadonlySet<string>): boolean {
+    for (let dir = dirname(path); dir.length >= this.dir.length; dir = dirname(dir)) {
+      if (dirs.has(dir)) return true;
+      if (dir === "/") break;
+    }
+    return false;
   }
 
   // ---------------------------------------------------------------- helpers

@@ -77,7 +77,7 @@ export async function attachDatabase(
       // The DB takes a snapshot next: whatever is at the path continues the TXID sequence
       // without ever being mixed with the history before `remote` (a new database at an
       // old tenant's path, a lost meta dir).
-      await db.adoptReplicaPosition(await replicaFileEndingAt(client, remote), remote);
+      await db.adoptReplicaPosition(client, await replicaFileEndingAt(client, remote));
     } else if (remote < db.txid) {
       // Local L0 files left from a previous run are not on the replica yet: the lag figure
       // starts at the oldest of them, not at the next write.
@@ -106,12 +106,12 @@ export async function detachDatabase(attachment: Attachment): Promise<void> {
 }
 
 /**
- * The replica's file that ends at `txid` (its position), read whole: the newest level-0 file,
- * or, when level 0 does not reach that far (bucket lifecycle rules expired it), the smallest
- * file of another level that does.
+ * The replica's file that ends at `txid` (its position): the newest level-0 file, or, when
+ * level 0 does not reach that far (bucket lifecycle rules expired it), the smallest file of
+ * another level that does. Only listed: the caller streams it (it may be a full image).
  * @throws {Error} when no file ends at `txid` (the replica changed since it was listed).
  */
-async function replicaFileEndingAt(client: ReplicaClient, txid: number): Promise<Uint8Array> {
+async function replicaFileEndingAt(client: ReplicaClient, txid: number): Promise<LTXFileInfo> {
   let found: LTXFileInfo | undefined;
   for (let level = 0; level <= SNAPSHOT_LEVEL && !found; level++) {
     for await (const file of client.ltxFiles(level)) {
@@ -124,6 +124,5 @@ async function replicaFileEndingAt(client: ReplicaClient, txid: number): Promise
         `it changed while being read, will retry`,
     );
   }
-  const stream = await client.openLTXFile(found);
-  return new Uint8Array(await new Response(stream).arrayBuffer());
+  return found;
 }

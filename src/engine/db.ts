@@ -50,6 +50,11 @@ import {
 import { cursorFrom, loadCursor } from "./_cursor.ts";
 import { fileIdentity, markIdentityAdopted, readIdentity, writeIdentity } from "./_identity.ts";
 import type { Logger } from "../log/mod.ts";
+import { type ParkedState, statKey } from "./_park.ts";
+import { ByteCollector, writeL0File } from "./_l0_file.ts";
+
+/** Longest step of the clock file times come from (the kernel's tick), with a margin. */
+const MTIME_TICK_MS = 20;
 
 /** Tunables of one database; the defaults are Litestream's (FORMAT.md §4.5). */
 export interface DBOptions {
@@ -72,6 +77,12 @@ export interface DBOptions {
    * this long (ms). Default 30 s.
    */
   stallAfter?: number;
+  /**
+   * How {@linkcode DB.closeIdle} left this database when it was parked: when the file has not
+   * been written since and the WAL is another one, every commit since is in the current WAL,
+   * and the first sync continues from its start instead of taking a snapshot.
+   */
+  parked?: ParkedState;
   /** Structured logger; the database path is added to every line. */
   logger?: Logger;
 }
@@ -88,6 +99,11 @@ export interface SyncResult {
   pageCount: number;
   /** More committed WAL remains than one sync reads (`maxSyncWALBytes`): sync again. */
   more?: boolean;
+  /**
+   * Nothing was written and the WAL ends where the cursor does: not even an uncommitted
+   * transaction is in progress (the scheduler opens no throttle window for such a sync).
+   */
+  idle?: boolean;
 }
 
 /** Counters exposed as metrics. */
@@ -125,6 +141,8 @@ const DEFAULT_MAX_SYNC_WAL_BYTES = 64 * 1024 * 1024;
  */
 const MIN_CHECKPOINT_SPACING_MS = 1000;
 const READ_CHUNK = 1 << 20;
+/** L0 files up to this many page bytes are encoded in memory and written in one go. */
+const SMALL_L0_BYTES = 4 << 20;
 /** Litestream's helper tables: the sequence bumped to force WAL writes, and the lock table. */
 const HELPER_TABLES_SQL =
   "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);" +
@@ -154,7 +172,7 @@ export class DB {
    */
   readonly writeLockHoldsMs: number[] = [];
 
-  #options: Required<Omit<DBOptions, "logger">> & { logger?: Logger };
+  #options: Required<Omit<DBOptions, "logger" | "parked">> & Pick<DBOptions, "logger" | "parked">;
   #reader?: DatabaseSync;
   #writer?: DatabaseSync;
   #dbFile?: RandomAccessFile & { close(): void };
@@ -176,6 +194,8 @@ export class DB {
   #lastCheckpointAt = Date.now();
   #syncedSinceCheckpoint = false;
   #running: Promise<unknown> = Promise.resolve();
+  /** The directory fsync of the newest L0 file while it runs (see {@linkcode writeL0File}). */
+  #dirSync?: Promise<void>;
   #closed = false;
   /** The WAL's stat (see {@linkcode walStateKey}) when the last successful sync started. */
   #accountedWAL?: string;
@@ -236,6 +256,7 @@ export class DB {
       await this.#openHandles();
       this.#cursor = await loadCursor(this.local);
       await this.#checkIdentity();
+      await this.#continueAfterParking();
       this.#closeWriter();
     } catch (err) {
       this.#release();
@@ -340,22 +361,25 @@ export class DB {
 
   /**
    * Replaces the local cursor when the replica is ahead of it (the database was restored from
-   * an older backup, or the meta dir was lost): the replica's newest L0 file becomes the local
-   * one, so the next sync continues the TXID sequence with a snapshot (FORMAT.md §4.2 step 9).
+   * an older backup, or the meta dir was lost): the replica's file `file` ending at its
+   * position becomes the newest local L0 file, so the next sync continues the TXID sequence
+   * with a snapshot (FORMAT.md §4.2 step 9). The file is streamed (or copied by the kernel),
+   * never held in memory: it may be a full image of a large database.
    */
-  async adoptReplicaPosition(file: Uint8Array, txid: number): Promise<void> {
+  async adoptReplicaPosition(client: ReplicaClient, file: LTXFileInfo): Promise<void> {
+    const txid = file.maxTXID;
     if (txid <= this.txid) return;
-    const header = decodeHeader(file.subarray(0, HEADER_SIZE));
+    const head = await client.openLTXFile(file, { length: HEADER_SIZE });
+    const header = decodeHeader(new Uint8Array(await new Response(head).arrayBuffer()));
     const stale: { level: number; minTXID: number; maxTXID: number }[] = [];
     for await (const f of this.local.ltxFiles(0)) stale.push(f);
     // First, so that a crash before the snapshot below cannot leave the adopted cursor
     // trusted: a recorded identity that matches no file makes the next open snapshot too.
     await markIdentityAdopted(this.metaDir);
-    await this.local.writeLTXFile(
-      { level: 0, minTXID: txid, maxTXID: txid },
-      file,
-      header.timestamp,
-    );
+    const id = { level: 0, minTXID: txid, maxTXID: txid };
+    const sourcePath = client.localPath?.(file);
+    if (sourcePath !== undefined) await this.local.copyLTXFile(id, sourcePath, header.timestamp);
+    else await this.local.writeLTXFile(id, await client.openLTXFile(file), header.timestamp);
     await this.local.deleteLTXFiles(stale);
     this.#cursor = cursorFrom(header);
     this.#lastFrameChecksum = undefined;
@@ -403,6 +427,14 @@ export class DB {
     });
     this.#running = next;
     return next;
+  }
+
+  /**
+   * Whether the next sync is known to write a full image (no local position yet, or the file
+   * was replaced): such a sync is heavy work, which callers may queue.
+   */
+  get needsSnapshot(): boolean {
+    return this.#cursor === undefined || this.#replacedSinceCursor !== undefined;
   }
 
   /** Whether `info` (a stat of some path) is the database file this object has open. */
@@ -455,10 +487,65 @@ export class DB {
     if (this.#closed) return;
     this.#closed = true;
     await this.#running.catch(() => {});
+    await this.#settleDirSync().catch(() => {}); // durable before the process may exit
     const moved = this.#dbFile !== undefined && await this.replaced();
     if (moved) this.#checkpointMovedFile();
     this.#release();
     if (moved) await this.#setAsideStaleWAL();
+  }
+
+  /**
+   * Closes an idle database for parking. Under the write lock: a last sync must find no new
+   * frame, a PASSIVE checkpoint backfills the WAL into the database file, and the file's state
+   * is recorded once the clock has moved past that write (so that any later write shows in
+   * it). Then the connections close, the writer last and in the same synchronous step as its
+   * ROLLBACK: when it is the last connection of any process, SQLite deletes the WAL, as the
+   * application's own last close would have; there is nothing left in it to checkpoint.
+   * @returns what {@linkcode DBOptions.parked} needs to continue without a snapshot, or
+   * undefined (the database stays open) when a commit arrived since the last sync or the lock
+   * is busy: it is not idle after all.
+   */
+  closeIdle(): Promise<ParkedState | undefined> {
+    const next = this.#running.catch(() => {}).then(async () => {
+      if (this.#closed || !this.#reader || !this.#walFile) return undefined;
+      await this.#settleDirSync();
+      try {
+        await this.#lockWrites();
+      } catch (err) {
+        if (isBusyError(err)) return undefined;
+        throw err;
+      }
+      const lockedAt = performance.now();
+      let parked: ParkedState | undefined;
+      try {
+        if ((await this.#syncOnce()).txid !== undefined) return undefined;
+        const walSize = await this.#walFile.size();
+        this.#reader.exec("COMMIT"); // our read mark must not hold the checkpoint back
+        await this.#retry(() => checkpoint(this.path, "PASSIVE"));
+        const info = await Deno.stat(this.path);
+        // File times come from a coarse clock (one tick, up to 10 ms): a write in the same
+        // tick as the checkpoint's would leave them equal. None can happen while we hold the
+        // lock and wait the tick out.
+        const wait = (info.mtime?.getTime() ?? 0) + MTIME_TICK_MS - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        parked = {
+          dbState: statKey(info),
+          walIno: this.#sidecarInodes.get("-wal") ?? null,
+          walSize,
+        };
+      } finally {
+        if (!parked) {
+          this.#writerConnection().exec("ROLLBACK");
+          if (this.#reader && !this.#reader.isTransaction) await this.#beginReadTx();
+        }
+      }
+      this.#noteWriteLockHeld(performance.now() - lockedAt);
+      this.#closed = true;
+      this.#release(); // the writer closes right after its ROLLBACK, then the descriptors
+      return parked;
+    });
+    this.#running = next;
+    return next;
   }
 
   /**
@@ -611,7 +698,7 @@ export class DB {
     }
     if (start.kind === "idle") {
       this.#cursor!.walEmptiedAfterSync = true;
-      return { snapshot: false, pageCount: 0 };
+      return { snapshot: false, pageCount: 0, idle: true };
     }
 
     const snapshot = start.kind === "snapshot";
@@ -637,7 +724,7 @@ export class DB {
     const walBytes = read && read.endOffset > 0 ? read.endOffset - offset : 0;
     if (!snapshot && walBytes === 0) {
       this.#syncedToWALEnd = offset === walFileSize;
-      return { snapshot: false, pageCount: 0 };
+      return { snapshot: false, pageCount: 0, idle: this.#syncedToWALEnd };
     }
     const dbSize = await this.#dbFile!.size();
     const commit = read && read.commit > 0 ? read.commit : Math.floor(dbSize / pageSize);
@@ -747,10 +834,38 @@ export class DB {
     return [...set].filter((p) => p <= commit).sort((a, b) => a - b);
   }
 
-  /** Streams the pages into `<meta>/ltx/0/<txid>-<txid>.ltx`, atomically. */
+  /**
+   * Writes the pages into `<meta>/ltx/0/<txid>-<txid>.ltx`, atomically. A small file (the
+   * usual incremental sync) is encoded in memory and written with its directory fsync left to
+   * run while it ships (see _l0_file.ts); a large one streams.
+   */
   async #writeL0(header: Header, pgnos: number[], pageMap: Map<number, number>): Promise<void> {
+    await this.#settleDirSync();
     const id = { level: 0, minTXID: header.minTXID, maxTXID: header.maxTXID };
-    await this.#encodeTo(this.local, id, header, pgnos, pageMap);
+    if (pgnos.length * this.#pageSize > SMALL_L0_BYTES) {
+      await this.#encodeTo(this.local, id, header, pgnos, pageMap);
+      return;
+    }
+    const collector = new ByteCollector();
+    const encoder = new Encoder(collector.writable, header, { encoding: this.#options.encoding });
+    for await (const page of this.#readPages(pgnos, pageMap)) {
+      await encoder.encodePage(page.pgno, page.data);
+    }
+    await encoder.close();
+    const { dirSynced } = await writeL0File(
+      this.local.filePath(id),
+      collector.collected(),
+      header.timestamp,
+    );
+    this.#dirSync = dirSynced;
+  }
+
+  /** Waits for the directory fsync of the last small L0 file. @throws its error. */
+  async #settleDirSync(): Promise<void> {
+    const pending = this.#dirSync;
+    if (!pending) return;
+    this.#dirSync = undefined;
+    await pending;
   }
 
   /** Encodes pages straight into a client's atomic write. */
@@ -780,21 +895,27 @@ export class DB {
     return await written;
   }
 
-  /** Reads pages from the WAL (when in the page map) or the database file, in order. */
+  /**
+   * Reads pages from the WAL (when in the page map) or the database file, in order. Each page
+   * is a view into one of two buffers reused for the whole call: the consumer must be done
+   * with it before asking for the next (the encoder copies it into its output). A full image
+   * of a large database then allocates nothing per page, and its memory stays bounded.
+   */
   async *#readPages(
     pgnos: number[],
     pageMap: Map<number, number>,
   ): AsyncGenerator<{ pgno: number; data: Uint8Array }> {
     const pageSize = this.#pageSize;
     const perChunk = Math.max(1, Math.floor(READ_CHUNK / pageSize));
+    const walPage = new Uint8Array(pageSize);
+    let chunk: Uint8Array | undefined;
     let i = 0;
     while (i < pgnos.length) {
       const pgno = pgnos[i];
       const frameOffset = pageMap.get(pgno);
       if (frameOffset !== undefined) {
-        const data = new Uint8Array(pageSize);
-        await this.#readFull(this.#walFile!, data, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
-        yield { pgno, data };
+        await this.#readFull(this.#walFile!, walPage, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
+        yield { pgno, data: walPage };
         i++;
         continue;
       }
@@ -804,10 +925,11 @@ export class DB {
         run < perChunk && i + run < pgnos.length && pgnos[i + run] === pgno + run &&
         !pageMap.has(pgno + run)
       ) run++;
-      const chunk = new Uint8Array(run * pageSize);
-      await this.#readFull(this.#dbFile!, chunk, (pgno - 1) * pageSize, "database");
+      chunk ??= new Uint8Array(Math.min(perChunk, pgnos.length) * pageSize);
+      const view = chunk.subarray(0, run * pageSize);
+      await this.#readFull(this.#dbFile!, view, (pgno - 1) * pageSize, "database");
       for (let k = 0; k < run; k++) {
-        yield { pgno: pgno + k, data: chunk.subarray(k * pageSize, (k + 1) * pageSize) };
+        yield { pgno: pgno + k, data: view.subarray(k * pageSize, (k + 1) * pageSize) };
       }
       i += run;
     }
@@ -1076,6 +1198,26 @@ export class DB {
         )
       )
     );
+  }
+
+  /**
+   * After parking, with the read transaction in place (no WAL restart can come between): the
+   * parking checkpoint had backfilled every frame, so an unwritten database file means no
+   * checkpoint ran since and at most one WAL generation began, from the parked state. When
+   * the WAL is another file (the last close deleted it) or restarted under new salts, that
+   * generation holds every commit since and continues the cursor from its start; the same
+   * generation continues where the cursor ends, as usual.
+   */
+  async #continueAfterParking(): Promise<void> {
+    const parked = this.#options.parked;
+    const cursor = this.#cursor;
+    if (!parked || !cursor || this.#replacedSinceCursor) return;
+    const dbState = statKey(await Deno.stat(this.path).catch(() => undefined));
+    if (dbState !== parked.dbState) return; // written since: the WAL decides (FORMAT.md §4.3.1)
+    const header = await this.#readWALHeader();
+    const sameWAL = this.#sidecarInodes.get("-wal") === parked.walIno;
+    if (sameWAL && header?.salt1 === cursor.salt1 && header?.salt2 === cursor.salt2) return;
+    cursor.walEmptiedAfterSync = true;
   }
 
   /**

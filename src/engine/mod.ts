@@ -15,6 +15,7 @@ export * from "./shipper.ts";
 export * from "./store.ts";
 export * from "./meta_lock.ts";
 export * from "./attach.ts";
+export * from "./work_queue.ts";
 export { claimReplica, ReplicaInUseError, type ReplicaOwner } from "./_replica_marker.ts";
 /** The WAL position decisions of {@linkcode DB.sync}, exported for their unit tests. */
 export {

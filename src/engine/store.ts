@@ -19,6 +19,9 @@ import type { Logger } from "../log/mod.ts";
 import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./meta_lock.ts";
 import { ReplicaInUseError } from "./_replica_marker.ts";
 import { attachDatabase, type Attachment } from "./attach.ts";
+import { type ParkedState, statKey, statKeyOf } from "./_park.ts";
+import { WorkQueue } from "./work_queue.ts";
+import { TimerWheel } from "./_timer_wheel.ts";
 
 /** Default leading-edge sync throttle per backend when `sync-interval` is not set, in ms. */
 export const DEFAULT_SYNC_INTERVAL = {
@@ -30,6 +33,19 @@ export const DEFAULT_SYNC_INTERVAL = {
 
 /** How far the safety-net poll of an idle, watched database backs off: × `monitor-interval`. */
 export const IDLE_POLL_FACTOR = 8;
+
+/** Default `park-after` of directory tenants, ms: a minute without a change. */
+export const DEFAULT_PARK_AFTER = 60_000;
+
+/**
+ * Default period of the sweep that stats parked databases, ms: a change the watcher missed
+ * wakes its database within this long (longer when more than {@linkcode DEFAULT_SWEEP_RATE}
+ * × 60 databases are parked).
+ */
+export const DEFAULT_SWEEP_INTERVAL = 60_000;
+
+/** Default cap of the sweep, parked databases looked at per second (two stats each). */
+export const DEFAULT_SWEEP_RATE = 500;
 
 /** Everything the store needs to replicate one database. */
 export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
@@ -48,6 +64,12 @@ export interface DatabaseEntry extends Omit<DBOptions, "logger"> {
    * `compactorFactory`, injected so that the engine does not depend on it); unset: none.
    */
   createCompactor?: CompactorFactory;
+  /**
+   * Parks the database after this long without a change, ms: its connections, descriptors,
+   * timers, replica client and meta dir lock are released until its WAL or file changes.
+   * Unset or 0: never parked.
+   */
+  parkAfter?: number;
 }
 
 /**
@@ -80,8 +102,16 @@ export interface CompactionStats {
   lastError?: string;
 }
 
-/** Creates the {@linkcode ReplicaCompactor} of an attached database. */
-export type CompactorFactory = (db: DB, replica: Replica, logger: Logger) => ReplicaCompactor;
+/**
+ * Creates the {@linkcode ReplicaCompactor} of an attached database; its merges and snapshots
+ * run in `work`, the store's heavy-work queue.
+ */
+export type CompactorFactory = (
+  db: DB,
+  replica: Replica,
+  logger: Logger,
+  work: WorkQueue,
+) => ReplicaCompactor;
 
 /** Options of {@linkcode Store}. */
 export interface StoreOptions {
@@ -96,11 +126,59 @@ export interface StoreOptions {
   /** Delay before retrying a database that failed to open, ms. Default 5000. */
   openRetryDelay?: number;
   /**
+   * Databases open (not parked) at once, at most: beyond it, opening one parks the least
+   * recently active first. Default: what the process's descriptor limit (`RLIMIT_NOFILE`) allows
+   * at {@linkcode DESCRIPTORS_PER_DATABASE} each, after {@linkcode RESERVED_DESCRIPTORS}.
+   */
+  maxActive?: number;
+  /**
    * This process's control socket (src/daemon/control.ts), recorded in each database's meta dir lock
    * so that `sluice snapshot` can ask this process for a snapshot.
    */
   controlSocket?: string;
+  /** Period of the sweep over parked databases, ms. Default {@linkcode DEFAULT_SWEEP_INTERVAL}. */
+  sweepInterval?: number;
+  /** Parked databases the sweep looks at per second, at most. Default {@linkcode DEFAULT_SWEEP_RATE}. */
+  sweepRate?: number;
+  /**
+   * The heavy-work queue: initial snapshots here, merges and snapshots in the compactors. Pass
+   * one queue to every store of a process so that the bound is the process's. Default: a
+   * queue of {@linkcode DEFAULT_BACKGROUND_JOBS}.
+   */
+  work?: WorkQueue;
 }
+
+/** Descriptors an open database may hold: its file and WAL twice (ours and SQLite's), the
+ * `-shm`, a checkpoint's or writer's connection, and the meta dir lock. */
+export const DESCRIPTORS_PER_DATABASE = 8;
+
+/** Longest wait for a database to become parkable when the descriptor budget is full, ms. */
+const MAKE_ROOM_WAIT_MS = 5000;
+
+/** Descriptors kept for everything else: watchers, workers, sockets, replica clients. */
+export const RESERVED_DESCRIPTORS = 256;
+
+/**
+ * How many databases fit in this process's descriptor limit (the soft `RLIMIT_NOFILE`, read from
+ * /proc/self/limits); unbounded where it cannot be read. Running out of descriptors must
+ * degrade (more databases parked), never fail opens at random or crash the process.
+ */
+export function activeDatabaseLimit(): number {
+  try {
+    const limits = Deno.readTextFileSync("/proc/self/limits");
+    const soft = limits.match(/^Max open files\s+(\d+|unlimited)/m)?.[1];
+    if (soft === undefined || soft === "unlimited") return Infinity;
+    return Math.max(
+      16,
+      Math.floor((Number(soft) - RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_DATABASE),
+    );
+  } catch {
+    return Infinity;
+  }
+}
+
+/** Default of `background-jobs`: heavy jobs (snapshots, compactions) running at once. */
+export const DEFAULT_BACKGROUND_JOBS = 2;
 
 /** A database the store is replicating, with its schedule. */
 export interface Managed {
@@ -108,11 +186,12 @@ export interface Managed {
   db: DB;
   replica: Replica;
   job: ThrottledJob;
-  /** The next safety-net poll. */
-  poll?: ReturnType<typeof setTimeout>;
   /** Delay before the next poll, ms: grows while the database is idle and watched. */
   pollDelay: number;
-  /** When the pending poll fires (`performance.now()` time); meaningful while `poll` is set. */
+  /**
+   * When the next safety-net poll is due (`performance.now()` time), on the store's one
+   * {@linkcode TimerWheel}; unset while a poll runs or when none is scheduled.
+   */
   pollDueAt?: number;
   unwatch?: () => void;
   lastWALStat?: string;
@@ -120,6 +199,24 @@ export interface Managed {
   compactor?: ReplicaCompactor;
   /** The meta dir lock: this process alone writes the database's L0 files. */
   lock?: MetaLock;
+  /** When the database last changed or synced (`performance.now()` time); parking counts from it. */
+  lastActivity: number;
+}
+
+/**
+ * A parked database: everything released, what remains is this record (the cursor is on disk
+ * in its meta directory) and the directory watch that already covers it.
+ */
+interface ParkedDatabase {
+  entry: DatabaseEntry;
+  /** Stat of the database and its WAL right after parking; any difference wakes it. */
+  fileState: string;
+  /** How the database was left, for its next open. */
+  state: ParkedState;
+  /** Its status when parked, shown while parked; its counters carry over to the next open. */
+  figures: DatabaseStatus;
+  /** Stops the WAL watch kept while parked (stores that watch WALs themselves). */
+  unwatch?: () => void;
 }
 
 /** Live figures for status output and metrics. */
@@ -141,11 +238,14 @@ export interface DatabaseStatus {
   stats: DB["stats"] & { uploads: number; uploadErrors: number; bytesUploaded: number };
   /** The compactor's totals; null when the database has no compactor. */
   compaction: CompactionStats | null;
+  /** Lifecycle state for metrics (`sluice_databases_by_state`); unset counts as "active". */
+  state?: "active" | "parked" | "failing";
 }
 
 /** The set of databases under replication. */
 export class Store {
-  #options: Required<Omit<StoreOptions, "controlSocket">> & StoreOptions;
+  #options: Required<Omit<StoreOptions, "controlSocket" | "work" | "maxActive">> & StoreOptions;
+  #maxActive: number;
   #managed = new Map<string, Managed>();
   #opening = new Map<string, Promise<Managed | undefined>>();
   #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
@@ -160,11 +260,36 @@ export class Store {
   #closingDBs = new Map<Promise<void>, DB>();
   /** Paths being restarted after their file was replaced: true once removed meanwhile. */
   #restarting = new Map<string, boolean>();
+  /** Parked databases (see {@linkcode DatabaseEntry.parkAfter}). */
+  #parked = new Map<string, ParkedDatabase>();
+  /** Databases being parked: true once a change arrived meanwhile (they wake at once). */
+  #parking = new Map<string, boolean>();
+  /** Stats of parked databases in flight (a change seen twice is checked once). */
+  #checkingParked = new Set<string>();
+  #sweepTimer?: ReturnType<typeof setTimeout>;
+  /** The safety-net polls of all open databases, on one timer. */
+  #polls = new TimerWheel<Managed>();
+  #work: WorkQueue;
+  #budgetWarned = false;
+  /** Opens past `#makeRoom` and not yet in `#managed`: they count against the budget. */
+  #reserved = 0;
+  /** Resolved after the next sync cycle of any database (see `#makeRoom`). */
+  #cycleWaiters: Array<() => void> = [];
+  #sweepCursor?: Iterator<ParkedDatabase>;
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
-    this.#options = { watchWAL: true, openConcurrency: 16, openRetryDelay: 5000, ...options };
+    this.#options = {
+      watchWAL: true,
+      openConcurrency: 16,
+      openRetryDelay: 5000,
+      sweepInterval: DEFAULT_SWEEP_INTERVAL,
+      sweepRate: DEFAULT_SWEEP_RATE,
+      ...options,
+    };
     this.#slots = this.#options.openConcurrency;
+    this.#work = options.work ?? new WorkQueue(DEFAULT_BACKGROUND_JOBS);
+    this.#maxActive = options.maxActive ?? activeDatabaseLimit();
     this.#watcher = new WALWatcher((dir, err) =>
       this.#options.logger.warn("watcher failed; relying on polling", {
         dir,
@@ -173,9 +298,19 @@ export class Store {
     );
   }
 
-  /** Paths of the databases being replicated. */
+  /** Paths of the databases being replicated, parked ones included. */
   get paths(): string[] {
-    return [...this.#managed.keys()];
+    return [...this.#managed.keys(), ...this.#parked.keys()];
+  }
+
+  /** Databases being opened (or waiting for a slot to open). */
+  get openingCount(): number {
+    return this.#opening.size;
+  }
+
+  /** Paths of the parked databases. */
+  get parkedPaths(): string[] {
+    return [...this.#parked.keys()];
   }
 
   /**
@@ -185,7 +320,7 @@ export class Store {
    */
   get trackedPaths(): number {
     return this.#managed.size + this.#opening.size + this.#retryTimers.size + this.#refused.size +
-      this.#closing.size + this.#restarting.size;
+      this.#closing.size + this.#restarting.size + this.#parked.size + this.#parking.size;
   }
 
   /**
@@ -210,15 +345,24 @@ export class Store {
   add(entry: DatabaseEntry): Promise<boolean> {
     if (this.#closed) return Promise.resolve(false);
     const existing = this.#managed.get(entry.path);
-    if (existing) return Promise.resolve(true);
+    // Parked (or being parked) is replicated: a change wakes it, adding again does not.
+    if (existing || this.#parked.has(entry.path) || this.#parking.has(entry.path)) {
+      return Promise.resolve(true);
+    }
+    return this.#add(entry);
+  }
+
+  #add(entry: DatabaseEntry, carried?: DatabaseStatus, parked?: ParkedState): Promise<boolean> {
     this.#refused.delete(entry.path);
     let opening = this.#opening.get(entry.path);
     if (!opening) {
       // A database at this path still being closed (deleted and re-created at once) holds its
       // meta dir lock until it is done: open the new one after it.
       const closing = this.#closing.get(entry.path);
-      opening = (closing ? closing.then(() => this.#withSlot(() => this.#open(entry))) : this
-        .#withSlot(() => this.#open(entry))).finally(() => this.#opening.delete(entry.path));
+      const open = () => this.#withSlot(() => this.#open(entry, carried, parked));
+      opening = (closing ? closing.then(open) : open()).finally(() =>
+        this.#opening.delete(entry.path)
+      );
       this.#opening.set(entry.path, opening);
     }
     return opening.then((m) => m !== undefined);
@@ -236,6 +380,14 @@ export class Store {
 
   async #remove(path: string, finalSync: boolean): Promise<void> {
     this.#cancelRetry(path);
+    if (this.#parking.has(path)) await this.#closing.get(path);
+    const parked = this.#parked.get(path);
+    if (parked) {
+      // Released when it was parked, its last changes on the replica: only the record goes.
+      this.#parked.delete(path);
+      parked.unwatch?.();
+      return;
+    }
     await this.#opening.get(path)?.catch(() => {});
     this.#cancelRetry(path); // an open that failed meanwhile scheduled one
     const managed = this.#managed.get(path);
@@ -257,14 +409,19 @@ export class Store {
     await closing;
   }
 
-  /** A change was seen on `path` or its WAL: sync soon. */
+  /** A change was seen on `path` or its WAL: sync soon (a parked database wakes). */
   notify(path: string): void {
     const managed = this.#managed.get(path);
-    if (!managed) return;
+    if (!managed) {
+      if (this.#parking.has(path)) this.#parking.set(path, true);
+      else if (this.#parked.has(path)) this.#checkParked(path);
+      return;
+    }
+    managed.lastActivity = performance.now();
     const base = managed.entry.monitorInterval;
     managed.pollDelay = base; // active again: poll at the base rate
     // A long idle wait is cut short: a replaced file is then noticed within one interval.
-    if (managed.poll !== undefined && (managed.pollDueAt ?? 0) - performance.now() > base) {
+    if (managed.pollDueAt !== undefined && managed.pollDueAt - performance.now() > base) {
       this.#schedulePoll(managed);
     }
     managed.job.request();
@@ -284,7 +441,12 @@ export class Store {
     this.#closed = true;
     for (const timer of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
+    clearTimeout(this.#sweepTimer);
+    this.#polls.close();
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
+    // Parked databases have nothing left to upload: their last sync ran when they parked.
+    await Promise.all(this.#closing.values());
+    this.#parked.clear();
     this.#watcher.close();
     const all = [...this.#managed.values()];
     this.#managed.clear();
@@ -293,10 +455,17 @@ export class Store {
     return failures.filter((failure) => failure !== undefined);
   }
 
-  /** Per-database status for `sluice status` and metrics. */
+  /** Per-database status for `sluice status` and metrics, parked databases included. */
   status(): DatabaseStatus[] {
     const now = Date.now();
-    return [...this.#managed.values()].map(({ entry, db, replica, compactor }) => {
+    const all = [...this.#managed.values()].map((managed) => this.#statusOf(managed, now));
+    for (const parked of this.#parked.values()) all.push(parked.figures);
+    return all;
+  }
+
+  #statusOf(managed: Managed, now: number): DatabaseStatus {
+    const { entry, db, replica, compactor, job } = managed;
+    {
       const position = replica.lastConfirmedPosition;
       // The newer of the database's and the replica's last error.
       const [lastError, lastErrorAt] =
@@ -304,6 +473,7 @@ export class Store {
           ? [replica.stats.lastError, replica.stats.lastErrorAt]
           : [db.stats.lastError, db.stats.lastErrorAt];
       return {
+        state: job.failures > 0 || db.stats.stalledSince ? "failing" : "active",
         path: entry.path,
         replica: replica.client.location,
         localTXID: formatTXID(db.txid),
@@ -318,15 +488,25 @@ export class Store {
         stats: { ...db.stats, ...replica.stats },
         compaction: compactor ? { ...compactor.stats } : null,
       };
-    });
+    }
   }
 
-  async #open(entry: DatabaseEntry): Promise<Managed | undefined> {
+  async #open(
+    entry: DatabaseEntry,
+    carried?: DatabaseStatus,
+    parked?: ParkedState,
+  ): Promise<Managed | undefined> {
     const logger = this.#options.logger.child({ db: entry.path });
     let attached: Attachment | undefined;
+    let reserved = false;
     try {
       await this.#closeMovedFrom(entry.path);
-      attached = await attachDatabase(entry, { logger, lock: () => this.#lock(entry) });
+      await this.#makeRoom();
+      reserved = true;
+      attached = await attachDatabase(parked ? { ...entry, parked } : entry, {
+        logger,
+        lock: () => this.#lock(entry),
+      });
       const { db, replica, lock } = attached;
       const client = replica.client;
       const job = new ThrottledJob(() => this.#cycle(managed), {
@@ -340,9 +520,11 @@ export class Store {
         replica,
         job,
         pollDelay: entry.monitorInterval,
-        compactor: entry.createCompactor?.(db, replica, logger),
+        compactor: entry.createCompactor?.(db, replica, logger, this.#work),
         lock,
+        lastActivity: performance.now(),
       };
+      if (carried) carryCounters(managed, carried);
       if (this.#closed) {
         await db.close();
         await client.close();
@@ -382,6 +564,8 @@ export class Store {
       logger.error("cannot open database; will retry", { error: (err as Error).message });
       this.#scheduleRetry(entry);
       return undefined;
+    } finally {
+      if (reserved) this.#reserved--;
     }
   }
 
@@ -432,23 +616,41 @@ export class Store {
     );
   }
 
-  /** One sync → upload cycle. Returns true when more WAL is waiting. */
-  async #cycle(managed: Managed): Promise<boolean> {
+  /**
+   * One sync → upload cycle. Returns true when more WAL is waiting, "idle" when it found
+   * nothing to write or ship (it then opens no throttle window, see {@linkcode ThrottledJob}).
+   */
+  async #cycle(managed: Managed): Promise<boolean | "idle"> {
+    try {
+      return await this.#syncAndUpload(managed);
+    } finally {
+      for (const resolve of this.#cycleWaiters.splice(0)) resolve();
+    }
+  }
+
+  async #syncAndUpload(managed: Managed): Promise<boolean | "idle"> {
     const { db, replica, entry } = managed;
     // A full meta directory: drop the local copies of files already shipped, and sync again.
-    const result = await db.sync().catch(async (err) => {
+    // A full image (a new tenant's first sync) waits its turn in the heavy-work queue.
+    const sync = () => db.needsSnapshot ? this.#work.run(() => db.sync()) : db.sync();
+    const result = await sync().catch(async (err) => {
       if (!await replica.relieveFullMetaDir(err, db.txid)) throw err;
-      return await db.sync();
+      return await sync();
     });
-    if (result.txid !== undefined) replica.noteLocalWrite(Date.now());
-    if (replica.knownPosition === undefined || replica.knownPosition < db.txid) {
+    if (result.txid !== undefined) {
+      replica.noteLocalWrite(Date.now());
+      managed.lastActivity = performance.now();
+    }
+    const shipped = replica.knownPosition === undefined || replica.knownPosition < db.txid;
+    if (shipped) {
       await replica.upload(db.txid);
       // With a compactor, its L0 retention removes local L0 files (once level 1 covers them).
       if (!managed.compactor && entry.l0Retention !== undefined) {
         await replica.cleanupLocal(entry.l0Retention);
       }
     }
-    return result.more === true;
+    if (result.more === true) return true;
+    return result.idle === true && !shipped ? "idle" : false;
   }
 
   /**
@@ -459,18 +661,23 @@ export class Store {
    */
   #schedulePoll(managed: Managed): void {
     if (this.#managed.get(managed.entry.path) !== managed) return;
-    clearTimeout(managed.poll);
     managed.pollDueAt = performance.now() + managed.pollDelay;
-    managed.poll = setTimeout(async () => {
-      managed.poll = undefined; // running: notify() leaves the rescheduling to us
+    this.#polls.schedule(managed, managed.pollDelay, async () => {
+      managed.pollDueAt = undefined; // running: notify() leaves the rescheduling to us
       const changed = await this.#poll(managed);
+      if (!changed && this.#idleLongEnough(managed)) return this.#park(managed);
       const watched = !this.#options.watchWAL || managed.unwatch !== undefined;
       const base = managed.entry.monitorInterval;
       managed.pollDelay = changed || !watched
         ? base
         : Math.min(managed.pollDelay * 2, base * IDLE_POLL_FACTOR);
       this.#schedulePoll(managed);
-    }, managed.pollDelay);
+    });
+  }
+
+  #stopPolling(managed: Managed): void {
+    this.#polls.cancel(managed);
+    managed.pollDueAt = undefined;
   }
 
   /**
@@ -519,7 +726,7 @@ export class Store {
   async #shutdown(managed: Managed, finalSync: boolean): Promise<FinalSyncFailure | undefined> {
     // No new sync from here on: a database removed with its directory must not have its meta
     // dir re-created while the compactor finishes.
-    clearTimeout(managed.poll);
+    this.#stopPolling(managed);
     managed.unwatch?.();
     const jobStopped = managed.job.stop();
     await managed.compactor?.stop(); // waits for a running compaction or snapshot
@@ -541,8 +748,191 @@ export class Store {
 
   async #cycleUntilDone(managed: Managed): Promise<void> {
     for (let i = 0; i < 1000; i++) {
-      if (!(await this.#cycle(managed))) return;
+      if ((await this.#cycle(managed)) !== true) return;
     }
+  }
+
+  /**
+   * Parks the least recently active databases while the open ones fill the descriptor budget
+   * ({@linkcode StoreOptions.maxActive}). Only healthy, caught-up ones are parked; when none is,
+   * the open goes ahead and a failure for lack of descriptors is retried like any other.
+   */
+  async #makeRoom(): Promise<void> {
+    let warned = false;
+    const deadline = performance.now() + MAKE_ROOM_WAIT_MS;
+    while (this.#managed.size + this.#reserved >= this.#maxActive && !this.#closed) {
+      let victim: Managed | undefined;
+      for (const managed of this.#managed.values()) {
+        const known = managed.replica.knownPosition;
+        if (managed.job.failures > 0 || known === undefined || known < managed.db.txid) continue;
+        if (!victim || managed.lastActivity < victim.lastActivity) victim = managed;
+      }
+      if (!victim) {
+        // All busy (first syncs, uploads): wait for one to finish, within reason.
+        const wait = deadline - performance.now();
+        if (wait <= 0) return;
+        const { promise, resolve } = Promise.withResolvers<void>();
+        this.#cycleWaiters.push(resolve);
+        const timer = setTimeout(resolve, wait);
+        await promise;
+        clearTimeout(timer);
+        continue;
+      }
+      if (!warned && !this.#budgetWarned) {
+        this.#options.logger.warn(
+          "open databases fill the descriptor limit; parking the least recently active early " +
+            "(raise LimitNOFILE / ulimit -n to keep more open)",
+          { maxOpen: this.#maxActive },
+        );
+        this.#budgetWarned = warned = true;
+      }
+      await this.#park(victim);
+    }
+    this.#reserved++; // released by #open once the database is in #managed (or failed)
+  }
+
+  /** Whether `managed` has been idle long enough to park: caught up, healthy, unchanged. */
+  #idleLongEnough(managed: Managed): boolean {
+    const parkAfter = managed.entry.parkAfter ?? 0;
+    if (parkAfter <= 0 || this.#closed || managed.job.failures > 0) return false;
+    if (performance.now() - managed.lastActivity < parkAfter) return false;
+    const known = managed.replica.knownPosition;
+    return known !== undefined && known >= managed.db.txid;
+  }
+
+  /**
+   * Parks an idle database: its schedule stops, what is left is uploaded, and it closes through
+   * {@linkcode DB.closeIdle}, which leaves the WAL exactly as synced; its replica client and
+   * meta dir lock go too. What remains is a {@linkcode ParkedDatabase} record. A WAL found
+   * different from what was synced, or a change seen while parking, wakes it at once.
+   */
+  async #park(managed: Managed): Promise<void> {
+    const { entry, db } = managed;
+    const path = entry.path;
+    if (this.#managed.get(path) !== managed) return;
+    this.#managed.delete(path);
+    this.#parking.set(path, false);
+    const logger = this.#options.logger;
+    const parking = (async () => {
+      // The WAL watch stays: it wakes the database (notify() knows parked paths).
+      const unwatch = managed.unwatch;
+      managed.unwatch = undefined;
+      this.#stopPolling(managed);
+      const jobStopped = managed.job.stop();
+      await managed.compactor?.stop();
+      await jobStopped;
+      let synced: Awaited<ReturnType<DB["closeIdle"]>>;
+      let figures: DatabaseStatus | undefined;
+      try {
+        await this.#cycleUntilDone(managed);
+        figures = this.#statusOf(managed, Date.now());
+        synced = await db.closeIdle();
+      } catch (err) {
+        logger.warn("cannot park database; keeps replicating", {
+          db: path,
+          error: (err as Error).message,
+        });
+      }
+      if (!synced || !figures) {
+        // Busy after all: start over with a fresh schedule, its counters carried over.
+        unwatch?.();
+        await this.#shutdown(managed, true);
+        return { reopen: true, figures };
+      }
+      await managed.replica.client.close().catch(() => {});
+      managed.lock?.release();
+      const [dbInfo, walInfo] = await Promise.all(
+        [path, path + "-wal"].map((p) => Deno.stat(p).catch(() => undefined)),
+      );
+      const record: ParkedDatabase = {
+        entry,
+        fileState: `${statKey(dbInfo)}|${statKey(walInfo)}`,
+        state: synced,
+        figures: { ...figures, state: "parked", lagSeconds: 0 },
+        unwatch,
+      };
+      // Written since the parking checkpoint, or WAL frames past the synced end (the WAL
+      // itself is gone when our close was the last: SQLite deleted it, all of it synced).
+      const changed = statKey(dbInfo) !== synced.dbState ||
+        (walInfo !== undefined &&
+          (walInfo.ino !== synced.walIno || walInfo.size !== synced.walSize));
+      return { reopen: false, record, changed };
+    })();
+    const closing: Promise<void> = parking.then((outcome) => {
+      const woken = this.#parking.get(path) === true;
+      this.#parking.delete(path);
+      if (this.#closing.get(path) === closing) this.#closing.delete(path);
+      if (this.#closed) return outcome.record?.unwatch?.();
+      if (outcome.reopen || !outcome.record) {
+        this.#add(entry, outcome.figures);
+        return;
+      }
+      this.#parked.set(path, outcome.record);
+      logger.debug("parked", { db: path, txid: outcome.record.figures.localTXID });
+      if (woken || outcome.changed) this.#wake(path);
+      else this.#scheduleSweep();
+    }, (err) => {
+      this.#parking.delete(path);
+      if (this.#closing.get(path) === closing) this.#closing.delete(path);
+      logger.error("cannot park database", { db: path, error: `${err}` });
+      if (!this.#closed) this.#add(entry);
+    });
+    this.#closing.set(path, closing);
+    await closing;
+  }
+
+  /** A change was seen on a parked database: wakes it when its files differ from when parked. */
+  async #checkParked(path: string): Promise<void> {
+    if (this.#checkingParked.has(path)) return;
+    this.#checkingParked.add(path);
+    try {
+      const parked = this.#parked.get(path);
+      if (!parked) return;
+      const fileState = await fileStateOf(path);
+      if (this.#parked.get(path) === parked && fileState !== parked.fileState) this.#wake(path);
+    } finally {
+      this.#checkingParked.delete(path);
+    }
+  }
+
+  /** Opens a parked database again; its next sync continues from its cursor or snapshots. */
+  #wake(path: string): void {
+    const parked = this.#parked.get(path);
+    if (!parked || this.#closed) return;
+    this.#parked.delete(path);
+    parked.unwatch?.();
+    this.#options.logger.debug("waking parked database", { db: path });
+    this.#add(parked.entry, parked.figures, parked.state);
+  }
+
+  /**
+   * The slow sweep over parked databases, one timer for all of them: each second it stats the
+   * next batch, so that every parked database is looked at once per `sweepInterval` (or per
+   * parked count ÷ `sweepRate` seconds, when that is longer). It catches what a watcher missed.
+   */
+  #scheduleSweep(): void {
+    if (this.#sweepTimer !== undefined || this.#closed || this.#parked.size === 0) return;
+    this.#sweepTimer = setTimeout(async () => {
+      const { sweepInterval, sweepRate } = this.#options;
+      const batch = Math.min(
+        sweepRate,
+        Math.ceil(this.#parked.size * Math.min(1000, sweepInterval) / sweepInterval),
+      );
+      const paths: string[] = [];
+      for (let i = 0; i < batch && i < this.#parked.size; i++) {
+        let next = this.#sweepCursor?.next();
+        if (!next || next.done) {
+          this.#sweepCursor = this.#parked.values();
+          next = this.#sweepCursor.next();
+          if (next.done) break;
+        }
+        paths.push(next.value.entry.path);
+      }
+      await Promise.all(paths.map((path) => this.#checkParked(path)));
+      this.#sweepTimer = undefined;
+      this.#scheduleSweep();
+    }, Math.min(1000, this.#options.sweepInterval));
+    Deno.unrefTimer(this.#sweepTimer as unknown as number);
   }
 
   async #withSlot<T>(fn: () => Promise<T>): Promise<T> {
@@ -556,4 +946,36 @@ export class Store {
       else this.#slots++;
     }
   }
+}
+
+/** What the sweep compares for a parked database: the {@linkcode statKey} of its file and WAL. */
+async function fileStateOf(path: string): Promise<string> {
+  const [dbState, walState] = await Promise.all([statKeyOf(path), statKeyOf(path + "-wal")]);
+  return `${dbState}|${walState}`;
+}
+
+/** Adds a parked database's counters to those of its new attachment (metrics never go back). */
+function carryCounters(managed: Managed, carried: DatabaseStatus): void {
+  const add = (target: object, saved: object | null) => {
+    if (!saved) return;
+    const into = target as Record<string, unknown>;
+    for (const [key, value] of Object.entries(saved)) {
+      if (typeof value === "number") into[key] = ((into[key] as number | undefined) ?? 0) + value;
+      else if (into[key] === undefined) into[key] = value;
+    }
+  };
+  // A stall is about the WAL of the moment, not carried.
+  const { uploads, uploadErrors, bytesUploaded, lossSnapshots, metaFilesDropped, ...dbStats } = {
+    ...carried.stats,
+    stalledSince: undefined,
+  } as DatabaseStatus["stats"] & Record<string, unknown>;
+  add(managed.db.stats, dbStats);
+  add(managed.replica.stats, {
+    uploads,
+    uploadErrors,
+    bytesUploaded,
+    lossSnapshots,
+    metaFilesDropped,
+  });
+  if (managed.compactor) add(managed.compactor.stats, carried.compaction);
 }

@@ -13,7 +13,6 @@
 
 import { dirname } from "node:path";
 import {
-  Decoder,
   formatFilename,
   formatTXID,
   type Header,
@@ -21,11 +20,11 @@ import {
   HEADER_SIZE,
   LTXChecksumError,
   LTXFormatError,
-  mergeDecoders,
   parseFilename,
   type Trailer,
 } from "../ltx/mod.ts";
 import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import { mergeSources, openDecoder } from "../pipeline/mod.ts";
 import { calcRestorePlan } from "./_plan.ts";
 import { openSized } from "./_stream.ts";
 import { DatabaseWriter } from "./_writer.ts";
@@ -178,8 +177,9 @@ export async function restore(
   plan.forEach((info, i) => checkPlannedFile(info, names[i]));
 
   const tmpPath = `${outputPath}.tmp`;
+  // Large files decode on a codec worker while this thread reads and writes.
   const decoders = plan.map((info, i) =>
-    new Decoder(openSized(client, info, names[i], { signal }), { name: names[i] })
+    openDecoder(openSized(client, info, names[i], { signal }), { name: names[i], size: info.size })
   );
   let file: Deno.FsFile | undefined;
   let writer: DatabaseWriter | undefined;
@@ -190,7 +190,7 @@ export async function restore(
       headers.push(checkHeader(await decoder.readHeader(), plan[i], names[i]));
     }
     const checksummed = headers.some((h) => (h.flags & HEADER_FLAG_NO_CHECKSUM) === 0);
-    const merged = await mergeDecoders(decoders);
+    const merged = await mergeSources(decoders);
     const { pageSize, commit } = merged.header;
 
     // A leftover temp file (or a symlink planted there) is replaced, never written through.

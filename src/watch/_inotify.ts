@@ -11,10 +11,16 @@
  * on FFI's blocking thread pool, so the event loop never waits. Recursive watches add a watch for
  * each subdirectory, including ones created later.
  *
+ * Kernel limits: a subdirectory whose watch the kernel refuses (ENOSPC: `max_user_watches`) is
+ * reported through `onUnwatched` and left to the caller's scans (its content is still walked and
+ * its subdirectories still tried); {@linkcode InotifyWatcher.rewatch} tries again later. A root
+ * path or the instance itself refused for a limit throws {@linkcode WatchLimitError}.
+ *
  * @module
  */
 
 import { join } from "node:path";
+import { addWatchLimit, instanceLimit, WatchLimitError } from "./limit_error.ts";
 
 const IN_NONBLOCK = 0o4000;
 const IN_CLOEXEC = 0o2000000;
@@ -83,31 +89,61 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
   #recursive: boolean;
   #dirs = new Map<number, string>();
   #queue: Deno.FsEvent[] = [];
+  /** Paths with a modify event in `#queue` (see `#push`). */
+  #queuedModify = new Set<string>();
   #waiting?: (value: void) => void;
   #closed = false;
   #error?: Error;
   #loop: Promise<void>;
+  #onUnwatched: (error: WatchLimitError) => void;
+  #descend: (dir: string) => boolean;
 
-  /** @throws {Error} when inotify is unavailable or a root path cannot be watched. */
-  constructor(paths: string[], recursive: boolean) {
+  /**
+   * Watches `paths` (and their subdirectories when `recursive`, those `descend` accepts).
+   * `onUnwatched` hears about each subdirectory the kernel refused to watch for a limit.
+   * @throws {WatchLimitError} when the inotify instance, its eventfd or a root path's watch is
+   * refused for a kernel limit.
+   * @throws {Error} when inotify is unavailable or a root path cannot be watched otherwise
+   * (`Deno.errors.NotFound` when it does not exist).
+   */
+  constructor(
+    paths: string[],
+    recursive: boolean,
+    onUnwatched: (error: WatchLimitError) => void = () => {},
+    descend: (dir: string) => boolean = () => true,
+  ) {
     const c = loadLibC();
     if (!c) throw new Error("inotify is not available");
     this.#c = c;
     this.#recursive = recursive;
+    this.#onUnwatched = onUnwatched;
+    this.#descend = descend;
+    const where = paths.join(", ");
     this.#fd = c.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (this.#fd < 0) throw new Error(`inotify_init1 failed (errno ${errno(c)})`);
+    if (this.#fd < 0) {
+      const code = errno(c);
+      const limit = instanceLimit(code, "inotify_init1");
+      if (limit) throw new WatchLimitError(limit, where, code);
+      throw new Error(`inotify_init1 failed (errno ${code})`);
+    }
     this.#wakeFd = c.eventfd(0, IN_CLOEXEC | IN_NONBLOCK);
     if (this.#wakeFd < 0) {
+      const code = errno(c);
       c.close(this.#fd);
-      throw new Error(`eventfd failed (errno ${errno(c)})`);
+      const limit = instanceLimit(code, "eventfd");
+      if (limit) throw new WatchLimitError(limit, where, code);
+      throw new Error(`eventfd failed (errno ${code})`);
     }
     try {
       for (const path of paths) {
         if (this.#addWatch(path) < 0) {
           const code = errno(c);
-          throw code === 2
-            ? new Deno.errors.NotFound(`cannot watch ${path}: no such directory`)
-            : new Error(`cannot watch ${path} (errno ${code})`);
+          if (code === 2) {
+            throw new Deno.errors.NotFound(`cannot watch ${path}: no such directory`);
+          }
+          const limit = addWatchLimit(code);
+          if (limit) throw new WatchLimitError(limit, path, code);
+          throw new Error(`cannot watch ${path} (errno ${code})`);
         }
       }
     } catch (err) {
@@ -139,6 +175,7 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
     while (true) {
       const event = this.#queue.shift();
       if (event) {
+        if (event.kind === "modify") this.#queuedModify.delete(event.paths[0]);
         yield event;
         continue;
       }
@@ -147,6 +184,16 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
     }
     await this.#loop;
     if (this.#error) throw this.#error;
+  }
+
+  /**
+   * Tries again to watch `dir`, a directory reported through `onUnwatched` (a limit may have
+   * been raised, or watches freed). True when it is watched now. Its subdirectories are not
+   * touched: each was reported on its own.
+   */
+  rewatch(dir: string): boolean {
+    if (this.#closed) return false;
+    return this.#addWatch(dir) >= 0;
   }
 
   #wake(): void {
@@ -182,12 +229,20 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
       if (this.#closed) return;
       const sub = join(dir, entry.name);
       if (report) this.#push("create", [sub]);
-      if (entry.isDirectory && this.#addWatch(sub) >= 0) await this.#addTree(sub, report);
+      if (entry.isDirectory && this.#descend(sub) && this.#watchOrReport(sub)) {
+        await this.#addTree(sub, report);
+      }
     }
     if (report) this.#wake();
   }
 
   #push(kind: Deno.FsEvent["kind"], paths: string[], flag?: Deno.FsEventFlag): void {
+    if (kind === "modify") {
+      // A commit writes the WAL several times: while a modify of a path waits to be taken,
+      // more of them add nothing (the one queued is seen after them all).
+      if (this.#queuedModify.has(paths[0])) return;
+      this.#queuedModify.add(paths[0]);
+    }
     this.#queue.push(flag ? { kind, paths, flag } : { kind, paths });
   }
 
@@ -272,9 +327,24 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
     }
   }
 
+  /**
+   * Watches the subdirectory `dir`. A watch refused for a kernel limit is reported through
+   * `onUnwatched`; true then too, so that what lies below is still walked (and tried).
+   */
+  #watchOrReport(dir: string): boolean {
+    if (this.#addWatch(dir) >= 0) return true;
+    const code = errno(this.#c);
+    const limit = addWatchLimit(code);
+    if (limit === undefined) return false; // gone, or unreadable: nothing to watch below it
+    try {
+      this.#onUnwatched(new WatchLimitError(limit, dir, code));
+    } catch { /* the listener's problem; the watcher goes on */ }
+    return true;
+  }
+
   /** A directory appeared inside a recursive watch: watch it and what it already holds. */
   #watchNewDirectory(path: string): void {
-    if (this.#addWatch(path) < 0) return;
+    if (!this.#descend(path) || !this.#watchOrReport(path)) return;
     this.#addTree(path, true);
   }
 }

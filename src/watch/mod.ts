@@ -21,11 +21,27 @@
 import { basename } from "node:path";
 import { fileURLToPath } from "node:url";
 import { inotifyAvailable, InotifyWatcher } from "./_inotify.ts";
+import type { WatchLimitError } from "./limit_error.ts";
+
+export * from "./limit_error.ts";
 
 /** Options of {@linkcode watchFs}. */
 export interface WatchOptions {
   /** Watch subdirectories too. Default true (as `Deno.watchFs`). */
   recursive?: boolean;
+  /**
+   * Hears about each subdirectory the kernel refused to watch for a limit (inotify only: ENOSPC
+   * when `fs.inotify.max_user_watches` is reached). Its changes are not reported: the caller
+   * scans it instead, and may call {@linkcode FsWatcher.rewatch} later.
+   */
+  onUnwatched?: (error: WatchLimitError) => void;
+  /**
+   * Which subdirectories a recursive watch descends into (inotify only; default all). Each
+   * watched directory costs one of the user's `fs.inotify.max_user_watches`, and its events
+   * are read and parsed: the directory monitor leaves out sluice's own meta directories
+   * (hidden, three per database) this way.
+   */
+  descend?: (dir: string) => boolean;
 }
 
 /** A running watcher: an async iterable of events, closed with {@linkcode FsWatcher.close}. */
@@ -37,6 +53,11 @@ export interface FsWatcher extends AsyncIterable<Deno.FsEvent> {
   readonly ready: Promise<boolean>;
   /** Stops the child process; the iteration ends. */
   close(): void;
+  /**
+   * Tries again to watch a directory reported through {@linkcode WatchOptions.onUnwatched}.
+   * True when it is watched now.
+   */
+  rewatch(dir: string): boolean;
 }
 
 /** The child's first line: the watch exists from here on. */
@@ -46,16 +67,24 @@ const READY_LINE = '{"ready":true}';
 export const WATCH_COMMAND = "__watch";
 
 /**
- * Watches `paths` in a child process and yields its events.
- * The iteration throws if the child fails (for example a path that does not exist).
+ * Watches `paths` (through inotify in this process on Linux, else in a child process) and
+ * yields its events. The iteration throws if the watcher fails.
+ * @throws {WatchLimitError} (inotify) when a kernel limit refuses the watcher or a root path.
+ * @throws {Deno.errors.NotFound} (inotify) when a root path does not exist.
  */
 export function watchFs(paths: string | string[], options: WatchOptions = {}): FsWatcher {
   const list = Array.isArray(paths) ? paths : [paths];
   if (inotifyAvailable()) {
-    const watcher = new InotifyWatcher(list, options.recursive !== false);
+    const watcher = new InotifyWatcher(
+      list,
+      options.recursive !== false,
+      options.onUnwatched,
+      options.descend,
+    );
     return {
       ready: watcher.ready,
       close: () => watcher.close(),
+      rewatch: (dir) => watcher.rewatch(dir),
       [Symbol.asyncIterator]: () => watcher[Symbol.asyncIterator](),
     };
   }
@@ -113,7 +142,12 @@ function watchInChild(list: string[], options: WatchOptions): FsWatcher {
     }
   }
   const iterator = events();
-  return { ready: ready.promise, close, [Symbol.asyncIterator]: () => iterator };
+  return {
+    ready: ready.promise,
+    close,
+    rewatch: () => false,
+    [Symbol.asyncIterator]: () => iterator,
+  };
 }
 
 /** How to start this program again: `deno run … main.ts`, or just the compiled binary. */

@@ -1,0 +1,24 @@
+/**
+ * Errors crossing the worker boundary come back as the class the in-thread codec would have
+ * thrown, with the same message, so callers cannot tell where the work ran.
+ *
+ * @module
+ */
+
+import { LTXChecksumError, LTXError, LTXFormatError } from "../ltx/mod.ts";
+import type { WireError } from "./_protocol.ts";
+
+/** Rebuilds `wire` as an {@linkcode LTXError} subclass, or a plain `Error` of the same name. */
+export function fromWire(wire: WireError): Error {
+  switch (wire.name) {
+    case "LTXChecksumError":
+      return new LTXChecksumError(wire.message);
+    case "LTXFormatError":
+      return new LTXFormatError(wire.message);
+    case "LTXError":
+      return new LTXError(wire.message);
+  }
+  const err = new Error(wire.message);
+  err.name = wire.name;
+  return err;
+}

@@ -1,0 +1,95 @@
+/**
+ * The codec worker(s), shared by every job of the process. A worker starts on the first job
+ * that needs one and is terminated as soon as it has no job left, so that an idle process holds
+ * no thread (and a CLI command or a test exits when its work is done).
+ *
+ * @module
+ */
+
+import type { Reply, Request } from "./_protocol.ts";
+
+/**
+ * Workers at most. On the 2-core machine this targets, the main thread (reads, writes, the
+ * merge) and one worker (every codec job, interleaved) keep both cores busy: measured on a
+ * 256 MiB compaction, a second worker was no faster and cost ~25 MB more peak RSS (each worker
+ * is a V8 isolate of ~19 MB with its own garbage-collection slack).
+ */
+export const MAX_WORKERS = 1;
+
+/** What a job does with the messages its worker sends. */
+export type ReplyHandler = (reply: Reply) => void;
+
+interface PooledWorker {
+  worker: Worker;
+  jobs: Map<number, ReplyHandler>;
+}
+
+const workers: PooledWorker[] = [];
+let nextId = 1;
+
+/** A job's end of the channel to its worker. */
+export interface JobChannel {
+  readonly id: number;
+  /** Sends a request for this job, moving the buffers in `transfer`. */
+  send(request: Request, transfer?: Transferable[]): void;
+  /** Ends the job (idempotent); the worker stops when it has no other job. */
+  release(): void;
+}
+
+/** Registers a job on the least busy worker (starting one if allowed) and returns its channel. */
+export function openJob(handler: ReplyHandler): JobChannel {
+  let pooled = workers.reduce<PooledWorker | undefined>(
+    (best, w) => (best === undefined || w.jobs.size < best.jobs.size ? w : best),
+    undefined,
+  );
+  if (pooled === undefined || (pooled.jobs.size > 0 && workers.length < MAX_WORKERS)) {
+    pooled = startWorker();
+  }
+  const id = nextId++;
+  pooled.jobs.set(id, handler);
+  const owner = pooled;
+  let released = false;
+  return {
+    id,
+    send(request, transfer = []) {
+      if (!released) owner.worker.postMessage(request, transfer);
+    },
+    release() {
+      if (released) return;
+      released = true;
+      owner.jobs.delete(id);
+      if (owner.jobs.size === 0) stopWorker(owner);
+    },
+  };
+}
+
+/** How many codec workers are running (for tests). */
+export function runningWorkers(): number {
+  return workers.length;
+}
+
+function startWorker(): PooledWorker {
+  const worker = new Worker(new URL("./_worker.ts", import.meta.url), { type: "module" });
+  const pooled: PooledWorker = { worker, jobs: new Map() };
+  worker.onmessage = (event: MessageEvent<Reply>) => {
+    pooled.jobs.get(event.data.id)?.(event.data);
+  };
+  worker.onerror = (event: ErrorEvent) => {
+    // The worker itself died (not a job's error, which arrives as a message): fail every job.
+    event.preventDefault();
+    const message = `the LTX codec worker failed: ${event.message}`;
+    for (const [id, handler] of [...pooled.jobs]) {
+      handler({ type: "error", id, error: { name: "Error", message } });
+    }
+    stopWorker(pooled);
+  };
+  workers.push(pooled);
+  return pooled;
+}
+
+function stopWorker(pooled: PooledWorker): void {
+  const at = workers.indexOf(pooled);
+  if (at >= 0) workers.splice(at, 1);
+  pooled.jobs.clear();
+  pooled.worker.terminate();
+}

@@ -1,0 +1,80 @@
+/**
+ * The messages between the main thread and a codec worker. Every job has an id; byte payloads
+ * travel as transferred `ArrayBuffer`s (moved, not copied), and every direction is credit-based
+ * so that the bytes in flight per job stay bounded (see the limits below).
+ *
+ * @module
+ */
+
+import type { EncoderOptions, Header, Trailer } from "../ltx/mod.ts";
+
+/** Decoded pages travel in batches of about this many bytes. */
+export const DECODE_BATCH_BYTES = 1 << 20;
+/** Decoded batches a job may have sent and not yet had acknowledged. */
+export const DECODE_BATCHES_IN_FLIGHT = 3;
+/** LTX input bytes the main thread may have sent a decode job and not yet seen consumed. */
+export const INPUT_BYTES_IN_FLIGHT = 4 << 20;
+/** Input chunks smaller than this are gathered into one message of this size. */
+export const INPUT_MESSAGE_BYTES = 512 << 10;
+/** Pages to encode travel in batches of about this many bytes. */
+export const ENCODE_BATCH_BYTES = 1 << 20;
+/** Page batches the main thread may have sent an encode job and not yet had acknowledged. */
+export const ENCODE_BATCHES_IN_FLIGHT = 3;
+/** Encoded output chunks a job may have sent and not yet had written (acknowledged). */
+export const OUTPUT_CHUNKS_IN_FLIGHT = 4;
+
+/** An error as it crosses the thread boundary: class name and message. */
+export interface WireError {
+  name: string;
+  message: string;
+  /** True when the worker only saw the main thread's input failing (the main side has it). */
+  input?: boolean;
+}
+
+/** Main thread → worker. */
+export type Request =
+  | { type: "decode"; id: number; name: string }
+  | { type: "input"; id: number; buffer: ArrayBuffer; length: number }
+  | { type: "inputEnd"; id: number }
+  | { type: "inputFailed"; id: number }
+  | {
+    type: "batchAck";
+    id: number;
+    /** An older batch's buffers, given back for reuse (pages of it are no longer read). */
+    pgnos?: Uint32Array<ArrayBuffer>;
+    data?: ArrayBuffer;
+  }
+  | { type: "encode"; id: number; header: Header; options: EncoderOptions }
+  | {
+    type: "pages";
+    id: number;
+    pgnos: Uint32Array;
+    data: ArrayBuffer;
+    count: number;
+  }
+  | { type: "close"; id: number; postApplyChecksum?: bigint }
+  | { type: "outputAck"; id: number }
+  | { type: "cancel"; id: number };
+
+/** Worker → main thread. */
+export type Reply =
+  | { type: "header"; id: number; header: Header }
+  | {
+    type: "consumed";
+    id: number;
+    bytes: number;
+    /** The input message's buffer, given back for reuse (its bytes were copied). */
+    buffer: ArrayBuffer;
+  }
+  | {
+    type: "batch";
+    id: number;
+    pgnos: Uint32Array<ArrayBuffer>;
+    data: ArrayBuffer;
+    count: number;
+  }
+  | { type: "decoded"; id: number; trailer: Trailer }
+  | { type: "pagesAck"; id: number }
+  | { type: "output"; id: number; buffer: ArrayBuffer; length: number }
+  | { type: "closed"; id: number; trailer: Trailer; bytes: number }
+  | { type: "error"; id: number; error: WireError };

@@ -1,0 +1,273 @@
+/**
+ * The codec worker: runs the LTX {@linkcode Decoder} and {@linkcode Encoder} of src/ltx for the
+ * jobs the main thread sends it, so that LZ4, xxh32 and CRC-64 work never holds up the main
+ * thread's event loop. Several jobs may share one worker; each is a small state machine driven
+ * by messages (see _protocol.ts), and each waits for credit before sending more.
+ *
+ * @module
+ */
+
+import { Decoder, Encoder } from "../ltx/mod.ts";
+import {
+  DECODE_BATCH_BYTES,
+  DECODE_BATCHES_IN_FLIGHT,
+  OUTPUT_CHUNKS_IN_FLIGHT,
+  type Reply,
+  type Request,
+  type WireError,
+} from "./_protocol.ts";
+
+/** This worker's global scope (the project is type-checked with the window's lib). */
+const scope = self as unknown as {
+  onmessage: ((event: MessageEvent<Request>) => void) | null;
+  postMessage(message: Reply, transfer?: Transferable[]): void;
+};
+
+/** A counter of permits; `take()` waits while none is left. */
+class Credit {
+  #left: number;
+  #waiters: (() => void)[] = [];
+  constructor(permits: number) {
+    this.#left = permits;
+  }
+  async take(): Promise<void> {
+    while (this.#left === 0) await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    this.#left--;
+  }
+  give(): void {
+    this.#left++;
+    this.#waiters.shift()?.();
+  }
+  /** Wakes every waiter for good (the job ends). */
+  release(): void {
+    this.#left = Infinity;
+    for (const wake of this.#waiters.splice(0)) wake();
+  }
+}
+
+/** The marker an input stream errors with when the main thread's source failed. */
+class InputFailed extends Error {}
+
+interface DecodeJob {
+  kind: "decode";
+  /** Batch buffers the main thread gave back. */
+  free: { pgnos: Uint32Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> }[];
+  input: InputQueue;
+  credit: Credit;
+  decoder: Decoder;
+  cancelled: boolean;
+}
+
+interface EncodeJob {
+  kind: "encode";
+  chain: Promise<void>;
+  credit: Credit;
+  encoder?: Encoder;
+  failed: boolean;
+}
+
+/** LTX bytes the main thread sent, as the stream the decoder reads. */
+class InputQueue {
+  readonly stream: ReadableStream<Uint8Array>;
+  #chunks: (Uint8Array | null | InputFailed)[] = [];
+  #wake: (() => void) | undefined;
+
+  constructor(id: number) {
+    this.stream = new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        while (this.#chunks.length === 0) {
+          await new Promise<void>((resolve) => this.#wake = resolve);
+        }
+        const next = this.#chunks.shift()!;
+        if (next === null) {
+          controller.close();
+        } else if (next instanceof InputFailed) {
+          controller.error(next);
+        } else {
+          // A copy made here: this thread's collector counts it and frees it in time, while
+          // the message's buffer goes back to the main thread for its next input.
+          const copy = next.slice();
+          post(
+            { type: "consumed", id, bytes: next.byteLength, buffer: next.buffer as ArrayBuffer },
+            [
+              next.buffer as ArrayBuffer,
+            ],
+          );
+          controller.enqueue(copy);
+        }
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  push(item: Uint8Array | null | InputFailed): void {
+    this.#chunks.push(item);
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+const jobs = new Map<number, DecodeJob | EncodeJob>();
+
+function post(message: Reply, transfer: Transferable[] = []): void {
+  scope.postMessage(message, transfer);
+}
+
+function wire(err: unknown): WireError {
+  if (err instanceof InputFailed) return { name: "Error", message: "input failed", input: true };
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: "Error", message: String(err) };
+}
+
+function fail(id: number, err: unknown): void {
+  if (!jobs.has(id)) return;
+  jobs.delete(id);
+  post({ type: "error", id, error: wire(err) });
+}
+
+scope.onmessage = (event: MessageEvent<Request>) => {
+  const message = event.data;
+  const job = jobs.get(message.id);
+  switch (message.type) {
+    case "decode":
+      startDecode(message.id, message.name);
+      return;
+    case "encode":
+      startEncode(message.id, message);
+      return;
+    case "cancel":
+      if (job?.kind === "decode") {
+        job.cancelled = true;
+        job.credit.release();
+        job.decoder.cancel().catch(() => {});
+      } else if (job?.kind === "encode") {
+        job.failed = true;
+        job.credit.release();
+        job.encoder?.abort().catch(() => {});
+      }
+      jobs.delete(message.id);
+      return;
+  }
+  if (job?.kind === "decode") {
+    if (message.type === "input") {
+      job.input.push(new Uint8Array(message.buffer, 0, message.length));
+    } else if (message.type === "inputEnd") job.input.push(null);
+    else if (message.type === "inputFailed") job.input.push(new InputFailed());
+    else if (message.type === "batchAck") {
+      if (message.data && message.pgnos) {
+        job.free.push({ pgnos: message.pgnos, data: new Uint8Array(message.data) });
+      }
+      job.credit.give();
+    }
+  } else if (job?.kind === "encode") {
+    if (message.type === "outputAck") {
+      job.credit.give();
+    } else if (message.type === "pages" || message.type === "close") {
+      job.chain = job.chain.then(() => encodeStep(message.id, job, message));
+    }
+  }
+};
+
+function startDecode(id: number, name: string): void {
+  const input = new InputQueue(id);
+  const job: DecodeJob = {
+    kind: "decode",
+    free: [],
+    input,
+    credit: new Credit(DECODE_BATCHES_IN_FLIGHT),
+    decoder: new Decoder(input.stream, { name }),
+    cancelled: false,
+  };
+  jobs.set(id, job);
+  decode(id, job).catch((err) => {
+    if (!job.cancelled) fail(id, err);
+  });
+}
+
+async function decode(id: number, job: DecodeJob): Promise<void> {
+  const { decoder } = job;
+  const header = await decoder.readHeader();
+  if (job.cancelled) return;
+  post({ type: "header", id, header });
+  const pageSize = header.pageSize;
+  const capacity = Math.max(1, Math.floor(DECODE_BATCH_BYTES / pageSize));
+  const nextBatch = () => {
+    const reused = job.free.pop();
+    return reused && reused.pgnos.length === capacity
+      ? reused
+      : { pgnos: new Uint32Array(capacity), data: new Uint8Array(capacity * pageSize) };
+  };
+  let { data, pgnos } = nextBatch();
+  let count = 0;
+  const send = async () => {
+    await job.credit.take();
+    if (job.cancelled) return;
+    post({ type: "batch", id, pgnos, data: data.buffer, count }, [data.buffer, pgnos.buffer]);
+    ({ data, pgnos } = nextBatch());
+    count = 0;
+  };
+  for (;;) {
+    const page = await decoder.readPage();
+    if (job.cancelled) return;
+    if (page === null) break;
+    data.set(page.data, count * pageSize);
+    pgnos[count++] = page.pgno;
+    if (count === capacity) await send();
+    if (job.cancelled) return;
+  }
+  if (count > 0) await send();
+  if (job.cancelled) return;
+  jobs.delete(id);
+  post({ type: "decoded", id, trailer: decoder.trailer! });
+}
+
+function startEncode(id: number, message: Extract<Request, { type: "encode" }>): void {
+  const credit = new Credit(OUTPUT_CHUNKS_IN_FLIGHT);
+  const job: EncodeJob = { kind: "encode", chain: Promise.resolve(), credit, failed: false };
+  jobs.set(id, job);
+  const sink = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      await credit.take();
+      if (job.failed) return;
+      // The encoder hands over a fresh buffer per chunk and never touches it again.
+      const whole = chunk.byteOffset === 0 ? chunk : chunk.slice();
+      post({ type: "output", id, buffer: whole.buffer as ArrayBuffer, length: chunk.length }, [
+        whole.buffer as ArrayBuffer,
+      ]);
+    },
+  });
+  try {
+    job.encoder = new Encoder(sink, message.header, message.options);
+  } catch (err) {
+    job.failed = true;
+    fail(id, err);
+  }
+}
+
+async function encodeStep(
+  id: number,
+  job: EncodeJob,
+  message: Extract<Request, { type: "pages" | "close" }>,
+): Promise<void> {
+  if (job.failed || !job.encoder) return;
+  try {
+    if (message.type === "pages") {
+      const { pgnos, count } = message;
+      const pageSize = job.encoder.header.pageSize;
+      const data = new Uint8Array(message.data);
+      for (let i = 0; i < count; i++) {
+        await job.encoder.encodePage(pgnos[i], data.subarray(i * pageSize, (i + 1) * pageSize));
+        if (job.failed) return;
+      }
+      post({ type: "pagesAck", id });
+    } else {
+      const trailer = await job.encoder.close(message.postApplyChecksum);
+      if (job.failed) return;
+      jobs.delete(id);
+      post({ type: "closed", id, trailer, bytes: job.encoder.bytesWritten });
+    }
+  } catch (err) {
+    job.failed = true;
+    fail(id, err);
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * LTX encoding and decoding off the main thread (docs/INTERNALS.md, "src/pipeline"). The byte
+ * work (LZ4, xxh32, CRC-64) of restore and compaction (and of snapshots, for a caller that
+ * encodes one) runs on a codec worker, pipelined with the reads and writes the main thread
+ * does, with bounded memory: a job never has more than a few MiB in flight, whatever the size
+ * of the file. Buffers cross the thread boundary in transfer lists (moved, not cloned) and go
+ * back for reuse.
+ *
+ * The decoder and encoder here have the calls, checks, errors and output of src/ltx's
+ * {@linkcode Decoder} and {@linkcode Encoder}; {@linkcode openDecoder} and
+ * {@linkcode openEncoder} choose between the worker and the in-thread codec by size, because a
+ * worker round trip costs more than coding a few pages.
+ *
+ * ```ts
+ * const decoder = openDecoder(stream, { name, size });
+ * const header = await decoder.readHeader();
+ * for (let page = await decoder.readPage(); page; page = await decoder.readPage()) {
+ *   // page.pgno, page.data (verified when readPage() returns null)
+ * }
+ * ```
+ *
+ * Workers start on demand and are terminated when their last job ends. Imports only src/ltx.
+ *
+ * @module
+ */
+
+import {
+  type Decoder,
+  Decoder as InThreadDecoder,
+  type Encoder,
+  Encoder as InThreadEncoder,
+  type EncoderOptions,
+  type Header,
+  mergeDecoders,
+  type MergeResult,
+} from "../ltx/mod.ts";
+import { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
+import { WorkerEncoder } from "./_encoder.ts";
+
+export { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
+export { WorkerEncoder } from "./_encoder.ts";
+export { MAX_WORKERS, runningWorkers } from "./_pool.ts";
+
+/** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */
+export type PageSource = Pick<
+  Decoder,
+  "name" | "header" | "trailer" | "pageCount" | "readHeader" | "readPage" | "cancel"
+>;
+
+/** What writes one LTX file page by page: src/ltx's {@linkcode Encoder} or a {@linkcode WorkerEncoder}. */
+export type PageSink = Pick<
+  Encoder,
+  "header" | "pageCount" | "bytesWritten" | "encodePage" | "close" | "abort"
+>;
+
+/**
+ * Files (or outputs) smaller than this are coded in-thread. Measured on the 2-core machine
+ * under load: starting a worker and its first round trips take 80–160 ms, the time the
+ * in-thread decoder needs for 8–16 MiB; and in-thread coding never holds the event loop for
+ * more than one input chunk (~10 ms), so a small file gains nothing from a worker.
+ */
+export const WORKER_THRESHOLD_BYTES = 8 << 20;
+
+/** Where the codec runs when the caller does not say. */
+export type CodecPlacement = "worker" | "thread" | "auto";
+
+/**
+ * `SLUICE_PIPELINE=worker|thread|auto` overrides the choice by size (for benchmarks and
+ * diagnosis); anything else, or no permission to read it, means "auto".
+ */
+function whereFromEnv(): CodecPlacement {
+  let value: string | undefined;
+  try {
+    value = Deno.env.get("SLUICE_PIPELINE");
+  } catch {
+    return "auto";
+  }
+  return value === "worker" || value === "thread" ? value : "auto";
+}
+
+/** Options of {@linkcode openDecoder}. */
+export interface OpenDecoderOptions extends WorkerDecoderOptions {
+  /** The file's size in bytes when known; small files are decoded in-thread. */
+  size?: number;
+  /** Force the choice: "worker", "thread", or "auto" (by size, the default). */
+  where?: CodecPlacement;
+}
+
+/**
+ * A decoder for `source`: on a codec worker unless the file is known to be small.
+ * Nothing is read before the first call.
+ */
+export function openDecoder(
+  source: ReadableStream<Uint8Array>,
+  options: OpenDecoderOptions = {},
+): PageSource {
+  const where = options.where ?? whereFromEnv();
+  const small = options.size !== undefined && options.size < WORKER_THRESHOLD_BYTES;
+  if (where === "thread" || (where === "auto" && small)) {
+    return new InThreadDecoder(source, { name: options.name });
+  }
+  return new WorkerDecoder(source, { name: options.name });
+}
+
+/** Options of {@linkcode openEncoder}. */
+export interface OpenEncoderOptions extends EncoderOptions {
+  /** About how many bytes of pages will be encoded; small outputs are encoded in-thread. */
+  expectedBytes?: number;
+  /** Force the choice: "worker", "thread", or "auto" (by size, the default). */
+  where?: CodecPlacement;
+}
+
+/**
+ * An encoder writing to `sink`: on a codec worker unless the output is expected to be small.
+ * @throws {LTXFormatError} when the header breaks a rule of FORMAT.md §1.1.
+ */
+export function openEncoder(
+  sink: WritableStream<Uint8Array>,
+  header: Header,
+  options: OpenEncoderOptions = {},
+): PageSink {
+  const { expectedBytes, where = whereFromEnv(), ...encoderOptions } = options;
+  const small = expectedBytes !== undefined && expectedBytes < WORKER_THRESHOLD_BYTES;
+  if (where === "thread" || (where === "auto" && small)) {
+    return new InThreadEncoder(sink, header, encoderOptions);
+  }
+  return new WorkerEncoder(sink, header, encoderOptions);
+}
+
+/**
+ * src/ltx's k-way merge ({@linkcode mergeDecoders}: latest input wins, every input verified to
+ * its end) over any mix of in-thread and worker decoders.
+ * @throws {LTXError} on no inputs, a page-size mismatch or a TXID gap.
+ */
+export function mergeSources(sources: PageSource[]): Promise<MergeResult> {
+  // mergeDecoders uses only the members PageSource names; a WorkerDecoder has each of them.
+  return mergeDecoders(sources as Decoder[]);
+}
+
+/**
+ * Compaction: merges `sources` (sorted by MinTXID) and encodes the result into `sink` on a
+ * codec worker (src/ltx's `compact`, with the encoding off the main thread). Every input is
+ * verified before the output is closed; on any failure the sink is aborted and the inputs
+ * cancelled.
+ * @returns the header written.
+ * @throws {LTXError} from the merge or the encoder.
+ */
+export async function compactSources(
+  sources: PageSource[],
+  sink: WritableStream<Uint8Array>,
+  options: OpenEncoderOptions = {},
+): Promise<Header> {
+  const cancelAll = () => Promise.all(sources.map((s) => s.cancel().catch(() => {})));
+  let merged: MergeResult;
+  try {
+    merged = await mergeSources(sources);
+  } catch (err) {
+    await sink.abort(err).catch(() => {});
+    throw err;
+  }
+  let encoder: PageSink;
+  try {
+    encoder = openEncoder(sink, merged.header, options);
+  } catch (err) {
+    await Promise.all([sink.abort(err).catch(() => {}), cancelAll()]);
+    throw err;
+  }
+  try {
+    for await (const page of merged.pages) await encoder.encodePage(page.pgno, page.data);
+    await encoder.close();
+  } catch (err) {
+    await Promise.all([encoder.abort(err).catch(() => {}), cancelAll()]);
+    throw err;
+  }
+  return merged.header;
+}

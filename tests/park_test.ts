@@ -1,0 +1,218 @@
+/**
+ * Parked tenants (issue 16, item 1): a database idle for `park-after` gives back its
+ * connections and descriptors; a change wakes it, and nothing committed while it was parked is
+ * missed, whatever the application did meanwhile:
+ *
+ * (a) one row; (b) more than 1,000 pages, so that its own autocheckpoint restarts the WAL;
+ * (c) `PRAGMA wal_checkpoint(TRUNCATE)`; (d) the file replaced by another database;
+ * (e) the file deleted; (f) a writer that keeps its connection open across the parking. And
+ * when more databases are added than the descriptor budget allows open at once, the least
+ * recently active ones park early, and every write still arrives.
+ *
+ * Every application operation is a python3 process (commit and exit) except (f). Each case
+ * ends with a restore of the replica that must equal the database (rows, integrity_check).
+ * "Parked" is read from /proc: sluice holds no descriptor of the database, its WAL or -shm.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  createDatabasesInChild,
+  hasReplica,
+  restoredRows,
+  SluiceProcess,
+  tableRows,
+  waitFor,
+  withTempDir,
+  writeDirConfig,
+  WriterProcess,
+} from "./_monitor_helpers.ts";
+import { type DatabaseEntry, Store } from "../src/engine/mod.ts";
+import { FileReplicaClient } from "../src/replica/mod.ts";
+import { silentLogger } from "../src/log/mod.ts";
+
+const PYTHON = new Deno.Command("python3", { args: ["-c", "import sqlite3"] }).outputSync()
+    .success
+  ? "python3"
+  : undefined;
+
+/** Runs python3 code with `sys.argv[1]` = the database path; a short-lived application. */
+async function py(db: string, code: string): Promise<void> {
+  const out = await new Deno.Command(PYTHON!, {
+    args: ["-c", "import sqlite3, sys, os\ndb = sys.argv[1]\n" + code, db],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+}
+
+const INSERT = (from: number, to: number, size = 64) =>
+  `c = sqlite3.connect(db)\n` +
+  `c.execute("PRAGMA busy_timeout = 5000")\n` +
+  `c.executemany("INSERT INTO t (n, payload) VALUES (?, randomblob(${size}))", ` +
+  `[(n,) for n in range(${from}, ${to + 1})])\n` +
+  `c.commit()\n`;
+
+Deno.test({
+  name: "parked tenants wake on every kind of change and miss nothing",
+  ignore: PYTHON === undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withTempDir(async (tmp) => {
+    const dir = join(tmp, "tenants");
+    const replica = join(tmp, "replica");
+    const names = ["a", "b", "c", "d", "e", "f"].map((n) => `${n}.db`);
+    const path = (name: string) => join(dir, name);
+    const rep = (name: string) => join(replica, name);
+    await createDatabasesInChild(names.map(path), 5);
+    const config = await writeDirConfig(join(tmp, "sluice.yml"), dir, replica, {
+      extra: ["park-after: 300ms"],
+    });
+    const sluice = await SluiceProcess.start(config);
+    const parked = (name: string) =>
+      waitFor(`${name} parked`, async () => !(await sluice.holds(path(name))), 20_000);
+    const caughtUp = async (name: string, expected: number[]) => {
+      let last: number[] = [];
+      await waitFor(`${name} restored equal to its database`, async () => {
+        last = await restoredRows(rep(name)).catch(() => []);
+        return last.length === expected.length && last.every((n, i) => n === expected[i]);
+      }, 20_000).catch((err) => {
+        throw new Error(
+          `${(err as Error).message}: restored ${last.length} rows, expected ${expected.length}` +
+            `\n${sluice.log.slice(-3000)}`,
+        );
+      });
+    };
+    // (f)'s application: opens before parking, keeps its connection, writes on request.
+    const holder = new Deno.Command(PYTHON!, {
+      args: [
+        "-c",
+        "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n" +
+        "c.execute('PRAGMA busy_timeout = 5000')\n" +
+        "for line in sys.stdin:\n" +
+        "  n = int(line)\n" +
+        "  c.execute('INSERT INTO t (n, payload) VALUES (?, randomblob(64))', (n,))\n" +
+        "  c.commit()\n" +
+        "  print(n, flush=True)\n",
+        path("f.db"),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const holderIn = holder.stdin.getWriter();
+    const holderOut = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const holderWrite = async (n: number) => {
+      await holderIn.write(new TextEncoder().encode(`${n}\n`));
+      const { value } = await holderOut.read();
+      assert.equal(value?.trim(), String(n));
+    };
+    try {
+      for (const name of names) {
+        await waitFor(`${name} on the replica`, () => hasReplica(rep(name)), 20_000);
+      }
+      await holderWrite(6);
+      for (const name of names) await parked(name);
+
+      // (a) one row.
+      await py(path("a.db"), INSERT(6, 6));
+      // (b) > 1,000 pages of 4 KiB: the application's autocheckpoint restarts the WAL.
+      await py(path("b.db"), INSERT(6, 1505, 3000) + INSERT(1506, 2505, 3000) + INSERT(2506, 2510));
+      // (c) a TRUNCATE checkpoint, then one more row.
+      await py(
+        path("c.db"),
+        INSERT(6, 50) + `c.execute("PRAGMA wal_checkpoint(TRUNCATE)")\n` + INSERT(51, 52),
+      );
+      // (d) replaced by another database (different rows) moved over it.
+      await py(
+        path("d.db") + ".new",
+        "c = sqlite3.connect(db)\nc.execute('PRAGMA journal_mode = wal')\n" +
+          "c.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, payload BLOB)')\n" +
+          "c.executemany('INSERT INTO t (n, payload) VALUES (?, x\\'00\\')', " +
+          "[(n,) for n in range(100, 110)])\nc.commit()\nc.close()\n" +
+          "os.replace(db, db[:-4])\n",
+      );
+      // (e) deleted: its replica keeps what it had.
+      const beforeDelete = tableRows(path("e.db"));
+      await py(path("e.db"), INSERT(6, 7));
+      const lastOfE = tableRows(path("e.db"));
+      assert.deepEqual(lastOfE, [...beforeDelete, 6, 7]);
+      // (f) the long-lived connection writes again.
+      await holderWrite(7);
+
+      for (const name of ["a.db", "b.db", "c.db", "d.db", "f.db"]) {
+        await caughtUp(name, tableRows(path(name)));
+      }
+      await caughtUp("e.db", lastOfE);
+      await Deno.remove(path("e.db"));
+      for (const suffix of ["-wal", "-shm"]) {
+        await Deno.remove(path("e.db") + suffix).catch(() => {});
+      }
+      await waitFor("e.db released", async () => !(await sluice.holds(path("e.db"))), 20_000);
+      assert.deepEqual(await restoredRows(rep("e.db")), lastOfE);
+      assert.deepEqual(tableRows(path("d.db")), [
+        100,
+        101,
+        102,
+        103,
+        104,
+        105,
+        106,
+        107,
+        108,
+        109,
+      ]);
+
+      // They park again, and one more row each still arrives.
+      for (const name of ["a.db", "b.db", "c.db", "d.db"]) await parked(name);
+      for (const name of ["a.db", "b.db", "c.db", "d.db"]) {
+        const next = Math.max(...tableRows(path(name))) + 1;
+        await py(path(name), INSERT(next, next));
+        await caughtUp(name, tableRows(path(name)));
+      }
+    } finally {
+      await holderIn.close().catch(() => {});
+      await holder.status;
+      await sluice.stop();
+    }
+  });
+});
+
+Deno.test({
+  name: "beyond the descriptor budget the least recently active databases park; none is lost",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    const maxActive = 3;
+    const store = new Store({ logger: silentLogger, maxActive });
+    const entries: DatabaseEntry[] = Array.from({ length: 8 }, (_, i) => ({
+      path: join(dir, `t${i}.db`),
+      metaDir: join(dir, `.t${i}.db-sluice`),
+      createClient: () => new FileReplicaClient(join(dir, "replica", `t${i}.db`)),
+      syncInterval: 20,
+      monitorInterval: 250,
+    }));
+    try {
+      await createDatabasesInChild(entries.map((e) => e.path), 3);
+      for (const entry of entries) assert.equal(await store.add(entry), true);
+      const open = () => store.paths.length - store.parkedPaths.length;
+      assert.ok(open() <= maxActive, `${open()} databases open, budget ${maxActive}`);
+      // Each one written in turn (and woken for it), twice over.
+      for (let round = 0; round < 2; round++) {
+        for (const [i, entry] of entries.entries()) {
+          await WriterProcess.run(entry.path, 2 + round + i);
+          await waitFor(`t${i}.db replicated`, async () => {
+            const restored = await restoredRows(join(dir, "replica", `t${i}.db`)).catch(() => []);
+            const source = tableRows(entry.path);
+            return restored.length === source.length && restored.every((n, j) => n === source[j]);
+          }, 20_000);
+          assert.ok(open() <= maxActive, `${open()} databases open, budget ${maxActive}`);
+        }
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});
