@@ -216,3 +216,65 @@ Deno.test({
     }
   });
 });
+
+Deno.test({
+  name: "more tenants than the descriptor limit allows open: all replicated, no crash",
+  ignore: PYTHON === undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withTempDir(async (tmp) => {
+    const dir = join(tmp, "tenants");
+    const replica = join(tmp, "replica");
+    const names = Array.from({ length: 120 }, (_, i) => `t${i}.db`);
+    await createDatabasesInChild(names.map((n) => join(dir, n)), 2);
+    const config = await writeDirConfig(join(tmp, "sluice.yml"), dir, replica);
+    // 700 descriptors: room for (700 - 512) / 8 = 23 open databases; `exec` keeps the pid.
+    const child = new Deno.Command("bash", {
+      args: [
+        "-c",
+        `ulimit -n 700 && exec "${Deno.execPath()}" run -A --quiet main.ts replicate -c "${config}"`,
+      ],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const log: string[] = [];
+    const reading = (async () => {
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) log.push(chunk);
+    })();
+    const alive = async () => {
+      const exited = await Promise.race([child.status.then(() => true), Promise.resolve(false)]);
+      if (exited) throw new Error(`sluice exited:\n${log.join("").slice(-3000)}`);
+    };
+    try {
+      await waitFor("every tenant on its replica", async () => {
+        await alive();
+        return names.every((n) => hasReplica(join(replica, n)));
+      }, 60_000);
+      await py(
+        dir,
+        "for i in range(120):\n" +
+          "  c = sqlite3.connect(os.path.join(db, 't%d.db' % i))\n" +
+          "  c.execute('PRAGMA busy_timeout = 5000')\n" +
+          "  c.execute('INSERT INTO t (n, payload) VALUES (3, x\\'00\\')')\n" +
+          "  c.commit()\n  c.close()\n",
+      );
+      for (const name of names) {
+        await waitFor(`${name} restored with its new row`, async () => {
+          await alive();
+          return (await restoredRows(join(replica, name)).catch(() => [])).length === 3;
+        }, 30_000);
+      }
+      const fds = [...Deno.readDirSync(`/proc/${child.pid}/fd`)].length;
+      assert.ok(fds < 700, `${fds} descriptors open`);
+    } finally {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      const status = await child.status;
+      await reading;
+      assert.equal(status.code, 0, log.join("").slice(-3000));
+    }
+  });
+});

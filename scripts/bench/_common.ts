@@ -19,6 +19,8 @@ export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
 export interface BenchOptions {
   /** Short steps and fewer repetitions (`deno task bench --quick`, < 3 minutes in all). */
   quick: boolean;
+  /** Also the runs that take many minutes (scale: 100,000 parked databases; `--huge`). */
+  huge?: boolean;
 }
 
 /**

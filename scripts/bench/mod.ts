@@ -6,6 +6,7 @@
  *   deno task bench            # full: < 20 minutes on 2 cores
  *   deno task bench --quick    # short steps: < 3 minutes, for development
  *   deno task bench --only=lag,scale   # a subset (does not write docs/BENCHMARKS.json)
+ *   deno task bench --huge     # also scale's 100,000 parked databases (many minutes more)
  *
  * Progress goes to stderr, the table to stdout. A benchmark that fails contributes one `n/a` row
  * naming the error instead of stopping the suite.
@@ -69,7 +70,7 @@ if (import.meta.main) {
     if (only && !only.includes(name)) continue;
     const t0 = performance.now();
     try {
-      results.push(...await bench({ quick }));
+      results.push(...await bench({ quick, huge: Deno.args.includes("--huge") }));
     } catch (err) {
       progress(`${name} failed: ${(err as Error).stack ?? err}`);
       results.push(

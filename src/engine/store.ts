@@ -22,6 +22,7 @@ import { attachDatabase, type Attachment } from "./attach.ts";
 import { type ParkedState, statKey, statKeyOf } from "./_park.ts";
 import { WorkQueue } from "./work_queue.ts";
 import { TimerWheel } from "./_timer_wheel.ts";
+import { releaseFreedMemory } from "../sqlite/mod.ts";
 
 /** Default leading-edge sync throttle per backend when `sync-interval` is not set, in ms. */
 export const DEFAULT_SYNC_INTERVAL = {
@@ -152,11 +153,14 @@ export interface StoreOptions {
  * `-shm`, a checkpoint's or writer's connection, and the meta dir lock. */
 export const DESCRIPTORS_PER_DATABASE = 8;
 
+/** A first sync of a database this large goes through the heavy-work queue. */
+const HEAVY_SNAPSHOT_BYTES = 16 * 1024 * 1024;
+
 /** Longest wait for a database to become parkable when the descriptor budget is full, ms. */
 const MAKE_ROOM_WAIT_MS = 5000;
 
 /** Descriptors kept for everything else: watchers, workers, sockets, replica clients. */
-export const RESERVED_DESCRIPTORS = 256;
+export const RESERVED_DESCRIPTORS = 512;
 
 /**
  * How many databases fit in this process's descriptor limit (the soft `RLIMIT_NOFILE`, read from
@@ -164,14 +168,16 @@ export const RESERVED_DESCRIPTORS = 256;
  * degrade (more databases parked), never fail opens at random or crash the process.
  */
 export function activeDatabaseLimit(): number {
+  return Math.max(16, Math.floor(descriptorBudget() / DESCRIPTORS_PER_DATABASE));
+}
+
+/** The soft `RLIMIT_NOFILE` less {@linkcode RESERVED_DESCRIPTORS}; Infinity where unknown. */
+function descriptorBudget(): number {
   try {
     const limits = Deno.readTextFileSync("/proc/self/limits");
     const soft = limits.match(/^Max open files\s+(\d+|unlimited)/m)?.[1];
     if (soft === undefined || soft === "unlimited") return Infinity;
-    return Math.max(
-      16,
-      Math.floor((Number(soft) - RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_DATABASE),
-    );
+    return Number(soft) - RESERVED_DESCRIPTORS;
   } catch {
     return Infinity;
   }
@@ -271,6 +277,11 @@ export class Store {
   #polls = new TimerWheel<Managed>();
   #work: WorkQueue;
   #budgetWarned = false;
+  /** Descriptors this process may use for databases (measured against); see `#descriptorsFull`. */
+  #fdBudget: number;
+  #fdCount = 0;
+  #trimTimer?: ReturnType<typeof setTimeout>;
+  #fdCountAt = -Infinity;
   /** Opens past `#makeRoom` and not yet in `#managed`: they count against the budget. */
   #reserved = 0;
   /** Resolved after the next sync cycle of any database (see `#makeRoom`). */
@@ -290,6 +301,7 @@ export class Store {
     this.#slots = this.#options.openConcurrency;
     this.#work = options.work ?? new WorkQueue(DEFAULT_BACKGROUND_JOBS);
     this.#maxActive = options.maxActive ?? activeDatabaseLimit();
+    this.#fdBudget = options.maxActive === undefined ? descriptorBudget() : Infinity;
     this.#watcher = new WALWatcher((dir, err) =>
       this.#options.logger.warn("watcher failed; relying on polling", {
         dir,
@@ -442,6 +454,7 @@ export class Store {
     for (const timer of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
     clearTimeout(this.#sweepTimer);
+    clearTimeout(this.#trimTimer);
     this.#polls.close();
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
     // Parked databases have nothing left to upload: their last sync ran when they parked.
@@ -631,8 +644,11 @@ export class Store {
   async #syncAndUpload(managed: Managed): Promise<boolean | "idle"> {
     const { db, replica, entry } = managed;
     // A full meta directory: drop the local copies of files already shipped, and sync again.
-    // A full image (a new tenant's first sync) waits its turn in the heavy-work queue.
-    const sync = () => db.needsSnapshot ? this.#work.run(() => db.sync()) : db.sync();
+    // A large full image (a new tenant's first sync) waits its turn in the heavy-work queue;
+    // a small one costs less than the wait, and a burst of new tenants must not queue up.
+    const heavy = db.needsSnapshot &&
+      ((await Deno.stat(entry.path).catch(() => undefined))?.size ?? 0) >= HEAVY_SNAPSHOT_BYTES;
+    const sync = () => heavy ? this.#work.run(() => db.sync()) : db.sync();
     const result = await sync().catch(async (err) => {
       if (!await replica.relieveFullMetaDir(err, db.txid)) throw err;
       return await sync();
@@ -754,13 +770,13 @@ export class Store {
 
   /**
    * Parks the least recently active databases while the open ones fill the descriptor budget
-   * ({@linkcode StoreOptions.maxActive}). Only healthy, caught-up ones are parked; when none is,
-   * the open goes ahead and a failure for lack of descriptors is retried like any other.
+   * ({@linkcode StoreOptions.maxActive}). Only healthy, caught-up ones are parked; when none is
+   * for a while, the open fails and is retried like any other.
    */
   async #makeRoom(): Promise<void> {
     let warned = false;
     const deadline = performance.now() + MAKE_ROOM_WAIT_MS;
-    while (this.#managed.size + this.#reserved >= this.#maxActive && !this.#closed) {
+    while (!this.#closed && this.#descriptorsFull()) {
       let victim: Managed | undefined;
       for (const managed of this.#managed.values()) {
         const known = managed.replica.knownPosition;
@@ -768,9 +784,15 @@ export class Store {
         if (!victim || managed.lastActivity < victim.lastActivity) victim = managed;
       }
       if (!victim) {
-        // All busy (first syncs, uploads): wait for one to finish, within reason.
+        // All busy (first syncs, uploads): wait for one to finish, within reason, then give up
+        // for now (retried later) rather than open into a crash.
         const wait = deadline - performance.now();
-        if (wait <= 0) return;
+        if (wait <= 0) {
+          throw new Error(
+            `no file descriptors to spare for another database (${this.#managed.size} open, ` +
+              `budget ${this.#maxActive}); will retry (raise LimitNOFILE / ulimit -n)`,
+          );
+        }
         const { promise, resolve } = Promise.withResolvers<void>();
         this.#cycleWaiters.push(resolve);
         const timer = setTimeout(resolve, wait);
@@ -789,6 +811,30 @@ export class Store {
       await this.#park(victim);
     }
     this.#reserved++; // released by #open once the database is in #managed (or failed)
+  }
+
+  /**
+   * Whether one more open database would overrun the descriptor budget: counted (open, opening,
+   * being parked or closed, each at {@linkcode DESCRIPTORS_PER_DATABASE}), and, near the limit,
+   * measured (/proc/self/fd, at most every 100 ms), since running out is a crash in Deno (a
+   * worker thread that cannot get descriptors panics) rather than an error.
+   */
+  #descriptorsFull(): boolean {
+    const holding = this.#managed.size + this.#reserved + this.#parking.size + this.#closing.size;
+    if (holding >= this.#maxActive) return true;
+    if (holding < this.#maxActive * 0.75 || this.#fdBudget === Infinity) return false;
+    const now = performance.now();
+    if (now - this.#fdCountAt > 100) {
+      this.#fdCountAt = now;
+      try {
+        let count = 0;
+        for (const _ of Deno.readDirSync("/proc/self/fd")) count++;
+        this.#fdCount = count;
+      } catch {
+        this.#fdCount = Infinity; // no descriptor left to look: certainly full
+      }
+    }
+    return this.#fdCount + DESCRIPTORS_PER_DATABASE >= this.#fdBudget;
   }
 
   /** Whether `managed` has been idle long enough to park: caught up, healthy, unchanged. */
@@ -868,6 +914,7 @@ export class Store {
         return;
       }
       this.#parked.set(path, outcome.record);
+      this.#scheduleMemoryRelease();
       logger.debug("parked", { db: path, txid: outcome.record.figures.localTXID });
       if (woken || outcome.changed) this.#wake(path);
       else this.#scheduleSweep();
@@ -879,6 +926,19 @@ export class Store {
     });
     this.#closing.set(path, closing);
     await closing;
+  }
+
+  /**
+   * Once parking settles (2 s after the last), gives the memory the closed connections freed
+   * back to the system: without it the process keeps its high-water mark.
+   */
+  #scheduleMemoryRelease(): void {
+    clearTimeout(this.#trimTimer);
+    this.#trimTimer = setTimeout(() => {
+      this.#trimTimer = undefined;
+      releaseFreedMemory();
+    }, 2000);
+    Deno.unrefTimer(this.#trimTimer as unknown as number);
   }
 
   /** A change was seen on a parked database: wakes it when its files differ from when parked. */

@@ -1,5 +1,6 @@
 /**
- * The few libc calls behind positional reads, through FFI: `open`, `pread`, `lseek`, `close`.
+ * The few libc calls behind positional reads, through FFI: `open`, `pread`, `lseek`, `close`;
+ * and `malloc_trim`, which gives freed heap memory back to the system.
  *
  * Why not `node:fs`: Deno's `node:fs` `read(fd, …)` and `fstat(fd, …)` duplicate the descriptor
  * for each call (`fcntl(F_DUPFD_CLOEXEC)`) and close the duplicate afterwards, and closing any
@@ -17,6 +18,7 @@ const SYMBOLS = {
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   close: { parameters: ["i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 

@@ -32,3 +32,4 @@ export {
 } from "./database.ts";
 export { isBusyError, retryBusy, type RetryOptions } from "./busy.ts";
 export { checkpoint, type CheckpointMode, type CheckpointResult } from "./checkpoint.ts";
+export { releaseFreedMemory } from "./memory.ts";
