@@ -278,3 +278,35 @@ Deno.test({
     }
   });
 });
+
+Deno.test({
+  name: "without any watcher the sweep wakes a parked database that changed",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await withTempDir(async (dir) => {
+    // watchWAL: false and no directory monitor: nothing but the sweep can see the change.
+    const store = new Store({ logger: silentLogger, watchWAL: false, sweepInterval: 500 });
+    const entry: DatabaseEntry = {
+      path: join(dir, "a.db"),
+      metaDir: join(dir, ".a.db-sluice"),
+      createClient: () => new FileReplicaClient(join(dir, "replica")),
+      syncInterval: 20,
+      monitorInterval: 100,
+      parkAfter: 200,
+    };
+    try {
+      await createDatabasesInChild([entry.path], 3);
+      assert.equal(await store.add(entry), true);
+      await waitFor("a.db parked", () => store.parkedPaths.length === 1, 20_000);
+      await WriterProcess.run(entry.path, 4);
+      await waitFor("a.db replicated", async () => {
+        const restored = await restoredRows(join(dir, "replica")).catch(() => []);
+        const source = tableRows(entry.path);
+        return restored.length === source.length && restored.every((n, j) => n === source[j]);
+      }, 20_000);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -19,7 +19,7 @@ import type { Logger } from "../log/mod.ts";
 import { lockMetaDir, MetaDirLockedError, type MetaLock } from "./meta_lock.ts";
 import { ReplicaInUseError } from "./_replica_marker.ts";
 import { attachDatabase, type Attachment } from "./attach.ts";
-import { type ParkedState, statKey, statKeyOf } from "./_park.ts";
+import { type ParkedState, statKey, statKeyOf, statKeyOfSync } from "./_park.ts";
 import { WorkQueue } from "./work_queue.ts";
 import { TimerWheel } from "./_timer_wheel.ts";
 import { releaseFreedMemory } from "../sqlite/mod.ts";
@@ -152,6 +152,9 @@ export interface StoreOptions {
 /** Descriptors an open database may hold: its file and WAL twice (ours and SQLite's), the
  * `-shm`, a checkpoint's or writer's connection, and the meta dir lock. */
 export const DESCRIPTORS_PER_DATABASE = 8;
+
+/** Parked databases the sweep stats between two turns of the event loop. */
+const SWEEP_SLICE = 50;
 
 /** A first sync of a database this large goes through the heavy-work queue. */
 const HEAVY_SNAPSHOT_BYTES = 16 * 1024 * 1024;
@@ -988,7 +991,14 @@ export class Store {
         }
         paths.push(next.value.entry.path);
       }
-      await Promise.all(paths.map((path) => this.#checkParked(path)));
+      // Synchronous stats in small slices: microseconds each, and no promise per database.
+      for (let i = 0; i < paths.length && !this.#closed; i += SWEEP_SLICE) {
+        for (const path of paths.slice(i, i + SWEEP_SLICE)) {
+          const parked = this.#parked.get(path);
+          if (parked && fileStateOfSync(path) !== parked.fileState) this.#wake(path);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
       this.#sweepTimer = undefined;
       this.#scheduleSweep();
     }, Math.min(1000, this.#options.sweepInterval));
@@ -1006,6 +1016,11 @@ export class Store {
       else this.#slots++;
     }
   }
+}
+
+/** {@linkcode fileStateOf}, synchronously (the sweep's). */
+function fileStateOfSync(path: string): string {
+  return `${statKeyOfSync(path)}|${statKeyOfSync(path + "-wal")}`;
 }
 
 /** What the sweep compares for a parked database: the {@linkcode statKey} of its file and WAL. */
