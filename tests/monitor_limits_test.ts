@@ -16,6 +16,7 @@ import {
   hasReplica,
   restoredRows,
   ROOT,
+  tableRows,
   waitFor,
   withTempDir,
 } from "./_monitor_helpers.ts";
@@ -80,17 +81,6 @@ async function inotifyWatches(pid: number): Promise<number> {
   return watches;
 }
 
-function rowsOf(path: string): number[] {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return (db.prepare("SELECT n FROM t ORDER BY id").all() as { n: number }[]).map((r) =>
-      Number(r.n)
-    );
-  } finally {
-    db.close();
-  }
-}
-
 function insertRow(path: string, n: number): void {
   const db = new DatabaseSync(path);
   try {
@@ -150,7 +140,7 @@ async function scenario(sysctl: string, value: number, maxWatches: number): Prom
         for (const rel of [...pending]) {
           if (!hasReplica(replicaOf(rel))) continue;
           const restored = await restoredRows(replicaOf(rel)).catch(() => []);
-          if (JSON.stringify(restored) === JSON.stringify(rowsOf(join(tree, rel)))) {
+          if (JSON.stringify(restored) === JSON.stringify(tableRows(join(tree, rel)))) {
             pending.delete(rel);
           }
         }

@@ -46,6 +46,12 @@ async function py(db: string, code: string): Promise<void> {
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
 }
 
+/** Whether the replica at `replicaDir` restores to exactly the rows `expected` (false until then). */
+async function restoresTo(replicaDir: string, expected: number[]): Promise<boolean> {
+  const restored = await restoredRows(replicaDir).catch(() => []);
+  return restored.length === expected.length && restored.every((n, i) => n === expected[i]);
+}
+
 const INSERT = (from: number, to: number, size = 64) =>
   `c = sqlite3.connect(db)\n` +
   `c.execute("PRAGMA busy_timeout = 5000")\n` +
@@ -203,11 +209,11 @@ Deno.test({
       for (let round = 0; round < 2; round++) {
         for (const [i, entry] of entries.entries()) {
           await WriterProcess.run(entry.path, 2 + round + i);
-          await waitFor(`t${i}.db replicated`, async () => {
-            const restored = await restoredRows(join(dir, "replica", `t${i}.db`)).catch(() => []);
-            const source = tableRows(entry.path);
-            return restored.length === source.length && restored.every((n, j) => n === source[j]);
-          }, 20_000);
+          await waitFor(
+            `t${i}.db replicated`,
+            () => restoresTo(join(dir, "replica", `t${i}.db`), tableRows(entry.path)),
+            20_000,
+          );
           assert.ok(open() <= maxActive, `${open()} databases open, budget ${maxActive}`);
         }
       }
@@ -300,11 +306,11 @@ Deno.test({
       assert.equal(await store.add(entry), true);
       await waitFor("a.db parked", () => store.parkedPaths.length === 1, 20_000);
       await WriterProcess.run(entry.path, 4);
-      await waitFor("a.db replicated", async () => {
-        const restored = await restoredRows(join(dir, "replica")).catch(() => []);
-        const source = tableRows(entry.path);
-        return restored.length === source.length && restored.every((n, j) => n === source[j]);
-      }, 20_000);
+      await waitFor(
+        "a.db replicated",
+        () => restoresTo(join(dir, "replica"), tableRows(entry.path)),
+        20_000,
+      );
     } finally {
       await store.close();
     }

@@ -51,7 +51,7 @@ export interface Config {
   /** How long L0 files stay after compaction into L1; 0 deletes them at once. */
   l0Retention: number;
   /**
-   * `background-jobs`: heavy jobs (initial snapshots, compactions, snapshots) running at once
+   * `background-jobs`: heavy jobs (compactions, snapshots, first snapshots of 16 MiB and more) running at once
    * across all databases of the process. Default 2.
    */
   backgroundJobs: number;

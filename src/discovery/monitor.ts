@@ -38,7 +38,7 @@
  */
 
 import { dirname, resolve } from "node:path";
-import type { DatabaseEntry } from "../engine/mod.ts";
+import { type DatabaseEntry, WorkQueue } from "../engine/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import { isCandidatePath, isWalkableDir, type PathRules, walkCandidates } from "./_walk.ts";
 import { probe } from "./_probe.ts";
@@ -139,8 +139,8 @@ export class DirectoryMonitor {
   #rescan = new Set<string>();
   /** Everything in flight, awaited by {@linkcode close}. */
   #tasks = new Set<Promise<unknown>>();
-  #probeSlots: number;
-  #probeQueue: Array<() => void> = [];
+  /** Probes running at once (`probeConcurrency`). */
+  #probeSlots: WorkQueue;
   #watcher?: FsWatcher;
   #rootIno: number | null = null;
   #lastWatcherStart = -Infinity;
@@ -175,7 +175,7 @@ export class DirectoryMonitor {
       ...options,
     };
     this.#rules = { pattern: options.pattern, recursive: options.recursive };
-    this.#probeSlots = Math.max(1, this.#options.probeConcurrency);
+    this.#probeSlots = new WorkQueue(Math.max(1, this.#options.probeConcurrency));
     this.#logger = options.logger.child({ dir: this.dir });
   }
 
@@ -550,7 +550,7 @@ export class DirectoryMonitor {
         // The file may be the inode of a database the store is still closing (renamed):
         // closing our probe's descriptor would drop that connection's locks. Let them finish.
         while (this.#removals.size > 0) await Promise.allSettled([...this.#removals]);
-        const found = await this.#withProbeSlot(() =>
+        const found = await this.#probeSlots.run(() =>
           this.#closed
             ? Promise.resolve({ kind: "missing" } as const)
             : probe(path, (err) =>
@@ -663,21 +663,6 @@ export class DirectoryMonitor {
     // A database the store cannot open yet is retried by the store; it stays known here.
     await this.#options.store.add(entry);
     return true;
-  }
-
-  async #withProbeSlot<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#probeSlots === 0) {
-      await new Promise<void>((resolve) => this.#probeQueue.push(resolve));
-    } else {
-      this.#probeSlots--;
-    }
-    try {
-      return await fn();
-    } finally {
-      const next = this.#probeQueue.shift();
-      if (next) next();
-      else this.#probeSlots++;
-    }
   }
 
   // ---------------------------------------------------------------- scanning

@@ -18,6 +18,7 @@
  */
 
 import { dirname } from "node:path";
+import { syncDirectory, writeAll } from "../replica/mod.ts";
 
 /**
  * A {@linkcode WritableStream} that collects what an encoder writes, for
@@ -70,9 +71,7 @@ export async function writeL0File(
       await Deno.mkdir(dirname(path), { recursive: true, mode: 0o755 });
       return await open();
     });
-    for (let written = 0; written < bytes.length;) {
-      written += await file.write(bytes.subarray(written));
-    }
+    await writeAll(file, bytes);
     const createdAt = new Date(timestamp);
     await file.utime(createdAt, createdAt);
     await file.sync();
@@ -88,13 +87,4 @@ export async function writeL0File(
   // Awaited by the next write; must not count as unhandled before that.
   dirSynced.catch(() => {});
   return { dirSynced };
-}
-
-async function syncDirectory(dir: string): Promise<void> {
-  const fd = await Deno.open(dir, { read: true });
-  try {
-    await fd.sync();
-  } finally {
-    fd.close();
-  }
 }

@@ -259,8 +259,8 @@ export class Store {
   #opening = new Map<string, Promise<Managed | undefined>>();
   #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
   #watcher: WALWatcher;
-  #slots: number;
-  #queue: Array<() => void> = [];
+  /** Databases being opened at once (`openConcurrency`). */
+  #openSlots: WorkQueue;
   #closed = false;
   #refused = new Map<string, MetaDirLockedError | ReplicaInUseError>();
   /** Databases removed and still closing (their connections, descriptors and meta dir lock). */
@@ -301,7 +301,7 @@ export class Store {
       sweepRate: DEFAULT_SWEEP_RATE,
       ...options,
     };
-    this.#slots = this.#options.openConcurrency;
+    this.#openSlots = new WorkQueue(this.#options.openConcurrency);
     this.#work = options.work ?? new WorkQueue(DEFAULT_BACKGROUND_JOBS);
     this.#maxActive = options.maxActive ?? activeDatabaseLimit();
     this.#fdBudget = options.maxActive === undefined ? descriptorBudget() : Infinity;
@@ -374,7 +374,7 @@ export class Store {
       // A database at this path still being closed (deleted and re-created at once) holds its
       // meta dir lock until it is done: open the new one after it.
       const closing = this.#closing.get(entry.path);
-      const open = () => this.#withSlot(() => this.#open(entry, carried, parked));
+      const open = () => this.#openSlots.run(() => this.#open(entry, carried, parked));
       opening = (closing ? closing.then(open) : open()).finally(() =>
         this.#opening.delete(entry.path)
       );
@@ -1003,18 +1003,6 @@ export class Store {
       this.#scheduleSweep();
     }, Math.min(1000, this.#options.sweepInterval));
     Deno.unrefTimer(this.#sweepTimer as unknown as number);
-  }
-
-  async #withSlot<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#slots === 0) await new Promise<void>((resolve) => this.#queue.push(resolve));
-    else this.#slots--;
-    try {
-      return await fn();
-    } finally {
-      const next = this.#queue.shift();
-      if (next) next();
-      else this.#slots++;
-    }
   }
 }
 

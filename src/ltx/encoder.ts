@@ -10,6 +10,7 @@ import { CHECKSUM_FLAG, crc64Digest } from "./crc64.ts";
 import { crc64Update, encodePageFrame, type PageDigest, referenceCodec } from "./_codec.ts";
 import { LTXError, LTXFormatError } from "./errors.ts";
 import {
+  checkNextPage,
   encodeHeader,
   type Header,
   HEADER_FLAG_NO_CHECKSUM,
@@ -237,21 +238,7 @@ export class Encoder {
   }
 
   #checkPage(pgno: number, data: Uint8Array): void {
-    const h = this.header;
-    const fail = (why: string): never => {
-      throw new LTXFormatError(`${this.#name}: cannot encode page ${pgno}: ${why}`);
-    };
-    if (!Number.isInteger(pgno) || pgno < 1 || pgno > 0xffffffff) fail("not a page number");
-    if (data.length !== h.pageSize) fail(`${data.length} bytes, the page size is ${h.pageSize}`);
-    if (pgno === this.#lockPage) fail("it is the lock page, which is never stored");
-    if (pgno > h.commit) fail(`it is beyond Commit ${h.commit}`);
-    if (pgno <= this.#prevPgno) fail(`pages must ascend (the previous one was ${this.#prevPgno})`);
-    if (isSnapshot(h)) {
-      const expected = this.#prevPgno + 1 === this.#lockPage
-        ? this.#prevPgno + 2
-        : this.#prevPgno + 1;
-      if (pgno !== expected) fail(`a snapshot needs every page; page ${expected} comes next`);
-    }
+    checkNextPage(this.header, this.#name, pgno, data.length, this.#prevPgno);
   }
 
   /** Hands the buffered bytes to the sink; with `all` false only once a chunk is full. */

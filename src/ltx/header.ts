@@ -82,6 +82,34 @@ export function lockPageNumber(pageSize: number): number {
   return Math.floor(0x40000000 / pageSize) + 1;
 }
 
+/**
+ * Checks that page `pgno` of `size` bytes may come next in a file with `header`, after page
+ * `prevPgno` (0 before the first): the rules of FORMAT.md §1.4 that every encoder enforces.
+ * @throws {LTXFormatError} on a wrong size, pgno 0, the lock page, a pgno above Commit, a page
+ *   out of order, or a gap in a snapshot; the message starts with `name`.
+ */
+export function checkNextPage(
+  header: Header,
+  name: string,
+  pgno: number,
+  size: number,
+  prevPgno: number,
+): void {
+  const fail = (why: string): never => {
+    throw new LTXFormatError(`${name}: cannot encode page ${pgno}: ${why}`);
+  };
+  const lockPage = lockPageNumber(header.pageSize);
+  if (!Number.isInteger(pgno) || pgno < 1 || pgno > 0xffffffff) fail("not a page number");
+  if (size !== header.pageSize) fail(`${size} bytes, the page size is ${header.pageSize}`);
+  if (pgno === lockPage) fail("it is the lock page, which is never stored");
+  if (pgno > header.commit) fail(`it is beyond Commit ${header.commit}`);
+  if (pgno <= prevPgno) fail(`pages must ascend (the previous one was ${prevPgno})`);
+  if (isSnapshot(header)) {
+    const expected = prevPgno + 1 === lockPage ? prevPgno + 2 : prevPgno + 1;
+    if (pgno !== expected) fail(`a snapshot needs every page; page ${expected} comes next`);
+  }
+}
+
 /** Whether `n` is a valid page size: a power of two from 512 to 65536 inclusive. */
 export function isValidPageSize(n: number): boolean {
   return Number.isInteger(n) && n >= 512 && n <= 65536 && (n & (n - 1)) === 0;

@@ -16,6 +16,7 @@
  */
 
 export {
+  checkNextPage,
   decodeHeader,
   encodeHeader,
   type Header,

@@ -9,13 +9,11 @@
  */
 
 import {
+  checkNextPage,
   Encoder,
   type EncoderOptions,
   type Header,
-  isSnapshot,
-  lockPageNumber,
   LTXError,
-  LTXFormatError,
   type Trailer,
 } from "../ltx/mod.ts";
 import { fromWire } from "./_errors.ts";
@@ -41,7 +39,6 @@ export class WorkerEncoder {
   #credits = ENCODE_BATCHES_IN_FLIGHT;
   #pageCount = 0;
   #written = 0;
-  #lockPage: number;
   #prevPgno = 0;
   #state: "open" | "closed" | "failed" = "open";
   #busy = false;
@@ -60,7 +57,6 @@ export class WorkerEncoder {
     new Encoder(new WritableStream(), header, options);
     this.#name = options.name ?? "LTX output";
     this.header = { ...header };
-    this.#lockPage = lockPageNumber(header.pageSize);
     this.#writer = sink.getWriter();
     this.#capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
     this.#data = new Uint8Array(this.#capacity * header.pageSize);
@@ -169,21 +165,7 @@ export class WorkerEncoder {
 
   /** The in-thread encoder's page checks, here so that a bad page fails the call it came with. */
   #checkPage(pgno: number, data: Uint8Array): void {
-    const h = this.header;
-    const fail = (why: string): never => {
-      throw new LTXFormatError(`${this.#name}: cannot encode page ${pgno}: ${why}`);
-    };
-    if (!Number.isInteger(pgno) || pgno < 1 || pgno > 0xffffffff) fail("not a page number");
-    if (data.length !== h.pageSize) fail(`${data.length} bytes, the page size is ${h.pageSize}`);
-    if (pgno === this.#lockPage) fail("it is the lock page, which is never stored");
-    if (pgno > h.commit) fail(`it is beyond Commit ${h.commit}`);
-    if (pgno <= this.#prevPgno) fail(`pages must ascend (the previous one was ${this.#prevPgno})`);
-    if (isSnapshot(h)) {
-      const expected = this.#prevPgno + 1 === this.#lockPage
-        ? this.#prevPgno + 2
-        : this.#prevPgno + 1;
-      if (pgno !== expected) fail(`a snapshot needs every page; page ${expected} comes next`);
-    }
+    checkNextPage(this.header, this.#name, pgno, data.length, this.#prevPgno);
   }
 
   async #sendBatch(): Promise<void> {

@@ -406,7 +406,8 @@ function fileStream(
   }, { highWaterMark: 0 });
 }
 
-async function writeAll(out: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+/** Writes all of `bytes` at `out`'s position (`write` may take fewer bytes at a time). */
+export async function writeAll(out: Deno.FsFile, bytes: Uint8Array): Promise<void> {
   let written = 0;
   while (written < bytes.length) written += await out.write(bytes.subarray(written));
 }
@@ -438,7 +439,7 @@ async function copyStream(
 }
 
 /** fsync a directory so a rename in it survives a power loss. */
-async function syncDirectory(dir: string): Promise<void> {
+export async function syncDirectory(dir: string): Promise<void> {
   const fd = await Deno.open(dir, { read: true });
   try {
     await fd.sync();

@@ -21,7 +21,7 @@ export {
   ReplicaError,
   SNAPSHOT_LEVEL,
 } from "./client.ts";
-export { FileReplicaClient } from "./file.ts";
+export { FileReplicaClient, syncDirectory, writeAll } from "./file.ts";
 export { FlushBehind } from "./_flush_behind.ts";
 export { cleanPath, isAWSEndpoint, MIN_PART_SIZE, S3ReplicaClient, type S3Spec } from "./s3.ts";
 export { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";

@@ -23,7 +23,12 @@ import {
   parseFilename,
   type Trailer,
 } from "../ltx/mod.ts";
-import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import {
+  type LTXFileInfo,
+  type ReplicaClient,
+  SNAPSHOT_LEVEL,
+  syncDirectory,
+} from "../replica/mod.ts";
 import { mergeSources, openDecoder } from "../pipeline/mod.ts";
 import { calcRestorePlan } from "./_plan.ts";
 import { openSized } from "./_stream.ts";
@@ -365,15 +370,6 @@ async function moveAside(outputPath: string): Promise<string> {
     if (await pathExists(target)) continue;
     await Deno.rename(outputPath, target);
     return target;
-  }
-}
-
-async function syncDirectory(path: string): Promise<void> {
-  const dir = await Deno.open(path, { read: true });
-  try {
-    await dir.sync();
-  } finally {
-    dir.close();
   }
 }
 
