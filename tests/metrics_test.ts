@@ -269,6 +269,30 @@ Deno.test("metrics: event-loop delay meter records lateness and forgets it after
   assert.equal(monitor.maxSeconds, 0);
 });
 
+Deno.test("metrics: the event-loop delay meter samples slowly after a quiet spell, finely after a late tick", () => {
+  let clock = 0;
+  const monitor = new LoopDelayMonitor({
+    resolution: 100,
+    idleResolution: 1000,
+    idleAfter: 500,
+    window: 60_000,
+    now: () => clock,
+  });
+  monitor.start();
+  monitor.stop(); // driven by hand below
+  for (clock = 100; clock <= 600; clock += 100) monitor.record(clock);
+  // Quiet for 500 ms: the next tick is due a second later, so a tick then is on time.
+  clock = 1600;
+  monitor.record(clock);
+  assert.equal(monitor.lastSeconds, 0);
+  clock = 2900; // due at 2600: 300 ms late, back to the fine resolution
+  monitor.record(clock);
+  assert.equal(monitor.lastSeconds, 0.3);
+  clock = 3100; // due at 3000 (100 ms after the late tick): 100 ms late
+  monitor.record(clock);
+  assert.equal(monitor.lastSeconds, 0.1);
+});
+
 Deno.test("metrics: above per-database-limit only aggregates are exported, and they add up", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-metrics-limit-" });
   let replicate: ReturnType<typeof startReplicate> | undefined;

@@ -52,6 +52,7 @@ import { fileIdentity, markIdentityAdopted, readIdentity, writeIdentity } from "
 import type { Logger } from "../log/mod.ts";
 import { type ParkedState, statKey } from "./_park.ts";
 import { ByteCollector, writeL0File } from "./_l0_file.ts";
+import { openEncoder } from "../pipeline/mod.ts";
 
 /** Longest step of the clock file times come from (the kernel's tick), with a margin. */
 const MTIME_TICK_MS = 20;
@@ -868,7 +869,11 @@ export class DB {
     await pending;
   }
 
-  /** Encodes pages straight into a client's atomic write. */
+  /**
+   * Encodes pages straight into a client's atomic write. A large file (a snapshot, a big
+   * sync) is compressed and checksummed on a codec worker (src/pipeline), so reading the
+   * pages, coding them and writing the output overlap and the event loop stays free.
+   */
   async #encodeTo(
     client: ReplicaClient,
     id: LTXFileId,
@@ -881,7 +886,10 @@ export class DB {
     // The write can fail (disk full) while pages are still being encoded; its rejection is
     // awaited below, but must count as handled now or the process dies of it.
     written.catch(() => {});
-    const encoder = new Encoder(pipe.writable, header, { encoding: this.#options.encoding });
+    const encoder = openEncoder(pipe.writable, header, {
+      encoding: this.#options.encoding,
+      expectedBytes: pgnos.length * this.#pageSize,
+    });
     try {
       for await (const page of this.#readPages(pgnos, pageMap)) {
         await encoder.encodePage(page.pgno, page.data);
@@ -1248,7 +1256,14 @@ export class DB {
       { timeout: 0 } as ConstructorParameters<typeof DatabaseSync>[1],
     );
     // busy_timeout would freeze the event loop (node:sqlite is synchronous): retry async instead.
-    conn.exec("PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0;");
+    // synchronous = NORMAL: sluice's own commits (the helper tables, the sequence bump that
+    // starts a WAL) then skip their fsync, which would block the event loop for milliseconds
+    // per database opened or woken. Nothing relies on them being durable: the application's
+    // next commit syncs the WAL they are in, checkpoints still sync (SQLite does at NORMAL),
+    // and a WAL lost to a power cut is a WAL the cursor no longer matches: a snapshot.
+    conn.exec(
+      "PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;",
+    );
     return conn;
   }
 
