@@ -22,6 +22,9 @@
  * - g / crash-park: the crash campaign (half the cycles) with `park-after: 150ms`, a writer
  *   committing once a second and short-lived writers pausing up to 1.5 s, so that sluice parks
  *   and wakes between its kills (the campaign fails if it never did).
+ * - h / crash-age: the crash campaign (a quarter of the cycles, no short-lived writers) on an
+ *   age-encrypted replica: every restore decrypts, and every file left on the replica must be
+ *   an age file.
  *
  * Every campaign ends with a restore checked against what the writer acknowledged, including
  * the scenarios that once found engine bugs (docs/RELIABILITY.md, "Failures found"). Exit
@@ -48,7 +51,7 @@ if (import.meta.main) {
       cycles: { type: "string", default: "100" },
       rounds: { type: "string", default: "2" },
       seed: { type: "string" },
-      only: { type: "string", default: "a,b,c,d,e,f,g" },
+      only: { type: "string", default: "a,b,c,d,e,f,g,h" },
       "phase-ms": { type: "string", default: "3000" },
       "speedtest-runs": { type: "string", default: String(SPEEDTEST1_VARIANTS.length) },
       "tenant-seconds": { type: "string", default: "180" },
@@ -75,6 +78,19 @@ if (import.meta.main) {
         seed: seed + 1,
         log,
         parkAfter: 150,
+      }),
+    );
+  }
+  if (only.has("h")) {
+    results.push(
+      await crashCampaign({
+        cycles: Math.ceil(Number(values.cycles) / 4),
+        seed: seed + 8,
+        log,
+        encrypt: true,
+        // Kills during encrypted uploads, compactions and snapshots are the point here; the
+        // short-lived writers' scenarios are campaign a's.
+        shortWriters: [],
       }),
     );
   }

@@ -13,6 +13,9 @@
  * holds its SHARED lock (issue 20). Before each SIGKILL of a sluice that has started
  * replicating, sluice must hold that lock (`/proc/locks`).
  *
+ * With `encrypt` (campaign h, crash-age) the replica is age-encrypted (issue 19): every restore
+ * decrypts, and at the end every replica file must be an age file.
+ *
  * @module
  */
 
@@ -60,6 +63,8 @@ export interface CrashOptions {
    * is skipped.
    */
   parkAfter?: number;
+  /** Encrypt the replica with a fresh age key (the `crash-age` variant). */
+  encrypt?: boolean;
   log: Log;
 }
 
@@ -69,7 +74,8 @@ export function crashCampaign(options: CrashOptions): Promise<CampaignResult> {
   const checkEvery = options.checkEvery ?? 5;
   const maxLifeMs = options.maxLifeMs ?? 6000;
   const parkAfter = options.parkAfter;
-  return campaign(parkAfter === undefined ? "crash" : "crash-park", log, async (notes) => {
+  const name = parkAfter !== undefined ? "crash-park" : options.encrypt ? "crash-age" : "crash";
+  return campaign(name, log, async (notes) => {
     const dir = await Deno.makeTempDir({ prefix: "sluice-chaos-crash-" });
     const rng = new Rng(seed);
     const dbPath = join(dir, "app.db");
@@ -77,6 +83,7 @@ export function crashCampaign(options: CrashOptions): Promise<CampaignResult> {
     const ackFile = join(dir, "acks");
     const configPath = join(dir, "sluice.yml");
     createDatabase(dbPath);
+    const age = options.encrypt ? await ageKeys(dir) : undefined;
     await writeConfig(
       configPath,
       `${parkAfter === undefined ? "" : "logging: { level: debug }\n"}
@@ -94,7 +101,7 @@ dbs:
     min-checkpoint-page-count: 64
     truncate-page-n: 1500
     replica:
-      url: file://${replica}
+      url: file://${replica}${age === undefined ? "" : age.config}
 `,
     );
     const verify = (label: string, final = false) =>
@@ -102,7 +109,12 @@ dbs:
         label,
         dbPath,
         replicaUrl: `file://${replica}`,
-        replicaSpec: { type: "file", path: replica },
+        replicaSpec: {
+          type: "file",
+          path: replica,
+          ...(age === undefined ? {} : { age: { recipients: [], identities: [age.identity] } }),
+        },
+        ...(age === undefined ? {} : { restoreArgs: ["--age-identity", age.identityFile] }),
         ackFile: ackFiles,
         workDir: dir,
         final,
@@ -232,6 +244,10 @@ dbs:
         }
       }
       notes.push(`${tmpFiles} leftover *.ltx.tmp files in the replica and meta dir`);
+      if (age !== undefined) {
+        const files = await assertEncrypted(replica);
+        notes.push(`all ${files} replica files are age files`);
+      }
       const leftovers = await leftoverWatchers(dir);
       if (leftovers.length > 0) {
         throw new Error(`watcher processes outlived their sluice: pids ${leftovers.join(", ")}`);
@@ -262,4 +278,47 @@ dbs:
       else notes.push(`kept ${dir} for inspection`);
     }
   });
+}
+
+/** A fresh age key pair: the identity, its file, and the config lines of a replica. */
+async function ageKeys(
+  dir: string,
+): Promise<{ identity: string; identityFile: string; config: string }> {
+  const age = await import("age-encryption");
+  const identity = await age.generateIdentity();
+  const identityFile = join(dir, "age-identity.txt");
+  await Deno.writeTextFile(identityFile, `${identity}\n`);
+  const recipient = await age.identityToRecipient(identity);
+  const config = `\n      age:\n        recipients: [${recipient}]\n` +
+    `        identity-files: [${identityFile}]`;
+  return { identity, identityFile, config };
+}
+
+/**
+ * Every LTX file of the replica (temp files of killed writes included) starts with age's magic.
+ * @returns how many files were checked.
+ */
+async function assertEncrypted(replica: string): Promise<number> {
+  const magic = "age-encryption.org/v1";
+  let files = 0;
+  for (const level of await Array.fromAsync(Deno.readDir(join(replica, "ltx")))) {
+    for await (const f of Deno.readDir(join(replica, "ltx", level.name))) {
+      const path = join(replica, "ltx", level.name, f.name);
+      const head = await Deno.open(path).then(async (file) => {
+        try {
+          const buffer = new Uint8Array(magic.length);
+          const n = await file.read(buffer);
+          return new TextDecoder().decode(buffer.subarray(0, n ?? 0));
+        } finally {
+          file.close();
+        }
+      });
+      // A temp file cut by a SIGKILL may be empty or short; anything it holds is age's.
+      if (!magic.startsWith(head) || (!f.name.endsWith(".tmp") && head !== magic)) {
+        throw new Error(`${path} is not an age file`);
+      }
+      files++;
+    }
+  }
+  return files;
 }

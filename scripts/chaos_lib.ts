@@ -298,6 +298,8 @@ export interface VerifyOptions {
   workDir: string;
   /** Environment of the restore (S3 credentials). */
   env?: Record<string, string>;
+  /** More arguments for `sluice restore` (e.g. `--age-identity FILE`). */
+  restoreArgs?: string[];
   /**
    * The writer has stopped and sluice shut down cleanly: the restore must hold every
    * acknowledged transaction and equal the source database.
@@ -327,7 +329,15 @@ export async function verifyReplica(options: VerifyOptions): Promise<VerifyResul
   const newest = await l0Timestamps(options.replicaSpec, 2);
   const out = join(options.workDir, `verify-${++restoreCount}.db`);
   const restored = await runSluice(
-    ["restore", "-o", out, "--integrity-check", "none", options.replicaUrl],
+    [
+      "restore",
+      "-o",
+      out,
+      "--integrity-check",
+      "none",
+      ...(options.restoreArgs ?? []),
+      options.replicaUrl,
+    ],
     options.env,
   );
   let m = 0;

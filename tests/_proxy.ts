@@ -13,6 +13,8 @@ export interface ProxyFaults {
   down?: boolean;
   /** Fraction (0…1) of new connections answered `500 Internal Server Error` and closed. */
   failRate?: number;
+  /** The answer of a failed connection instead of 500 InternalError, e.g. Tigris' 408. */
+  failWith?: { status: number; reason: string; code: string };
   /** Fraction (0…1) of new connections closed after the request arrived, without an answer. */
   resetRate?: number;
   /** Delay before forwarding each chunk, in both directions, ms. */
@@ -145,8 +147,10 @@ export function startFaultProxy(target: string): FaultProxy {
         head += new TextDecoder().decode(buffer.subarray(0, n));
       }
       if (fail) {
-        const body = "<Error><Code>InternalError</Code><Message>injected</Message></Error>";
-        const response = `HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n` +
+        const { status, reason, code } = faults.failWith ??
+          { status: 500, reason: "Internal Server Error", code: "InternalError" };
+        const body = `<Error><Code>${code}</Code><Message>injected</Message></Error>`;
+        const response = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/xml\r\n` +
           `Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`;
         const bytes = new TextEncoder().encode(response);
         for (let at = 0; at < bytes.length;) at += await client.write(bytes.subarray(at));

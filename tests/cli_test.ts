@@ -107,7 +107,7 @@ Deno.test("unknown command or option: exit 2, one line naming it", async () => {
   assertOneLineError(
     await sluice(["replikate"]),
     2,
-    /^sluice: unknown command "replikate"; commands: replicate, restore, snapshot, databases, ltx, status, version/,
+    /^sluice: unknown command "replikate"; commands: replicate, restore, snapshot, databases, ltx, verify, (?:doctor, )?status, version/,
   );
   assertOneLineError(await sluice(["--frob"]), 2, /^sluice: unknown option --frob; commands: /);
   assertOneLineError(
@@ -206,10 +206,10 @@ Deno.test("config errors: exit 2, one line with file:line", async () => {
       'dbs:\n  - path: /data/app.db\n    replica: { url: "${URL}" }\n',
     );
     assertOneLineError(
-      await sluice(["databases", "-c", path], { URL: "gs://bk/app" }),
+      await sluice(["databases", "-c", path], { URL: "nats://bk/app" }),
       2,
       new RegExp(
-        `^sluice: ${path}:3: dbs\\[0\\]\\.replica\\.url: replica URL "gs://bk/app": gs replicas are not supported`,
+        `^sluice: ${path}:3: dbs\\[0\\]\\.replica\\.url: replica URL "nats://bk/app": nats replicas are not supported`,
       ),
     );
     assertOneLineError(

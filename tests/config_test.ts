@@ -386,8 +386,8 @@ Deno.test("Litestream settings sluice does not implement are refused unless harm
     /^sluice\.yml:3: dbs\[0\]\.replica\.skip-verify: skip-verify: true is not supported/,
   );
   assert.match(
-    errorOf("dbs:\n  - path: /a.db\n    replica: { type: sftp, path: /x }\n"),
-    /^sluice\.yml:3: dbs\[0\]\.replica\.type: sftp replicas are not supported by sluice; use file or s3/,
+    errorOf("dbs:\n  - path: /a.db\n    replica: { type: nats, path: /x }\n"),
+    /^sluice\.yml:3: dbs\[0\]\.replica\.type: nats replicas are not supported by sluice; use file or s3/,
   );
   // Harmless values are accepted.
   parse(
@@ -714,8 +714,8 @@ Deno.test("replica URLs: accepted forms", () => {
 Deno.test("replica URLs: bad ones name the URL and the accepted forms, never credentials", () => {
   const bad: [string, RegExp][] = [
     [
-      "gs://bucket/db",
-      /^replica URL "gs:\/\/bucket\/db": gs replicas are not supported by sluice; use file:\/\/\/abs\/dir, a plain path, or s3:\/\//,
+      "nats://bucket/db",
+      /^replica URL "nats:\/\/bucket\/db": nats replicas are not supported by sluice; use file:\/\/\/abs\/dir, a plain path, /,
     ],
     [
       "ftp://host/db",
@@ -937,7 +937,7 @@ Deno.test("configFromArgs: one database, every default", () => {
   });
   assert.equal(config.dbs[0].monitorInterval, 1000);
   assert.equal(config.snapshot.interval, 86_400_000);
-  assert.throws(() => configFromArgs("app.db", "gs://x/y"), ConfigError);
+  assert.throws(() => configFromArgs("app.db", "nats://x/y"), ConfigError);
   assert.throws(() => configFromArgs("s3://bk/app", "/tmp/x"), /looks like a URL/);
 });
 

@@ -26,21 +26,27 @@ import {
 import { run as codec } from "./codec.ts";
 import { run as lz4 } from "./lz4.ts";
 import { run as lag } from "./lag.ts";
+import { run as follow } from "./follow.ts";
 import { run as throughput } from "./throughput.ts";
 import { run as overhead } from "./overhead.ts";
 import { run as scale } from "./scale.ts";
 import { run as snapshotRestore } from "./snapshot_restore.ts";
+import { run as verify } from "./verify.ts";
 import { run as writeLock } from "./write_lock.ts";
+import { run as age } from "./age.ts";
 
 /** The benchmarks in the order they run (the cheap, CPU-only ones first). */
 const BENCHES: [string, BenchModule][] = [
   ["codec", codec],
   ["lz4", lz4],
   ["lag", lag],
+  ["follow", follow],
   ["throughput", throughput],
   ["overhead", overhead],
   ["write_lock", writeLock],
   ["snapshot_restore", snapshotRestore],
+  ["verify", verify],
+  ["age", age],
   ["scale", scale],
 ];
 

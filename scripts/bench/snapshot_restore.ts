@@ -33,7 +33,7 @@ const TARGET_RESTORE_VS_LITESTREAM = 4;
 const TARGET_PEAK_RSS_MB = 150;
 
 /** What one measured process did. */
-interface Measured {
+export interface Measured {
   seconds: number;
   /** Peak resident set size in bytes (NaN when /proc could not be read). */
   peakBytes: number;
@@ -205,7 +205,7 @@ if (outcome !== "compacted") throw new Error("compaction: " + outcome);
 }
 
 /** A WAL-mode database of about `targetBytes`, all pages checkpointed into the file. */
-function buildDatabase(path: string, targetBytes: number): number {
+export function buildDatabase(path: string, targetBytes: number): number {
   const db = new DatabaseSync(path);
   try {
     db.exec("PRAGMA page_size = 4096; PRAGMA journal_mode = wal; PRAGMA synchronous = off;");
@@ -229,7 +229,7 @@ function buildDatabase(path: string, targetBytes: number): number {
 }
 
 /** Reads the file once so every measurement starts from the page cache. */
-async function warm(path: string): Promise<void> {
+export async function warm(path: string): Promise<void> {
   const file = await Deno.open(path);
   try {
     const buffer = new Uint8Array(4 * MIB);
@@ -243,7 +243,7 @@ async function warm(path: string): Promise<void> {
  * Runs `command` to completion, sampling its VmHWM every 10 ms; its wall time and peak RSS.
  * @throws Error with its stderr when it fails.
  */
-async function measure([command, ...args]: string[]): Promise<Measured> {
+export async function measure([command, ...args]: string[]): Promise<Measured> {
   const started = performance.now();
   const child = new Deno.Command(command, { args, stdout: "null", stderr: "piped" }).spawn();
   const stderr = new Response(child.stderr).text();

@@ -18,6 +18,7 @@ import {
   DEFAULT_CONFIG_PATH,
   isURL,
   loadConfig,
+  parseDuration,
   resolveLocalPath,
 } from "../config/mod.ts";
 
@@ -46,6 +47,8 @@ export type CommandName =
   | "snapshot"
   | "databases"
   | "ltx"
+  | "verify"
+  | "doctor"
   | "status"
   | "version";
 
@@ -58,6 +61,8 @@ export interface OptionSpec {
   /** Placeholder shown in help for string options. */
   value?: string;
   help: string;
+  /** May be given more than once (a string option then yields a list). */
+  multiple?: boolean;
 }
 
 /** A command's contract. */
@@ -82,6 +87,13 @@ const CONFIG_OPTION: OptionSpec = {
   help: `config file (default: $SLUICE_CONFIG or ${DEFAULT_CONFIG_PATH})`,
 };
 const JSON_OPTION: OptionSpec = { name: "json", type: "boolean", help: "print JSON on stdout" };
+const AGE_IDENTITY_OPTION: OptionSpec = {
+  name: "age-identity",
+  type: "string",
+  value: "FILE",
+  help: "age identity file (AGE-SECRET-KEY-1… lines) to decrypt an encrypted replica; repeatable",
+  multiple: true,
+};
 
 /** Every command, in help order. */
 export const COMMANDS: readonly CommandSpec[] = [
@@ -97,6 +109,10 @@ export const COMMANDS: readonly CommandSpec[] = [
       type: "string",
       value: "CMD",
       help: "run CMD (through sh -c) and stop replicating when it exits",
+    }, {
+      name: "takeover",
+      type: "boolean",
+      help: "take over object-store replicas' owner leases from other replicators",
     }],
     examples: ["replicate /var/lib/app/app.db file:///backups/app", "replicate -c /etc/sluice.yml"],
   },
@@ -105,7 +121,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: "restore a database from its replica, optionally to a point in time",
     usage: "[-c FILE] [-o OUT] [--txid HEX16 | --timestamp RFC3339] [--if-db-not-exists]\n" +
       "               [--if-replica-exists] [--integrity-check none|quick|full] [--json]\n" +
-      "               DB_PATH|REPLICA_URL",
+      "               [-f [--interval DURATION]] DB_PATH|REPLICA_URL",
     description:
       "Builds a new database file from the replica of DB_PATH (looked up in the config) or from\n" +
       "REPLICA_URL (then -o is required). Without --txid or --timestamp, restores the latest state.",
@@ -146,11 +162,25 @@ export const COMMANDS: readonly CommandSpec[] = [
         value: "none|quick|full",
         help: "PRAGMA check on the restored database (default quick)",
       },
+      {
+        name: "follow",
+        short: "f",
+        type: "boolean",
+        help: "keep OUT up to date until SIGINT/SIGTERM (a read replica)",
+      },
+      {
+        name: "interval",
+        type: "string",
+        value: "DURATION",
+        help: "with -f: how often S3 is listed (default 1s)",
+      },
+      AGE_IDENTITY_OPTION,
       JSON_OPTION,
     ],
     examples: [
       "restore -o /tmp/app.db --timestamp 2026-11-22T14:00:00Z file:///backups/app",
       "restore -c /etc/sluice.yml --if-db-not-exists /var/lib/app/app.db",
+      "restore -f -o /srv/replica.db s3://backups/app",
     ],
   },
   {
@@ -180,9 +210,50 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: [
       CONFIG_OPTION,
       { name: "level", type: "string", value: "N|all", help: "only level N (0-9); default all" },
+      AGE_IDENTITY_OPTION,
       JSON_OPTION,
     ],
     examples: ["ltx --level 0 file:///backups/app"],
+  },
+  {
+    name: "verify",
+    summary: "check that a replica is intact and restorable, without changing it",
+    usage: "[-c FILE] [--restore] [--age-identity FILE] [--json] DB_PATH|REPLICA_URL",
+    description:
+      "Reads every LTX file of the replica of DB_PATH (from the config) or at REPLICA_URL to its\n" +
+      "end (headers, pages, trailers, checksums), checks each level for gaps, overlaps and files\n" +
+      "of another database, and prints the restorable point-in-time range. Exits 0 when\n" +
+      "everything restorable is intact, 1 naming the damaged or missing files and TXIDs.",
+    options: [
+      CONFIG_OPTION,
+      {
+        name: "restore",
+        type: "boolean",
+        help: "also restore to a temporary file, run PRAGMA integrity_check, remove it",
+      },
+      AGE_IDENTITY_OPTION,
+      JSON_OPTION,
+    ],
+    examples: [
+      "verify file:///backups/app",
+      "verify -c /etc/sluice.yml --restore /var/lib/app/app.db",
+    ],
+  },
+  {
+    name: "doctor",
+    summary: "check that a replica's storage works before trusting it",
+    usage: "[-c FILE] [--json] [REPLICA_URL]",
+    description:
+      "Checks the storage at REPLICA_URL (or every replica in the config) as replication uses it:\n" +
+      "credentials, bucket or directory, put/get/ranged get/list/delete of a probe under the\n" +
+      "replica path (always removed; existing files are never touched), conditional writes,\n" +
+      "checksum headers, multipart, clock skew, fsync, free space. One line per check with the\n" +
+      "fix when it fails; exits 1 when a check replication needs fails.",
+    options: [CONFIG_OPTION, JSON_OPTION],
+    examples: [
+      "doctor 's3://bucket/app?endpoint=https://ACCOUNT.r2.cloudflarestorage.com'",
+      "doctor -c /etc/sluice.yml --json",
+    ],
   },
   {
     name: "status",
@@ -254,7 +325,7 @@ export function formatCommandHelp(name: CommandName): string {
   ].join("\n");
 }
 
-type RawValues = Record<string, string | boolean | undefined>;
+type RawValues = Record<string, string | boolean | string[] | undefined>;
 
 /**
  * Generic strict parse of `args` against `name`'s options.
@@ -266,11 +337,15 @@ function parseCommand(name: CommandName, args: readonly string[]): {
 } {
   const command = commandSpec(name)!;
   const specs = [...command.options, HELP_OPTION];
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = {};
   for (const spec of specs) {
     options[spec.name] = spec.short === undefined
       ? { type: spec.type }
       : { type: spec.type, short: spec.short };
+    if (spec.multiple) options[spec.name].multiple = true;
   }
   const end = args.indexOf("--");
   const normalized = args.map((arg, i) => {
@@ -296,7 +371,9 @@ function parseCommand(name: CommandName, args: readonly string[]): {
   const seen = new Set<string>();
   for (const token of parsed.tokens ?? []) {
     if (token.kind !== "option") continue;
-    if (seen.has(token.name)) throw new UsageError(`--${token.name} is given more than once`, name);
+    if (seen.has(token.name) && !options[token.name].multiple) {
+      throw new UsageError(`--${token.name} is given more than once`, name);
+    }
     seen.add(token.name);
     if (options[token.name].type === "string" && (token.value ?? "") === "") {
       throw new UsageError(`--${token.name} needs a non-empty value`, name);
@@ -341,6 +418,13 @@ function expectPositionals(
   throw new UsageError(`missing ${what}`, name);
 }
 
+/** The `--age-identity` files, absolute, as an options fragment (empty when none are given). */
+function ageIdentityFiles(values: RawValues): { ageIdentityFiles?: string[] } {
+  const value = values["age-identity"];
+  const list = Array.isArray(value) ? value : typeof value === "string" ? [value] : [];
+  return list.length === 0 ? {} : { ageIdentityFiles: list.map((path) => resolveLocalPath(path)) };
+}
+
 function str(values: RawValues, key: string): string | undefined {
   const value = values[key];
   return typeof value === "string" ? value : undefined;
@@ -352,6 +436,8 @@ export interface ReplicateArgs {
   config?: string;
   /** `--exec CMD`, overriding the config's `exec`. */
   exec?: string;
+  /** `--takeover`: take over owner leases held by other replicators. */
+  takeover?: boolean;
   /** Absolute path, with `replicaURL`, for the one-database form. */
   dbPath?: string;
   replicaURL?: string;
@@ -394,6 +480,7 @@ export function parseReplicateArgs(args: readonly string[]): ReplicateArgs {
   const parsed: ReplicateArgs = parseDatabasePair("replicate", values, positionals);
   const exec = str(values, "exec");
   if (exec !== undefined) parsed.exec = exec;
+  if (values.takeover === true) parsed.takeover = true;
   return parsed;
 }
 
@@ -425,6 +512,12 @@ export interface RestoreArgs {
   json: boolean;
   /** DB_PATH or REPLICA_URL as given (see {@linkcode isURL}); DB_PATH is not yet made absolute. */
   source: string;
+  /** `--age-identity FILE` (repeatable), made absolute: identities for an encrypted replica. */
+  ageIdentityFiles?: string[];
+  /** `-f`/`--follow`: keep the output up to date after restoring it. */
+  follow?: boolean;
+  /** `--interval` in ms (with `--follow`). */
+  intervalMs?: number;
 }
 
 /**
@@ -459,13 +552,42 @@ export function parseRestoreArgs(args: readonly string[]): RestoreArgs {
     integrityCheck: integrity,
     json: values.json === true,
     source,
+    ...ageIdentityFiles(values),
   };
   const config = str(values, "config");
   if (config !== undefined) parsed.config = config;
   if (output !== undefined) parsed.output = resolveLocalPath(output);
   if (txidText !== undefined) parsed.txid = parseTXIDArg(txidText, name);
   if (timestampText !== undefined) parsed.timestamp = parseTimestampArg(timestampText, name);
+  parseFollowArgs(values, parsed, name);
   return parsed;
+}
+
+/** `-f [--interval D]`: only for the latest state, with a positive interval. */
+function parseFollowArgs(
+  values: RawValues,
+  parsed: RestoreArgs,
+  name: string,
+): void {
+  const interval = str(values, "interval");
+  if (values.follow !== true) {
+    if (interval !== undefined) throw new UsageError("--interval needs -f/--follow", name);
+    return;
+  }
+  if (parsed.txid !== undefined || parsed.timestamp !== undefined) {
+    throw new UsageError("-f/--follow follows the latest state: drop --txid/--timestamp", name);
+  }
+  parsed.follow = true;
+  if (interval !== undefined) {
+    let ms: number;
+    try {
+      ms = parseDuration(interval);
+    } catch (err) {
+      throw new UsageError(`--interval: ${(err as Error).message}`, name);
+    }
+    if (!(ms > 0)) throw new UsageError(`--interval must be positive, got "${interval}"`, name);
+    parsed.intervalMs = ms;
+  }
 }
 
 /**
@@ -572,6 +694,8 @@ export interface LTXArgs {
   json: boolean;
   /** DB_PATH or REPLICA_URL as given. */
   source: string;
+  /** `--age-identity FILE` (repeatable), made absolute. */
+  ageIdentityFiles?: string[];
 }
 
 /**
@@ -587,9 +711,71 @@ export function parseLTXArgs(args: readonly string[]): LTXArgs {
   if (levelText === "all") level = "all";
   else if (/^[0-9]$/.test(levelText)) level = Number(levelText);
   else throw new UsageError(`--level must be a level 0-9 or "all", got "${levelText}"`, name);
-  const parsed: LTXArgs = { level, json: values.json === true, source: positionals[0] };
+  const parsed: LTXArgs = {
+    level,
+    json: values.json === true,
+    source: positionals[0],
+    ...ageIdentityFiles(values),
+  };
   const config = str(values, "config");
   if (config !== undefined) parsed.config = config;
+  return parsed;
+}
+
+/** `sluice verify` options. */
+export interface VerifyArgs {
+  config?: string;
+  /** Also run a test restore with `integrity_check`. */
+  restore: boolean;
+  json: boolean;
+  /** `--age-identity FILE` (repeatable), made absolute. */
+  ageIdentityFiles?: string[];
+  /** DB_PATH or REPLICA_URL as given. */
+  source: string;
+}
+
+/**
+ * Parses `sluice verify` arguments.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseVerifyArgs(args: readonly string[]): VerifyArgs {
+  const name = "verify";
+  const { values, positionals } = parseCommand(name, args);
+  expectPositionals(name, positionals, [1], "DB_PATH or REPLICA_URL");
+  const parsed: VerifyArgs = {
+    restore: values.restore === true,
+    json: values.json === true,
+    ...ageIdentityFiles(values),
+    source: positionals[0],
+  };
+  const config = str(values, "config");
+  if (config !== undefined) parsed.config = config;
+  return parsed;
+}
+
+/** `sluice doctor` options. */
+export interface DoctorArgs {
+  config?: string;
+  /** REPLICA_URL (or a directory path) as given; absent: every replica of the config. */
+  replicaURL?: string;
+  json: boolean;
+}
+
+/**
+ * Parses `sluice doctor` arguments: a replica URL or a config, not both.
+ * @throws {UsageError} | {@linkcode HelpRequested}
+ */
+export function parseDoctorArgs(args: readonly string[]): DoctorArgs {
+  const name = "doctor";
+  const { values, positionals } = parseCommand(name, args);
+  expectPositionals(name, positionals, [0, 1], "REPLICA_URL or -c FILE");
+  const parsed: DoctorArgs = { json: values.json === true };
+  const config = str(values, "config");
+  if (config !== undefined && positionals.length > 0) {
+    throw new UsageError("give either -c FILE or REPLICA_URL, not both", name);
+  }
+  if (config !== undefined) parsed.config = config;
+  if (positionals.length > 0) parsed.replicaURL = positionals[0];
   return parsed;
 }
 
@@ -610,6 +796,8 @@ export const PARSERS: Readonly<Record<CommandName, (args: readonly string[]) => 
   snapshot: parseSnapshotArgs,
   databases: parseDatabasesArgs,
   ltx: parseLTXArgs,
+  verify: parseVerifyArgs,
+  doctor: parseDoctorArgs,
   status: parseStatusArgs,
   version: parseVersionArgs,
 };

@@ -5,9 +5,14 @@
  * @module
  */
 
-import { createReplicaClient, type LTXFileInfo, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import {
+  createReplicaClient,
+  type LTXFileInfo,
+  replicaContent,
+  SNAPSHOT_LEVEL,
+} from "../replica/mod.ts";
 import { parseLTXArgs } from "./args.ts";
-import { fileEntries, resolveSource } from "./restore.ts";
+import { fileEntries, resolveSource, withAgeIdentities } from "./restore.ts";
 
 /**
  * Runs the command; resolves to the exit code.
@@ -17,19 +22,29 @@ import { fileEntries, resolveSource } from "./restore.ts";
 export async function run(args: string[]): Promise<number> {
   const options = parseLTXArgs(args);
   const source = await resolveSource(options.source, options.config);
+  source.spec = await withAgeIdentities(source.spec, options.ageIdentityFiles);
   const levels = options.level === "all"
     ? Array.from({ length: SNAPSHOT_LEVEL + 1 }, (_, level) => level)
     : [options.level];
   const client = createReplicaClient(source.spec);
   const files: LTXFileInfo[] = [];
+  let encrypted = false;
   try {
     for (const level of levels) {
       for await (const info of client.ltxFiles(level)) files.push(info);
     }
+    // Names, sizes and times are never encrypted; say so when the contents are.
+    encrypted = files.length > 0 && await replicaContent(client) === "encrypted";
   } finally {
     await client.close();
   }
   console.log(options.json ? JSON.stringify(fileEntries(files)) : formatTable(files));
+  if (encrypted) {
+    console.error(
+      `the contents of these files are encrypted with age (SIZE is the encrypted size); ` +
+        `restore needs an identity (age.identities or --age-identity FILE)`,
+    );
+  }
   return 0;
 }
 

@@ -49,6 +49,10 @@ export async function loadCommand(name: CommandName): Promise<CommandModule> {
       return await import("./databases.ts");
     case "ltx":
       return await import("./ltx.ts");
+    case "verify":
+      return await import("./verify.ts");
+    case "doctor":
+      return await import("./doctor.ts");
     case "status":
       return await import("./status.ts");
     case "version":

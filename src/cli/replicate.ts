@@ -6,6 +6,7 @@
  */
 
 import { createLogger } from "../log/mod.ts";
+import { describeS3Profiles } from "../replica/mod.ts";
 import { type Managed, Store, WorkQueue } from "../engine/mod.ts";
 import type { FinalSyncFailure } from "../engine/mod.ts";
 import { databaseEntry } from "./_engine.ts";
@@ -13,7 +14,7 @@ import { loadCommandConfig, parseReplicateArgs } from "./args.ts";
 import type { DatabaseConfig } from "../config/mod.ts";
 import { DirectoryMonitor } from "../discovery/mod.ts";
 import { ControlServer, snapshotHandler } from "../daemon/mod.ts";
-import { type DaemonStatus, type HTTPServer, serveHTTP } from "../daemon/mod.ts";
+import { checkHealth, type DaemonStatus, type HTTPServer, serveHTTP } from "../daemon/mod.ts";
 import { Metrics } from "../daemon/mod.ts";
 import { VERSION } from "./version.ts";
 
@@ -23,6 +24,10 @@ export async function run(args: string[]): Promise<number> {
   const config = await loadCommandConfig(options);
   const exec = options.exec ?? config.exec;
   const logger = createLogger(config.logging);
+  // Once per S3 endpoint: the provider profile that shapes its requests, and why it was chosen.
+  const specs = config.dbs.map((db) => db.replica.spec);
+  const s3Specs = specs.flatMap((spec) => spec.type === "s3" ? [spec] : []);
+  for (const fields of describeS3Profiles(s3Specs)) logger.info("s3 provider profile", fields);
   if (!config.retention.enabled) {
     logger.warn(
       "retention is disabled: no replica file is ever deleted (local L0 cleanup goes on)",
@@ -43,7 +48,8 @@ export async function run(args: string[]): Promise<number> {
   });
   // One heavy-work queue for the process: snapshots and compactions of all databases share it.
   const work = new WorkQueue(config.backgroundJobs);
-  const store = new Store({ logger, controlSocket: control?.path, work });
+  const takeover = options.takeover ?? false;
+  const store = new Store({ logger, controlSocket: control?.path, work, takeover });
 
   // SIGINT/SIGTERM stop new work; the store then syncs and uploads one last time.
   const stopSignal = Promise.withResolvers<string>();
@@ -56,7 +62,13 @@ export async function run(args: string[]): Promise<number> {
   // Directory entries (`dir:`): one DirectoryMonitor each, started after the path databases
   // and stopped before the stores close. They feed a second store whose databases get their
   // `-wal` wake-ups from the monitor's one watcher (watchWAL: false), not a watcher per directory.
-  const dirStore = new Store({ logger, watchWAL: false, controlSocket: control?.path, work });
+  const dirStore = new Store({
+    logger,
+    watchWAL: false,
+    controlSocket: control?.path,
+    work,
+    takeover,
+  });
   const dirEntries: DatabaseConfig[] = [];
   const monitors: DirectoryMonitor[] = [];
   let http: HTTPServer | undefined;
@@ -88,6 +100,14 @@ export async function run(args: string[]): Promise<number> {
           config: config.source ?? null,
           databases: status(),
         }),
+        health: () =>
+          checkHealth(
+            [...store.status(), ...dirStore.status()], // unsorted: order does not matter here
+            [store, dirStore].flatMap((s) =>
+              s.unopenedPaths.map((path) => ({ path, reason: s.refusal(path)?.message }))
+            ),
+            config.health,
+          ),
       });
     }
     for (const dbConfig of config.dbs) {

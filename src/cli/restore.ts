@@ -5,7 +5,9 @@
  *
  * The source is a replica URL (then `-o` is required) or a database path found in the config
  * (then the database is restored to that path unless `-o` says otherwise). An existing output
- * is never overwritten: a restore over a live database would corrupt it.
+ * is never overwritten: a restore over a live database would corrupt it. With `-f` the output
+ * is kept up to date until SIGINT/SIGTERM (src/follow/), and an output the follower wrote before
+ * is resumed.
  *
  * @module
  */
@@ -13,14 +15,24 @@
 import {
   ConfigError,
   findDatabase,
+  identitiesFromFiles,
   isURL,
   loadConfig,
   parseReplicaURL,
   type ReplicaSpec,
   resolveLocalPath,
 } from "../config/mod.ts";
+import { follow } from "../follow/mod.ts";
+import { createLogger } from "../log/mod.ts";
 import { formatTXID } from "../ltx/mod.ts";
-import { createReplicaClient, type LTXFileInfo } from "../replica/mod.ts";
+import {
+  AgeReplicaClient,
+  createReplicaClient,
+  type LTXFileInfo,
+  type ReplicaClient,
+  replicaContent,
+  ReplicaError,
+} from "../replica/mod.ts";
 import {
   findExistingOutput,
   NoBackupError,
@@ -28,7 +40,7 @@ import {
   restore,
   type RestoreResult,
 } from "../restore/mod.ts";
-import { defaultConfigPath, parseRestoreArgs, UsageError } from "./args.ts";
+import { defaultConfigPath, parseRestoreArgs, type RestoreArgs, UsageError } from "./args.ts";
 
 /** Restores larger than this show progress on a terminal. */
 const PROGRESS_THRESHOLD = 64 << 20;
@@ -42,6 +54,7 @@ export async function run(args: string[]): Promise<number> {
   const started = performance.now();
   const options = parseRestoreArgs(args);
   const source = await resolveSource(options.source, options.config);
+  source.spec = await withAgeIdentities(source.spec, options.ageIdentityFiles);
   const outputPath = options.output ?? source.dbPath;
   if (outputPath === undefined) {
     throw new UsageError(
@@ -50,6 +63,7 @@ export async function run(args: string[]): Promise<number> {
       "restore",
     );
   }
+  if (options.follow) return await runFollow(source.spec, outputPath, options);
 
   const existing = await findExistingOutput(outputPath);
   if (existing === outputPath && options.ifDBNotExists) {
@@ -78,6 +92,10 @@ export async function run(args: string[]): Promise<number> {
       integrityCheck: options.integrityCheck,
       onProgress: progress.update,
       signal: controller.signal,
+      onReplan: (err, attempt) =>
+        console.error(
+          `${err.message}; compaction or retention removed it: planning again (${attempt})`,
+        ),
     });
   } catch (err) {
     if (err instanceof NoBackupError && options.ifReplicaExists) {
@@ -88,7 +106,7 @@ export async function run(args: string[]): Promise<number> {
       );
       return 0;
     }
-    throw err;
+    throw await explainEncrypted(client, err);
   } finally {
     progress.done();
     for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
@@ -111,6 +129,76 @@ export async function run(args: string[]): Promise<number> {
       `file${result.files.length === 1 ? "" : "s"} at ${client.location} in ${durationMs} ms` +
       (result.checksumsVerified ? ", database checksums verified" : ""),
   );
+  return 0;
+}
+
+/**
+ * `spec` with the identities of `--age-identity` files added (the config's stay).
+ * @throws {ConfigError} for a missing, empty or malformed identity file.
+ */
+export async function withAgeIdentities(
+  spec: ReplicaSpec,
+  files: readonly string[] = [],
+): Promise<ReplicaSpec> {
+  if (files.length === 0) return spec;
+  const identities = await identitiesFromFiles(files);
+  return {
+    ...spec,
+    age: {
+      recipients: spec.age?.recipients ?? [],
+      identities: [...(spec.age?.identities ?? []), ...identities],
+    },
+  };
+}
+
+/**
+ * A plain client read an age-encrypted replica (the LTX decoder then fails on the first
+ * file): replaces the decoder's error by one that says so and names the fix.
+ */
+async function explainEncrypted(client: ReplicaClient, err: unknown): Promise<unknown> {
+  if (client instanceof AgeReplicaClient || err instanceof ReplicaError) return err;
+  const content = await replicaContent(client).catch(() => undefined);
+  if (content !== "encrypted") return err;
+  return new ReplicaError(
+    `replica ${client.location} is encrypted with age and no identity was given; ` +
+      `pass --age-identity FILE (or set age.identities in the config); nothing was restored`,
+    { cause: err },
+  );
+}
+
+/**
+ * `restore -f`: restores (or resumes) the output, then applies new replica files until
+ * SIGINT/SIGTERM, which finish or roll back the application in progress; exit 0 then.
+ */
+async function runFollow(spec: ReplicaSpec, outputPath: string, options: RestoreArgs) {
+  const logger = createLogger({ level: "info" });
+  const controller = new AbortController();
+  const onSignal = () => controller.abort(new Error("follow stopped by a signal"));
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  const client = createReplicaClient(spec);
+  try {
+    await follow(client, {
+      outputPath,
+      intervalMs: options.intervalMs,
+      integrityCheck: options.integrityCheck,
+      logger,
+      signal: controller.signal,
+    }, (start) =>
+      report(
+        options.json,
+        { path: outputPath, txid: formatTXID(start.txid), resumed: start.resumed },
+        `${start.resumed ? "resumed" : "restored"} ${outputPath} at TXID ${
+          formatTXID(start.txid)
+        }; following ${client.location} until SIGINT/SIGTERM`,
+      ));
+  } catch (err) {
+    if (controller.signal.aborted) return 0;
+    throw await explainEncrypted(client, err);
+  } finally {
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+    await client.close();
+  }
   return 0;
 }
 

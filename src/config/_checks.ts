@@ -9,6 +9,7 @@ import { ConfigError } from "./error.ts";
 import { entryMatches, metaDirFor } from "./paths.ts";
 import { formatReplicaLocation, replicaLocationKey, type ReplicaSpec } from "./replica_url.ts";
 import type { DatabaseConfig } from "./types.ts";
+import { sftpWebDAVStore } from "./_sftp_webdav.ts";
 
 /**
  * Exact collisions are found through maps; only checks involving a `dir` entry compare pairs,
@@ -120,8 +121,13 @@ function replicaOverlap(
 
 function segments(spec: ReplicaSpec): { store: string; parts: string[] } {
   if (spec.type === "file") return { store: "file", parts: spec.path.split("/").filter(Boolean) };
+  if (spec.type === "sftp" || spec.type === "webdav") {
+    return { store: sftpWebDAVStore(spec), parts: spec.path.split("/").filter(Boolean) };
+  }
   return {
-    store: `s3:${spec.endpoint ?? "aws"}:${spec.bucket}`,
+    store: spec.type === "abs"
+      ? `abs:${spec.endpoint ?? spec.accountName}:${spec.container}`
+      : `s3:${spec.endpoint ?? "aws"}:${spec.bucket}`,
     parts: spec.path.split("/").filter(Boolean),
   };
 }

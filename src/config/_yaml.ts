@@ -21,7 +21,14 @@ import { closestMatch } from "./_suggest.ts";
 import { parseDuration } from "./duration.ts";
 
 /** Keys whose values are never shown in messages. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(["access-key-id", "secret-access-key"]);
+export const SECRET_KEYS: ReadonlySet<string> = new Set([
+  "access-key-id",
+  "secret-access-key",
+  "account-key",
+  "sas-token",
+  "password",
+  "webdav-password",
+]);
 
 /** What a key means in one mapping. */
 export interface KeyRules {

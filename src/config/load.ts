@@ -29,7 +29,18 @@ import {
   type ReplicaConfig,
 } from "./types.ts";
 import { patternProblem } from "./pattern.ts";
+import { ABS_ONLY_KEYS, absSpecFromKeys, applyABSSettings, refuseABSKeys } from "./_abs.ts";
+import {
+  applySFTPWebDAVSettings,
+  refuseSFTPWebDAVKeys,
+  SFTP_WEBDAV_KEYS,
+  sftpSpecFromKeys,
+  webdavSpecFromKeys,
+} from "./_sftp_webdav.ts";
 import { checkDatabases } from "./_checks.ts";
+import { adoptPendingAgeKeys, pendingAgeKeys, readAgeKeys } from "./_age_keys.ts";
+import { checkAgeKeys } from "./age.ts";
+import { gcsSpec, readProfileKeys, S3_PROFILE_KEYS } from "./_s3_profile_keys.ts";
 
 /** S3's smallest multipart part (except the last), 5 MiB. */
 const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -41,24 +52,10 @@ export const DEFAULT_CONFIG_PATH = "/etc/sluice.yml";
 const UNSUPPORTED_REPLICA_SETTINGS: Record<string, boolean | null> = {
   "validation-interval": null,
   "auto-recover": false,
-  "sign-payload": null,
-  "require-content-md5": null,
   "sse-customer-algorithm": null,
   "sse-customer-key": null,
   "sse-customer-key-path": null,
   "sse-kms-key-id": null,
-  "account-name": null,
-  "account-key": null,
-  "sas-token": null,
-  host: null,
-  user: null,
-  password: null,
-  "key-path": null,
-  "concurrent-writes": null,
-  "host-key": null,
-  "webdav-url": null,
-  "webdav-username": null,
-  "webdav-password": null,
   jwt: null,
   seed: null,
   creds: null,
@@ -72,7 +69,6 @@ const UNSUPPORTED_REPLICA_SETTINGS: Record<string, boolean | null> = {
   "max-reconnects": null,
   "reconnect-wait": null,
   timeout: null,
-  age: null,
 };
 
 /** Replica settings that may also be given once at the top level as defaults (as in Litestream). */
@@ -86,6 +82,9 @@ const SHARED_REPLICA_KEYS = [
   "force-path-style",
   "skip-verify",
   "part-size",
+  ...S3_PROFILE_KEYS,
+  ...ABS_ONLY_KEYS,
+  ...SFTP_WEBDAV_KEYS,
 ] as const;
 
 const S3_ONLY_KEYS = [
@@ -96,6 +95,7 @@ const S3_ONLY_KEYS = [
   "access-key-id",
   "secret-access-key",
   "part-size",
+  ...S3_PROFILE_KEYS,
 ] as const;
 
 const DB_KEYS = [
@@ -115,13 +115,14 @@ const DB_KEYS = [
   "replicas",
 ] as const;
 
-const REPLICA_KEYS = ["type", "url", "path", "encoding", ...SHARED_REPLICA_KEYS] as const;
+const REPLICA_KEYS = ["type", "url", "path", "encoding", "age", ...SHARED_REPLICA_KEYS] as const;
 
 const TOP_RULES: KeyRules = {
   known: [
     "addr",
     "logging",
     "metrics",
+    "health",
     "snapshot",
     "levels",
     "l0-retention",
@@ -146,10 +147,13 @@ const TOP_RULES: KeyRules = {
     type: "a replica", // after the DB keys: "path" etc. belong to dbs entries first
     url: "a replica",
     encoding: "a replica",
+    age: "a replica",
     interval: "snapshot or levels",
     level: "logging",
     "per-database": "metrics",
     "per-database-limit": "metrics",
+    "max-lag": "health",
+    "max-upload-age": "health",
   },
 };
 
@@ -164,7 +168,7 @@ const DB_RULES: KeyRules = {
 
 const REPLICA_RULES: KeyRules = {
   known: REPLICA_KEYS,
-  ignored: ["name", "concurrency"],
+  ignored: ["name"],
   unsupported: UNSUPPORTED_REPLICA_SETTINGS,
   elsewhere: Object.fromEntries(
     DB_KEYS.filter((k) => k !== "path").map((k) => [k, "the dbs entry, not its replica"]),
@@ -211,6 +215,8 @@ export async function loadConfig(
   const absolute = resolve(path);
   const config = parseConfig(text, { file: path, env, baseDir: dirname(absolute) });
   config.source = absolute;
+  // age keys are parsed by the age package itself (loaded only when a replica has age:).
+  await checkAgeKeys(pendingAgeKeys(config));
   return config;
 }
 
@@ -249,7 +255,9 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Con
   }
   if (!isMap(root)) src.fail(root, `expected a mapping at the top level, got ${describe(root)}`);
   const top = new Reader(src, root, "", TOP_RULES);
-  return readConfig(top, { env, baseDir });
+  const config = readConfig(top, { env, baseDir });
+  adoptPendingAgeKeys(src, config);
+  return config;
 }
 
 interface Context {
@@ -282,6 +290,14 @@ function readConfig(top: MapReader, ctx: Context): Config {
     config.logging.type = logging.choice<LogType>("type", ["text", "json"]) ?? config.logging.type;
     const stderr = logging.bool("stderr");
     if (stderr !== undefined) config.logging.stderr = stderr;
+  }
+
+  const health = top.map("health", { known: ["max-lag", "max-upload-age"] });
+  if (health !== undefined) {
+    config.health = {
+      maxLag: health.duration("max-lag") ?? DEFAULTS.healthMaxLag,
+      maxUploadAge: health.duration("max-upload-age") ?? DEFAULTS.healthMaxUploadAge,
+    };
   }
 
   const metrics = top.map("metrics", { known: ["per-database", "per-database-limit"] });
@@ -464,7 +480,7 @@ function readReplica(replica: MapReader, top: MapReader, ctx: Context): ReplicaC
     );
   }
   const type = replica.choice("type", ["file", "s3", "gs", "abs", "sftp", "webdav", "nats", "oss"]);
-  if (type !== undefined && type !== "file" && type !== "s3") {
+  if (type === "nats" || type === "oss") {
     replica.fail("type", `${type} replicas are not supported by sluice; use file or s3`);
   }
   const url = replica.string("url");
@@ -484,7 +500,7 @@ function readReplica(replica: MapReader, top: MapReader, ctx: Context): ReplicaC
     } catch (err) {
       replica.fail("url", (err as Error).message);
     }
-    if (type !== undefined && type !== spec.type) {
+    if (type !== undefined && type !== spec.type && !(type === "gs" && spec.type === "s3")) {
       replica.fail("type", `is ${type} but the url is a ${spec.type} location`);
     }
   } else {
@@ -507,6 +523,12 @@ function readReplica(replica: MapReader, top: MapReader, ctx: Context): ReplicaC
       } catch (err) {
         replica.fail("path", (err as Error).message);
       }
+    } else if (inferred === "sftp") {
+      spec = sftpSpecFromKeys(replica, from, path);
+    } else if (inferred === "webdav") {
+      spec = webdavSpecFromKeys(replica, from, path);
+    } else if (inferred === "abs") {
+      spec = absSpecFromKeys(replica, from, path);
     } else {
       const bucket = from("bucket").string("bucket");
       if (bucket === undefined) {
@@ -516,14 +538,31 @@ function readReplica(replica: MapReader, top: MapReader, ctx: Context): ReplicaC
         );
       }
       spec = { type: "s3", bucket, path: cleanS3Path(path ?? "") };
+      if (inferred === "gs") spec = gcsSpec(spec);
     }
   }
 
   if (spec.type === "file") {
+    refuseABSKeys(replica);
     for (const key of S3_ONLY_KEYS) {
       if (replica.has(key)) replica.fail(key, "only applies to s3 replicas");
     }
+  } else if (spec.type === "sftp" || spec.type === "webdav") {
+    refuseABSKeys(replica);
+    for (const key of S3_ONLY_KEYS) {
+      if (replica.has(key)) replica.fail(key, "only applies to s3 replicas");
+    }
+    applySFTPWebDAVSettings(
+      replica,
+      from,
+      spec,
+      url !== undefined,
+      (local) => resolveLocalPath(local, { baseDir: ctx.baseDir, home: ctx.env.HOME ?? "" }),
+    );
+  } else if (spec.type === "abs") {
+    applyABSSettings(replica, from, spec);
   } else {
+    refuseABSKeys(replica);
     // Precedence: the replica's own key, then the url's value, then the top-level default.
     const fromURL = url === undefined ? undefined : new URL(url).searchParams;
     const urlSets = {
@@ -561,7 +600,13 @@ function readReplica(replica: MapReader, top: MapReader, ctx: Context): ReplicaC
     if (secretAccessKey !== undefined) spec.secretAccessKey = secretAccessKey;
     const partSize = from("part-size").byteSize("part-size", MIN_PART_SIZE);
     if (partSize !== undefined) spec.partSize = partSize;
+    if (spec.type === "s3") {
+      readProfileKeys(replica, top, spec, fromURL);
+      if (type === "gs" && spec.provider === undefined) spec = gcsSpec(spec);
+    }
   }
+  refuseSFTPWebDAVKeys(replica, spec.type);
+  readAgeKeys(replica, spec, { baseDir: ctx.baseDir, home: ctx.env.HOME ?? "" });
   return syncInterval === undefined ? { spec, encoding } : { spec, syncInterval, encoding };
 }
 

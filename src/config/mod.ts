@@ -14,6 +14,7 @@
  */
 
 export { ConfigError } from "./error.ts";
+export { identitiesFromFiles } from "./age.ts";
 export { formatDuration, parseDuration } from "./duration.ts";
 export {
   cleanS3Path,
@@ -50,6 +51,7 @@ export {
 export type {
   Config,
   DatabaseConfig,
+  HealthConfig,
   LoggingConfig,
   LogLevel,
   LogType,

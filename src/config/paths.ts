@@ -10,6 +10,7 @@ import { ConfigError } from "./error.ts";
 import { cleanS3Path, type ReplicaSpec } from "./replica_url.ts";
 import type { Config, DatabaseConfig } from "./types.ts";
 import { isCandidateName, matchesPattern } from "./pattern.ts";
+import { sftpWebDAVChildPath } from "./_sftp_webdav.ts";
 
 /** Suffix of default meta directories: `<dir>/.<name>-sluice/`. */
 export const META_DIR_SUFFIX = "-sluice";
@@ -55,7 +56,10 @@ export function replicaSpecFor(
   if (db.dir === undefined) return { ...spec };
   const rel = relativeInside(db.dir, dbPath);
   if (rel === undefined) throw new ConfigError(`database ${dbPath} is not inside ${db.dir}`);
-  if (spec.type === "file") return { type: "file", path: join(spec.path, rel) };
+  if (spec.type === "file") return { ...spec, path: join(spec.path, rel) };
+  if (spec.type === "sftp" || spec.type === "webdav") {
+    return { ...spec, path: sftpWebDAVChildPath(spec, rel) };
+  }
   return { ...spec, path: cleanS3Path(`${spec.path}/${rel}`) };
 }
 

@@ -8,17 +8,25 @@
 
 import { isAbsolute, normalize, resolve } from "node:path";
 import { ConfigError } from "./error.ts";
+import { parseABSURL } from "./_abs.ts";
+import {
+  formatSFTPWebDAVLocation,
+  parseSFTPURL,
+  parseWebDAVURL,
+  sftpWebDAVStore,
+} from "./_sftp_webdav.ts";
 import type { ReplicaSpec } from "../replica/mod.ts";
+import { applyProfileQueryParam, gcsSpec, PROFILE_QUERY_PARAMS } from "./_s3_profile_keys.ts";
 
 /** Where a replica lives: the contract of `src/replica/mod.ts`, re-exported for config users. */
 export type { ReplicaSpec };
 
 /** The accepted forms, quoted in every error about a replica URL. */
 export const REPLICA_URL_FORMS =
-  "file:///abs/dir, a plain path, or s3://bucket/prefix?endpoint=…&region=…&force-path-style=true";
+  "file:///abs/dir, a plain path, s3://bucket/prefix?endpoint=…&region=…&force-path-style=true, gs://bucket/prefix, or abs://account@container/path";
 
 /** Schemes Litestream supports that sluice does not. */
-const OTHER_LITESTREAM_SCHEMES = new Set(["gs", "abs", "sftp", "webdav", "webdavs", "nats", "oss"]);
+const OTHER_LITESTREAM_SCHEMES = new Set(["nats", "oss"]);
 
 /** Options of {@linkcode parseReplicaURL}. */
 export interface ParseReplicaURLOptions {
@@ -54,6 +62,11 @@ export function parseReplicaURL(url: string, options: ParseReplicaURLOptions = {
   } catch {
     throw new ConfigError(`invalid replica URL "${shown}"; use ${REPLICA_URL_FORMS}`);
   }
+  // abs://ACCOUNT@container/path: the user part is Litestream's account name, not a secret.
+  if (parsed.protocol.toLowerCase() === "abs:") return parseABSURL(parsed, shown);
+  // sftp://user:password@host/path and webdav://user:password@host/path: Litestream's forms.
+  if (parsed.protocol.toLowerCase() === "sftp:") return parseSFTPURL(parsed, shown);
+  if (/^webdavs?:$/i.test(parsed.protocol)) return parseWebDAVURL(parsed, shown);
   if (parsed.username !== "" || parsed.password !== "") {
     throw new ConfigError(
       `replica URL "${shown}" must not contain credentials; use access-key-id and secret-access-key in the config or the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables`,
@@ -63,6 +76,8 @@ export function parseReplicaURL(url: string, options: ParseReplicaURLOptions = {
   switch (scheme) {
     case "file":
       return parseFileURL(parsed, shown);
+    case "gs":
+      return gcsSpec(parseS3URL(parsed, shown) as Extract<ReplicaSpec, { type: "s3" }>);
     case "s3":
       return parseS3URL(parsed, shown);
     default:
@@ -145,8 +160,9 @@ function parseS3URL(parsed: URL, shown: string): ReplicaSpec {
         }
         break;
       default:
+        if (applyProfileQueryParam(spec, rawKey, value, `replica URL "${shown}"`)) break;
         throw new ConfigError(
-          `replica URL "${shown}": unknown query parameter "${rawKey}"; accepted: endpoint, region, force-path-style`,
+          `replica URL "${shown}": unknown query parameter "${rawKey}"; accepted: endpoint, region, force-path-style, ${PROFILE_QUERY_PARAMS}`,
         );
     }
   }
@@ -251,6 +267,12 @@ export function redactURL(text: string): string {
  */
 export function formatReplicaLocation(spec: ReplicaSpec): string {
   if (spec.type === "file") return `file://${encodeURI(spec.path)}`;
+  if (spec.type === "sftp" || spec.type === "webdav") return formatSFTPWebDAVLocation(spec);
+  if (spec.type === "abs") {
+    const account = spec.accountName ? `${spec.accountName}@` : "";
+    const endpoint = spec.endpoint ? `?endpoint=${queryValue(spec.endpoint)}` : "";
+    return `abs://${account}${spec.container}${spec.path ? `/${spec.path}` : ""}${endpoint}`;
+  }
   const params: string[] = [];
   if (spec.endpoint !== undefined) params.push(`endpoint=${queryValue(spec.endpoint)}`);
   if (spec.region !== undefined) params.push(`region=${queryValue(spec.region)}`);
@@ -265,6 +287,12 @@ export function formatReplicaLocation(spec: ReplicaSpec): string {
  */
 export function replicaLocationKey(spec: ReplicaSpec): string {
   if (spec.type === "file") return `file:${spec.path}`;
+  if (spec.type === "sftp" || spec.type === "webdav") {
+    return `${sftpWebDAVStore(spec)}:${spec.path}`;
+  }
+  if (spec.type === "abs") {
+    return `abs:${spec.endpoint ?? spec.accountName}:${spec.container}:${spec.path}`;
+  }
   return `s3:${spec.endpoint ?? "aws"}:${spec.bucket}:${spec.path}`;
 }
 

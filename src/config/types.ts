@@ -35,6 +35,18 @@ export interface MetricsConfig {
   perDatabaseLimit: number;
 }
 
+/**
+ * `health:`: when `GET /healthz` answers 503. A database is unhealthy when its replication lag
+ * is above `maxLag`, when changes are pending and nothing was uploaded for `maxUploadAge`, or
+ * when it cannot be opened or its syncs fail.
+ */
+export interface HealthConfig {
+  /** ms. Default 1 minute. */
+  maxLag: number;
+  /** ms. Default 5 minutes. */
+  maxUploadAge: number;
+}
+
 /** The whole configuration. */
 export interface Config {
   /** Absolute path of the config file; undefined when built from command-line arguments. */
@@ -44,6 +56,8 @@ export interface Config {
   logging: LoggingConfig;
   /** `metrics:`; unset means the defaults (per-database series for up to 100 databases). */
   metrics?: MetricsConfig;
+  /** `health:`; unset means the defaults ({@linkcode DEFAULTS}.healthMaxLag, …). */
+  health?: HealthConfig;
   /** Full snapshots (level 9): how often, and how long they are kept. */
   snapshot: { interval: number; retention: number };
   /** Compaction levels L1…Ln (n ≤ 8), each with how often it is compacted. */
@@ -131,4 +145,6 @@ export const DEFAULTS = {
   encoding: "frame" as PageEncoding,
   metricsPerDatabase: true,
   metricsPerDatabaseLimit: 100,
+  healthMaxLag: 60_000,
+  healthMaxUploadAge: 5 * 60_000,
 } as const;

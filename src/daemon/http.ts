@@ -4,6 +4,7 @@
  * - `GET /metrics`: Prometheus text exposition (src/daemon/metrics.ts).
  * - `GET /status`: JSON {@linkcode DaemonStatus}, what `sluice status` prints for a running
  *   daemon.
+ * - `GET /healthz`: 200 or 503 with a short JSON {@linkcode HealthReport} (src/daemon/health.ts).
  *
  * Why HTTP and not the Unix control socket (src/daemon/control.ts) for status: `addr:` is the one
  * address operators already configure, open to Prometheus and to `curl`, and it answers from
@@ -18,6 +19,7 @@ import { parseListenAddress } from "../config/mod.ts";
 import type { Logger } from "../log/mod.ts";
 import type { Metrics } from "./metrics.ts";
 import type { DatabaseStatus } from "../engine/mod.ts";
+import type { HealthReport } from "./health.ts";
 
 /** The `/status` document. */
 export interface DaemonStatus {
@@ -40,6 +42,8 @@ export interface HTTPServerOptions {
   metrics: Metrics;
   /** The `/status` document at this moment. */
   status: () => DaemonStatus;
+  /** The `/healthz` document at this moment; unset: `/healthz` always answers 200. */
+  health?: () => HealthReport;
   logger?: Logger;
 }
 
@@ -113,8 +117,16 @@ async function handle(request: Request, options: HTTPServerOptions): Promise<Res
       });
     case "/status":
       return Response.json(options.status(), { headers: { "cache-control": "no-store" } });
+    case "/healthz": {
+      const health = options.health?.() ??
+        { status: "ok", databases: 0, unhealthy: 0, failing: [] } satisfies HealthReport;
+      return Response.json(health, {
+        status: health.status === "ok" ? 200 : 503,
+        headers: { "cache-control": "no-store" },
+      });
+    }
     case "/":
-      return new Response("sluice: GET /metrics (Prometheus) or /status (JSON)\n");
+      return new Response("sluice: GET /metrics (Prometheus), /status (JSON) or /healthz\n");
     default:
       return new Response("not found: try /metrics or /status\n", { status: 404 });
   }

@@ -7,6 +7,7 @@
 
 export * from "./control.ts";
 export * from "./http.ts";
+export * from "./health.ts";
 export * from "./metrics.ts";
 /** The event-loop delay probe behind the metrics, exported for its unit test. */
 export { LoopDelayMonitor } from "./_loop_delay.ts";

@@ -13,11 +13,16 @@
 
 import type { Logger } from "../log/mod.ts";
 import { formatTXID } from "../ltx/mod.ts";
-import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import {
+  checkReplicaContent,
+  type LTXFileInfo,
+  type ReplicaClient,
+  SNAPSHOT_LEVEL,
+} from "../replica/mod.ts";
 import { DB, type DBOptions } from "./db.ts";
 import { Replica } from "./shipper.ts";
 import type { MetaLock } from "./meta_lock.ts";
-import { claimReplica } from "./_replica_marker.ts";
+import { claimOwnership, leasedClient } from "./_lease.ts";
 
 /** What {@linkcode attachDatabase} needs to know about a database. */
 export interface AttachEntry extends Omit<DBOptions, "logger"> {
@@ -36,6 +41,8 @@ export interface AttachOptions {
    * it otherwise (nothing is created beside a missing database).
    */
   lock: () => Promise<MetaLock>;
+  /** Take over the replica's owner lease from whoever holds it (`replicate --takeover`). */
+  takeover?: boolean;
 }
 
 /** A database attached to its replica; the caller owns all three and detaches when done. */
@@ -66,13 +73,17 @@ export async function attachDatabase(
     await db.open();
     lock ??= await options.lock();
     client = entry.createClient();
-    // Two databases writing one replica would interleave their TXIDs: the first one owns it.
-    await claimReplica(client, entry.path);
+    // Two databases writing one replica would interleave their TXIDs: the first one owns it
+    // (the owner marker, or on object storage a renewed lease, src/engine/_lease.ts).
+    const lease = await claimOwnership(client, entry.path, { takeover: options.takeover, logger });
+    if (lease?.mode === "lease") client = leasedClient(client, lease);
     await client.removeTempFiles?.();
     const replica = new Replica(client, db.local, { logger });
     // A database behind its replica (restored from an older backup, or a lost meta dir)
     // continues the replica's TXID sequence instead of colliding with it.
     const remote = await replica.position();
+    // Encrypted and plaintext files never mix on one replica (src/replica/age.ts).
+    await checkReplicaContent(client, remote);
     if (remote > db.txid) {
       // The DB takes a snapshot next: whatever is at the path continues the TXID sequence
       // without ever being mixed with the history before `remote` (a new database at an

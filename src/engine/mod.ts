@@ -17,6 +17,17 @@ export * from "./meta_lock.ts";
 export * from "./attach.ts";
 export * from "./work_queue.ts";
 export { claimReplica, ReplicaInUseError, type ReplicaOwner } from "./_replica_marker.ts";
+export {
+  claimOwnership,
+  type HeldLease,
+  LEASE_RENEW_MS,
+  LEASE_TTL_MS,
+  leasedClient,
+  LeaseLostError,
+  type LeaseOptions,
+  type LeaseRecord,
+  ReplicaLeasedError,
+} from "./_lease.ts";
 /** The WAL position decisions of {@linkcode DB.sync}, exported for their unit tests. */
 export {
   afterLastFrameCheck,

@@ -30,6 +30,12 @@ export const DEFAULT_SYNC_INTERVAL = {
   file: 100,
   /** Object storage bills per request: at most one upload batch per second. */
   s3: 1000,
+  /** Azure Blob Storage bills per request too. */
+  abs: 1000,
+  /** A remote server: one batch a second keeps it and the link unburdened, as Litestream. */
+  sftp: 1000,
+  /** A remote server over HTTP: as sftp. */
+  webdav: 1000,
 } as const;
 
 /** How far the safety-net poll of an idle, watched database backs off: × `monitor-interval`. */
@@ -122,6 +128,8 @@ export interface StoreOptions {
    * forwards them through {@linkcode Store.notify}.
    */
   watchWAL?: boolean;
+  /** Take over object-store replicas' owner leases (`replicate --takeover`). Default false. */
+  takeover?: boolean;
   /** Databases opened at once. Default 16. */
   openConcurrency?: number;
   /** Delay before retrying a database that failed to open, ms. Default 5000. */
@@ -295,6 +303,7 @@ export class Store {
   constructor(options: StoreOptions) {
     this.#options = {
       watchWAL: true,
+      takeover: false,
       openConcurrency: 16,
       openRetryDelay: 5000,
       sweepInterval: DEFAULT_SWEEP_INTERVAL,
@@ -321,6 +330,11 @@ export class Store {
   /** Databases being opened (or waiting for a slot to open). */
   get openingCount(): number {
     return this.#opening.size;
+  }
+
+  /** Databases that cannot be opened: waiting for a retry, or refused (see {@linkcode refusal}). */
+  get unopenedPaths(): string[] {
+    return [...this.#retryTimers.keys(), ...this.#refused.keys()];
   }
 
   /** Paths of the parked databases. */
@@ -522,6 +536,7 @@ export class Store {
       attached = await attachDatabase(parked ? { ...entry, parked } : entry, {
         logger,
         lock: () => this.#lock(entry),
+        takeover: this.#options.takeover,
       });
       const { db, replica, lock } = attached;
       const client = replica.client;

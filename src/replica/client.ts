@@ -132,7 +132,52 @@ export interface ReplicaClient {
    * backend cannot hold one yet (S3), and ownership is not checked.
    */
   ownerMarker?(): OwnerMarker;
+
+  /**
+   * True when `openLTXFile` yields other bytes than are stored (the age decorator decrypts):
+   * listed sizes are then stored sizes, longer than the stream, and the client itself detects a
+   * truncated file (age authenticates every chunk and the last one).
+   */
+  readonly contentTransformed?: boolean;
+
+  /**
+   * Conditional writes of the replica's owner lease (`sluice-lease.json` beside the levels), for
+   * object stores that offer `If-None-Match: *` / `If-Match` (S3, Azure). Absent: the backend has
+   * no lease and ownership is checked with {@linkcode ReplicaClient.ownerMarker}, if any.
+   */
+  lease?(): LeaseStore;
 }
+
+/** One version of the lease object: its text and the ETag that identifies that version. */
+export interface LeaseVersion {
+  text: string;
+  etag: string;
+}
+
+/**
+ * The conditional-write primitives of one small object (the owner lease). Each method is one
+ * request; the protocol built on them lives in the engine.
+ */
+export interface LeaseStore {
+  /** Where the lease object is (`s3://bucket/path/sluice-lease.json`), for messages. */
+  readonly path: string;
+  /** The current version, or undefined when there is none. @throws {ReplicaError} */
+  read(): Promise<LeaseVersion | undefined>;
+  /** Creates the object only if none exists; its ETag, or undefined when one exists. */
+  create(text: string): Promise<string | undefined>;
+  /** Replaces the object only if its ETag is still `etag`; the new ETag, or undefined. */
+  replace(text: string, etag: string): Promise<string | undefined>;
+  /**
+   * Whether the store enforces conditional writes: a probe object is created and then created
+   * again with `If-None-Match: *` and written with a wrong `If-Match`, both of which must fail
+   * with 412 (or 409). Asked once per storage account/bucket per process.
+   * @throws {ReplicaError} when the probe cannot be written at all.
+   */
+  enforcesConditions(): Promise<boolean>;
+}
+
+/** Name of the owner lease object at an object-store replica's root. */
+export const LEASE_NAME = "sluice-lease.json";
 
 /** The owner marker of a replica: a small text file created at most once. */
 export interface OwnerMarker {

@@ -19,6 +19,7 @@ import type {
 import { loadS3SDK, type S3SDK } from "./_s3_sdk.ts";
 import { posix } from "node:path";
 import {
+  type LeaseStore,
   type ListOptions,
   type LTXFileId,
   type LTXFileInfo,
@@ -31,6 +32,15 @@ import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename }
 import { formatTXID } from "../ltx/mod.ts";
 import { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";
 import { type RangeBody, resumableStream } from "./_resumable_stream.ts";
+import { s3LeaseStore } from "./_s3_lease.ts";
+import {
+  applyS3Profile,
+  GCS_ENDPOINT,
+  profileFields,
+  resolveS3Profile,
+  type S3Profile,
+  type S3ProfileOptions,
+} from "./_s3_profile.ts";
 
 /** S3's minimum multipart part size, also the default threshold between PUT and multipart. */
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -41,8 +51,14 @@ const HEAD_CONCURRENCY = 8;
 /** The user metadata key Litestream stores the LTX header timestamp under. */
 export const TIMESTAMP_METADATA_KEY = "litestream-timestamp";
 
-/** Where and how to reach one S3 replica. */
-export interface S3Spec {
+/** Single DeleteObject requests kept in flight where DeleteObjects is not available (GCS). */
+const DELETE_CONCURRENCY = 8;
+
+/**
+ * Where and how to reach one S3 replica. The {@linkcode S3ProfileOptions} (provider,
+ * checksum mode, payload signing, concurrency, …) shape the requests; see `_s3_profile.ts`.
+ */
+export interface S3Spec extends S3ProfileOptions {
   /** Bucket name. sluice never creates buckets. */
   bucket: string;
   /** Key prefix; cleaned like Go's `path.Clean`, leading `/` stripped. */
@@ -87,6 +103,8 @@ export class S3ReplicaClient implements ReplicaClient {
   readonly path: string;
   /** The endpoint for messages (userinfo removed), or `"AWS S3"`. */
   readonly endpointLabel: string;
+  /** The provider profile in effect (named, detected from the endpoint, or the default). */
+  readonly profile: S3Profile;
 
   readonly #config: S3ClientConfig;
   #client?: Promise<{ client: S3Client; sdk: S3SDK }>;
@@ -95,10 +113,11 @@ export class S3ReplicaClient implements ReplicaClient {
   readonly #readRetryDelayMs: number;
   #requestCount = 0;
   #closed = false;
+  #batchDelete: boolean;
 
   /**
    * Creates the SDK client; no request is made until the first operation.
-   * @throws {RangeError} for an empty bucket or a part size below 5 MiB.
+   * @throws {RangeError} for an empty bucket, a part size below 5 MiB or a concurrency below 1.
    */
   constructor(spec: S3Spec) {
     if (!spec.bucket) throw new RangeError("S3 replica needs a bucket name");
@@ -110,28 +129,37 @@ export class S3ReplicaClient implements ReplicaClient {
     this.#readRetryDelayMs = spec.readRetryDelayMs ?? 250;
     this.bucket = spec.bucket;
     this.path = cleanPath(spec.path);
-    this.location = `s3://${this.bucket}${this.path ? `/${this.path}` : ""}`;
 
-    const endpoint = spec.endpoint ?? envValue("AWS_ENDPOINT_URL_S3") ??
-      envValue("AWS_ENDPOINT_URL");
+    const endpoint = spec.endpoint ??
+      (spec.provider === "gcs" ? GCS_ENDPOINT : undefined) ??
+      envValue("AWS_ENDPOINT_URL_S3") ?? envValue("AWS_ENDPOINT_URL");
     const custom = endpoint !== undefined && !isAWSEndpoint(endpoint);
     this.endpointLabel = endpoint === undefined ? "AWS S3" : redactEndpoint(endpoint);
+    this.profile = resolveS3Profile({
+      ...spec,
+      endpoint: custom ? endpoint : undefined,
+      forcePathStyle: spec.forcePathStyle,
+    });
+    this.#batchDelete = this.profile.batchDelete;
+    const scheme = this.profile.provider === "gcs" ? "gs" : "s3";
+    this.location = `${scheme}://${this.bucket}${this.path ? `/${this.path}` : ""}`;
 
+    // Checksums: the SDK's default CRC headers and aws-chunked trailers are AWS's; most
+    // S3-compatible servers reject them, so other profiles send them only where required.
+    const checksums = this.profile.checksumMode === "when-supported"
+      ? "WHEN_SUPPORTED"
+      : "WHEN_REQUIRED";
     const config: S3ClientConfig = {
-      region: spec.region ?? defaultRegion(),
+      region: spec.region ?? (this.profile.provider === "gcs" ? "auto" : defaultRegion()),
       endpoint,
-      forcePathStyle: spec.forcePathStyle ?? custom,
+      forcePathStyle: this.profile.forcePathStyle,
       followRegionRedirects: !custom,
       maxAttempts: spec.maxAttempts ?? 5,
       retryMode: "standard",
       requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
+      requestChecksumCalculation: checksums,
+      responseChecksumValidation: checksums,
     };
-    if (custom) {
-      // S3-compatible servers vary in their support for the SDK's default CRC trailers
-      // (aws-chunked uploads); send checksums only where the API requires them.
-      config.requestChecksumCalculation = "WHEN_REQUIRED";
-      config.responseChecksumValidation = "WHEN_REQUIRED";
-    }
     if (spec.accessKeyId !== undefined || spec.secretAccessKey !== undefined) {
       config.credentials = {
         accessKeyId: spec.accessKeyId ?? "",
@@ -146,6 +174,7 @@ export class S3ReplicaClient implements ReplicaClient {
   #sdk(): Promise<{ client: S3Client; sdk: S3SDK }> {
     this.#client ??= loadS3SDK().then((sdk) => {
       const client = new sdk.S3Client(this.#config);
+      applyS3Profile(client, this.profile);
       // Innermost step, so it runs once per HTTP attempt (retries included).
       client.middlewareStack.add((next) => (args) => {
         this.#requestCount++;
@@ -155,6 +184,20 @@ export class S3ReplicaClient implements ReplicaClient {
       return { client, sdk };
     });
     return this.#client;
+  }
+
+  /**
+   * The SDK client (with this replica's profile installed) and the SDK module, for the probes
+   * of `sluice doctor` that the {@linkcode ReplicaClient} interface cannot express (HeadBucket,
+   * conditional writes, checksum headers, multipart limits). Loads the SDK on first use.
+   */
+  sdkClient(): Promise<{ client: S3Client; sdk: S3SDK }> {
+    return this.#sdk();
+  }
+
+  /** Bodies above this many bytes are multipart uploads of parts this size. */
+  get partSize(): number {
+    return this.#partSize;
   }
 
   /** HTTP requests sent so far by this client, retries and multipart parts included. */
@@ -346,7 +389,7 @@ export class S3ReplicaClient implements ReplicaClient {
         Metadata: metadata,
       },
       partSize: this.#partSize,
-      queueSize: 2,
+      queueSize: this.profile.concurrency,
       leavePartsOnError: false,
     });
     try {
@@ -404,6 +447,18 @@ export class S3ReplicaClient implements ReplicaClient {
     }
   }
 
+  /** The owner lease at `<path>/sluice-lease.json`, written with S3's conditional headers. */
+  lease(): LeaseStore {
+    return s3LeaseStore({
+      location: this.location,
+      bucket: this.bucket,
+      prefix: this.path ? `${this.path}/` : "",
+      probeKey: `${this.endpointLabel}/${this.bucket}`,
+      sdk: () => this.#sdk(),
+      error: (operation, err) => this.#error(operation, err),
+    });
+  }
+
   /** Destroys the SDK client and its sockets. Idempotent. */
   close(): Promise<void> {
     if (!this.#closed) {
@@ -428,6 +483,7 @@ export class S3ReplicaClient implements ReplicaClient {
 
   async #deleteKeys(keys: readonly string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += DELETE_BATCH_SIZE) {
+      if (!this.#batchDelete) return await this.#deleteKeysOneByOne(keys.slice(i));
       const batch = keys.slice(i, i + DELETE_BATCH_SIZE);
       let errors;
       try {
@@ -440,6 +496,12 @@ export class S3ReplicaClient implements ReplicaClient {
         );
         errors = (result.Errors ?? []).filter((e) => e.Code !== "NoSuchKey");
       } catch (err) {
+        if (err instanceof Error && err.name === "NotImplemented") {
+          // Older GCS XML endpoints and some S3-compatibles have no multi-object delete.
+          this.#batchDelete = false;
+          i -= DELETE_BATCH_SIZE;
+          continue;
+        }
         throw this.#error(`delete ${batch.length} object(s) from ${batch[0]}`, err);
       }
       if (errors.length > 0) {
@@ -450,6 +512,24 @@ export class S3ReplicaClient implements ReplicaClient {
         );
       }
     }
+  }
+
+  /** One DeleteObject per key (bounded fan-out), for stores without DeleteObjects (GCS). */
+  async #deleteKeysOneByOne(keys: readonly string[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < keys.length) {
+        const key = keys[next++];
+        try {
+          const { client, sdk } = await this.#sdk();
+          await client.send(new sdk.DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+        } catch (err) {
+          if (httpStatus(err) === 404 && !isNoSuchBucket(err)) continue; // already gone
+          throw this.#error(`delete ${key}`, err);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, keys.length) }, worker));
   }
 
   /** Replaces each file's createdAt with its metadata timestamp (order kept, bounded fan-out). */
@@ -498,7 +578,12 @@ export class S3ReplicaClient implements ReplicaClient {
     }
     let hint = "";
     if (name === "CredentialsProviderError") {
-      hint = "; set access-key-id/secret-access-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY";
+      hint = this.profile.provider === "gcs"
+        ? "; gs replicas use a GCS HMAC key: set access-key-id/secret-access-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        : "; set access-key-id/secret-access-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY";
+    } else if (name === "SignatureDoesNotMatch" || name === "InvalidArgument") {
+      hint =
+        `; the ${this.profile.provider} profile may not fit ${this.endpointLabel}: run sluice doctor`;
     }
     return new ReplicaError(`s3 replica ${this.location}: ${operation}: ${detail}${hint}`, {
       cause: err,
@@ -637,4 +722,26 @@ function concat(chunks: Uint8Array[]): Uint8Array {
     offset += chunk.length;
   }
   return out;
+}
+
+/**
+ * One log record per distinct (endpoint, profile) among `specs`: what `replicate` logs once at
+ * start, so an operator sees which provider settings shape the requests and why.
+ */
+export function describeS3Profiles(
+  specs: readonly S3Spec[],
+): Array<Record<string, string | number | boolean>> {
+  const seen = new Map<string, Record<string, string | number | boolean>>();
+  for (const spec of specs) {
+    let client: S3ReplicaClient;
+    try {
+      client = new S3ReplicaClient(spec);
+    } catch {
+      continue; // invalid specs are reported by the client that uses them
+    }
+    const fields = { endpoint: client.endpointLabel, ...profileFields(client.profile) };
+    seen.set(JSON.stringify(fields), fields);
+    void client.close();
+  }
+  return [...seen.values()];
 }

@@ -25,6 +25,7 @@ import {
 } from "../ltx/mod.ts";
 import {
   type LTXFileInfo,
+  NotFoundError,
   type ReplicaClient,
   SNAPSHOT_LEVEL,
   syncDirectory,
@@ -69,7 +70,17 @@ export interface RestoreOptions {
    * otherwise be applied to the restored file). Default false: an existing output is refused.
    */
   overwrite?: boolean;
+  /**
+   * How many times a plan whose file vanished (compaction or retention removed it between the
+   * listing and the read) is made again from a fresh listing. Default {@linkcode MAX_REPLANS}.
+   */
+  maxReplans?: number;
+  /** Hears about each re-plan: the missing file's error and the attempt number (1, 2, …). */
+  onReplan?: (error: NotFoundError, attempt: number) => void;
 }
+
+/** Default of {@linkcode RestoreOptions.maxReplans}: fresh plans after a planned file vanished. */
+export const MAX_REPLANS = 3;
 
 /** What {@linkcode restore} produced. */
 export interface RestoreResult {
@@ -157,8 +168,11 @@ export async function findExistingOutput(path: string): Promise<string | undefin
  * Restores a database from `client` to `options.outputPath`.
  *
  * Nothing is left half-written: on any error `<out>.tmp` is removed and an existing `<out>`
- * is never touched (unless `overwrite`, and then only after the new file is complete).
+ * is never touched (unless `overwrite`, and then only after the new file is complete). A
+ * planned file that vanished before it was read (`NotFoundError`: compaction or retention on
+ * the primary) makes a fresh plan, up to `maxReplans` times.
  *
+ * @throws {NotFoundError} when planned files kept vanishing after `maxReplans` fresh plans.
  * @throws {OutputExistsError} when the output exists and `overwrite` is not set.
  * @throws {RestorePlanError} (and subclasses) when the replica cannot produce the target.
  * @throws {LTXError} naming the file when a replica file is malformed or fails a checksum.
@@ -177,6 +191,46 @@ export async function restore(
     if (existing) throw new OutputExistsError(existing, outputPath);
   }
 
+  // Compaction and retention on the primary may delete a planned file before it is read
+  // (Litestream #1270, #1307): the files that replaced it are in a fresh listing.
+  const maxReplans = options.maxReplans ?? MAX_REPLANS;
+  let result: RestoreResult;
+  for (let attempt = 0;; attempt++) {
+    try {
+      result = await restoreOnce(client, options);
+      break;
+    } catch (err) {
+      const missing = findNotFound(err);
+      if (missing === undefined || attempt >= maxReplans || signal?.aborted) throw err;
+      options.onReplan?.(missing, attempt + 1);
+    }
+  }
+
+  const mode = options.integrityCheck ?? "none";
+  if (mode !== "none") {
+    const problems = await checkIntegrity(outputPath, mode);
+    if (problems.length > 0) {
+      const corruptPath = await moveAside(outputPath);
+      throw new IntegrityCheckError(outputPath, corruptPath, mode, problems);
+    }
+  }
+  return result;
+}
+
+/** The {@linkcode NotFoundError} behind `err` (itself or a cause), if any. */
+function findNotFound(err: unknown): NotFoundError | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof NotFoundError) return e;
+  }
+  return undefined;
+}
+
+/** One plan, streamed into `<out>.tmp` and installed; removes the temp file on any error. */
+async function restoreOnce(
+  client: ReplicaClient,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
+  const { outputPath, signal } = options;
   const plan = await calcRestorePlan(client, { txid: options.txid, timestamp: options.timestamp });
   const names = plan.map((info) => describeFile(client, info));
   plan.forEach((info, i) => checkPlannedFile(info, names[i]));
@@ -244,15 +298,6 @@ export async function restore(
     } catch { /* already closed */ }
     await removeIfExists(tmpPath).catch(() => {});
     throw err;
-  }
-
-  const mode = options.integrityCheck ?? "none";
-  if (mode !== "none") {
-    const problems = await checkIntegrity(outputPath, mode);
-    if (problems.length > 0) {
-      const corruptPath = await moveAside(outputPath);
-      throw new IntegrityCheckError(outputPath, corruptPath, mode, problems);
-    }
   }
   return result;
 }

@@ -33,3 +33,10 @@ export {
 export { isBusyError, retryBusy, type RetryOptions } from "./busy.ts";
 export { checkpoint, type CheckpointMode, type CheckpointResult } from "./checkpoint.ts";
 export { releaseFreedMemory } from "./memory.ts";
+export {
+  LockedFile,
+  LockedFileError,
+  lockedFilesAvailable,
+  type LockLevel,
+  PENDING_BYTE,
+} from "./locked_file.ts";
