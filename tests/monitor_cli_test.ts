@@ -86,6 +86,7 @@ Deno.test("monitor cli: lifecycle: databases created, written and deleted while 
       await waitFor(
         "sluice to release standalone.db",
         async () => !(await sluice.holds(standalone)),
+        30_000,
       );
       assert.equal(hasReplica(s.rep("standalone.db")), true);
     } finally {
