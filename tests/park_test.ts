@@ -109,10 +109,19 @@ Deno.test({
     }).spawn();
     const holderIn = holder.stdin.getWriter();
     const holderOut = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let holderBuffer = "";
     const holderWrite = async (n: number) => {
       await holderIn.write(new TextEncoder().encode(`${n}\n`));
-      const { value } = await holderOut.read();
-      assert.equal(value?.trim(), String(n));
+      // One line back per write; a pipe may deliver it in pieces.
+      while (!holderBuffer.includes("\n")) {
+        const { value, done } = await holderOut.read();
+        if (done) break;
+        holderBuffer += value;
+      }
+      const newline = holderBuffer.indexOf("\n");
+      const line = newline < 0 ? holderBuffer : holderBuffer.slice(0, newline);
+      holderBuffer = newline < 0 ? "" : holderBuffer.slice(newline + 1);
+      assert.equal(line.trim(), String(n));
     };
     try {
       for (const name of names) {
