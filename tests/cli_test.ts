@@ -489,5 +489,11 @@ Deno.test("logger: text and json lines, levels, child fields, redaction", () => 
   const cyclic: LogFields = { name: "x" };
   cyclic.self = cyclic;
   assert.deepEqual(redact(cyclic), { name: "x", self: "[Circular]" });
+  // age identities: by field name, and wherever one appears in a text.
+  const key = "AGE-SECRET-KEY-1QQPQZG9Z5E7WQ0VN8JRDQEN5XV9KGSZ2EC5FQ3M0CJX0Y7NS4EWSK9Q6PF";
+  assert.deepEqual(redact({ identities: [key], msg: `bad identity ${key} at line 3` }), {
+    identities: "[REDACTED]",
+    msg: "bad identity [REDACTED] at line 3",
+  });
   assert.equal(createLogger({ level: "warn", sink: () => {} }).enabled("info"), false);
 });

@@ -438,6 +438,13 @@ export class DB {
     return this.#cursor === undefined || this.#replacedSinceCursor !== undefined;
   }
 
+  /** `device:inode` of the database file this object has open, to index databases by file. */
+  get fileKey(): string | undefined {
+    return this.#dbFile !== undefined && this.#ino != null
+      ? `${this.#dev}:${this.#ino}`
+      : undefined;
+  }
+
   /** Whether `info` (a stat of some path) is the database file this object has open. */
   isFile(info: Deno.FileInfo): boolean {
     return this.#dbFile !== undefined && info.ino != null && info.ino === this.#ino &&

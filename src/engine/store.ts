@@ -298,6 +298,9 @@ export class Store {
   /** Resolved after the next sync cycle of any database (see `#makeRoom`). */
   #cycleWaiters: Array<() => void> = [];
   #sweepCursor?: Iterator<ParkedDatabase>;
+  /** The managed databases by `device:inode` of their file (see `DB.fileKey`), and back. */
+  #byFile = new Map<string, Managed>();
+  #fileKeys = new WeakMap<Managed, string>();
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -426,6 +429,7 @@ export class Store {
       return;
     }
     this.#managed.delete(path);
+    this.#unindex(managed);
     const closing: Promise<void> = this.#shutdown(managed, finalSync).then(
       () => {},
       (err) => this.#options.logger.error("cannot close database", { db: path, error: `${err}` }),
@@ -570,6 +574,11 @@ export class Store {
         }
       }
       this.#managed.set(entry.path, managed);
+      const fileKey = db.fileKey;
+      if (fileKey) {
+        this.#byFile.set(fileKey, managed);
+        this.#fileKeys.set(managed, fileKey);
+      }
       this.#schedulePoll(managed);
       logger.info("replicating", { replica: client.location, txid: formatTXID(db.txid) });
       job.request();
@@ -600,6 +609,12 @@ export class Store {
     }
   }
 
+  /** Drops `managed` from the by-file index (if it is still the entry there). */
+  #unindex(managed: Managed): void {
+    const fileKey = this.#fileKeys.get(managed);
+    if (fileKey && this.#byFile.get(fileKey) === managed) this.#byFile.delete(fileKey);
+  }
+
   /**
    * A database renamed within the watched tree arrives here under its new name while it may
    * still be open under the old one. Its WAL stays at the old path (SQLite names it after the
@@ -611,8 +626,14 @@ export class Store {
   async #closeMovedFrom(path: string): Promise<void> {
     const info = await Deno.stat(path).catch(() => undefined);
     if (!info) return;
-    for (const [oldPath, managed] of this.#managed) {
-      if (oldPath === path || !managed.db.isFile(info)) continue;
+    // By file, not by a walk over every open database: a burst of 1,000 new tenants would
+    // otherwise cost a million comparisons.
+    const managed = this.#byFile.get(`${info.dev}:${info.ino}`);
+    const oldPath = managed?.entry.path;
+    if (
+      managed && oldPath !== undefined && oldPath !== path &&
+      this.#managed.get(oldPath) === managed && managed.db.isFile(info)
+    ) {
       this.#options.logger.info("database moved; closing it under its old name first", {
         from: oldPath,
         to: path,
@@ -875,6 +896,7 @@ export class Store {
     const path = entry.path;
     if (this.#managed.get(path) !== managed) return;
     this.#managed.delete(path);
+    this.#unindex(managed);
     this.#parking.set(path, false);
     const logger = this.#options.logger;
     const parking = (async () => {

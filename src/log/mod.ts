@@ -59,7 +59,9 @@ const LABEL: Record<LogLevel, string> = {
 };
 const REDACTED = "[REDACTED]";
 const SECRET_KEY =
-  /secret|passw(or)?d|passwd|token|credential|authori[sz]ation|access[-_ ]?key|api[-_ ]?key|private[-_ ]?key|session[-_ ]?key|signature|cookie/i;
+  /secret|passw(or)?d|passwd|token|credential|authori[sz]ation|access[-_ ]?key|api[-_ ]?key|private[-_ ]?key|session[-_ ]?key|account[-_ ]?key|signature|cookie|identit(y|ies)/i;
+/** An age identity (X25519 secret key) anywhere in a text. */
+const AGE_SECRET = /AGE-SECRET-KEY-1[0-9A-Z]+/gi;
 const URL_USERINFO = /\b([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/\s?#@]+@/g;
 const SECRET_QUERY =
   /([?&][^=&\s#]*(?:secret|passw(?:or)?d|token|credential|signature|key)[^=&\s#]*=)[^&\s#"]*/gi;
@@ -71,9 +73,10 @@ export function isSecretKey(key: string): boolean {
   return SECRET_KEY.test(key);
 }
 
-/** Masks credentials embedded in URLs inside `text`. */
+/** Masks credentials embedded in URLs, and age secret keys, inside `text`. */
 export function redactText(text: string): string {
-  return text.replace(URL_USERINFO, `$1${REDACTED}@`).replace(SECRET_QUERY, `$1${REDACTED}`);
+  return text.replace(URL_USERINFO, `$1${REDACTED}@`).replace(SECRET_QUERY, `$1${REDACTED}`)
+    .replace(AGE_SECRET, REDACTED);
 }
 
 /**
