@@ -31,6 +31,15 @@ export function parseLTXFilename(name: string): { minTXID: number; maxTXID: numb
   return { minTXID, maxTXID };
 }
 
+/**
+ * The key prefix of one level in an object store (S3, Azure Blob, GCS), ending in `/`:
+ * `<path>/<level as 4 hex digits>/`, Litestream's object layout.
+ */
+export function objectLevelPrefix(path: string, level: number): string {
+  const dir = level.toString(16).padStart(4, "0");
+  return path ? `${path}/${dir}/` : `${dir}/`;
+}
+
 /** @throws {RangeError} when `level` is not an integer 0…9. */
 export function assertLevel(level: number): void {
   if (!Number.isInteger(level) || level < 0 || level > SNAPSHOT_LEVEL) {

@@ -33,7 +33,14 @@ import {
   type ReplicaClient,
   ReplicaError,
 } from "./client.ts";
-import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+import {
+  assertFileId,
+  assertLevel,
+  assertRange,
+  ltxFilename,
+  objectLevelPrefix,
+  parseLTXFilename,
+} from "./_names.ts";
 import { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";
 import { type RangeBody, resumableStream } from "./_resumable_stream.ts";
 import { absLeaseStore } from "./_abs_lease.ts";
@@ -179,8 +186,7 @@ export class ABSReplicaClient implements ReplicaClient {
 
   /** The blob name prefix of one level, ending in `/`. */
   levelPrefix(level: number): string {
-    const dir = level.toString(16).padStart(4, "0");
-    return this.path ? `${this.path}/${dir}/` : `${dir}/`;
+    return objectLevelPrefix(this.path, level);
   }
 
   /** The blob name of one LTX file. */

@@ -28,7 +28,14 @@ import {
   type ReplicaClient,
   ReplicaError,
 } from "./client.ts";
-import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+import {
+  assertFileId,
+  assertLevel,
+  assertRange,
+  ltxFilename,
+  objectLevelPrefix,
+  parseLTXFilename,
+} from "./_names.ts";
 import { formatTXID } from "../ltx/mod.ts";
 import { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";
 import { type RangeBody, resumableStream } from "./_resumable_stream.ts";
@@ -207,8 +214,7 @@ export class S3ReplicaClient implements ReplicaClient {
 
   /** The key prefix of one level, ending in `/`. */
   levelPrefix(level: number): string {
-    const dir = level.toString(16).padStart(4, "0");
-    return this.path ? `${this.path}/${dir}/` : `${dir}/`;
+    return objectLevelPrefix(this.path, level);
   }
 
   /** The object key of one LTX file. */
