@@ -6,6 +6,7 @@
  * `sluice replicate` → `sluice restore` through the server.
  */
 
+import { encodeHeader, HEADER_FLAG_NO_CHECKSUM } from "../src/ltx/mod.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
@@ -120,15 +121,22 @@ async function sftpBackend(server: SshServer): Promise<Backend> {
 }
 
 /** An LTX header (the first 40 bytes are what the client reads) with this file's TXIDs. */
+/** A valid LTX header (all a header-time read looks at) for `file`, stamped `timestamp`. */
 function ltxHead(file: LTXFileId, timestamp: number): Uint8Array {
-  const bytes = new Uint8Array(100);
-  const view = new DataView(bytes.buffer);
-  bytes.set(new TextEncoder().encode("LTX1"));
-  view.setUint32(8, 4096);
-  view.setBigUint64(16, BigInt(file.minTXID));
-  view.setBigUint64(24, BigInt(file.maxTXID));
-  view.setBigInt64(32, BigInt(timestamp));
-  return bytes;
+  return encodeHeader({
+    flags: HEADER_FLAG_NO_CHECKSUM,
+    pageSize: 4096,
+    commit: 1,
+    minTXID: file.minTXID,
+    maxTXID: file.maxTXID,
+    timestamp,
+    preApplyChecksum: 0n,
+    walOffset: 0,
+    walSize: 0,
+    walSalt1: 0,
+    walSalt2: 0,
+    nodeID: 0n,
+  });
 }
 
 function fingerprintOf(line: string): string {

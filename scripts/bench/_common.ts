@@ -337,6 +337,11 @@ export async function startLitestream(configPath: string): Promise<Background> {
   ]);
 }
 
+/** The command line of one `sluice` run from this checkout: `[deno, "run", "-A", main.ts, ...args]`. */
+export function sluiceCommand(...args: string[]): string[] {
+  return [Deno.execPath(), "run", "-A", join(ROOT, "main.ts"), ...args];
+}
+
 /** One line on stderr about progress (the table goes to stdout). */
 export function progress(message: string): void {
   console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);

@@ -22,7 +22,14 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
-import { type BenchOptions, type BenchResult, progress, result, ROOT } from "./_common.ts";
+import {
+  type BenchOptions,
+  type BenchResult,
+  progress,
+  result,
+  ROOT,
+  sluiceCommand,
+} from "./_common.ts";
 import { litestreamRestore, oracleAvailable } from "../../tests/_oracle.ts";
 
 const MIB = 1 << 20;
@@ -59,9 +66,7 @@ export async function run(opts: BenchOptions): Promise<BenchResult[]> {
     let litestreamProblem = oracleAvailable()
       ? undefined
       : "the litestream-vfs-linux-amd64 extension is not installed here";
-    const sluice = (
-      ...args: string[]
-    ) => [Deno.execPath(), "run", "-A", join(ROOT, "main.ts"), ...args];
+    const sluice = sluiceCommand;
     for (let i = 0; i < repeats; i++) {
       const copy = join(dir, `copy-${i}.db`);
       cp.push(

@@ -16,7 +16,7 @@
  */
 
 import { join } from "node:path";
-import { type BenchOptions, type BenchResult, progress, result, ROOT } from "./_common.ts";
+import { type BenchOptions, type BenchResult, progress, result, sluiceCommand } from "./_common.ts";
 import { buildDatabase, measure, type Measured, warm } from "./snapshot_restore.ts";
 
 const MIB = 1 << 20;
@@ -26,13 +26,7 @@ export async function run(opts: BenchOptions): Promise<BenchResult[]> {
   const targetBytes = (opts.quick ? 64 : 1024) * MIB;
   const repeats = opts.quick ? 1 : 2;
   const dir = await Deno.makeTempDir({ prefix: "sluice-bench-verify-" });
-  const sluice = (...args: string[]) => [
-    Deno.execPath(),
-    "run",
-    "-A",
-    join(ROOT, "main.ts"),
-    ...args,
-  ];
+  const sluice = sluiceCommand;
   try {
     const dbPath = join(dir, "big.db");
     progress(`verify: building a ${targetBytes / MIB} MiB database`);

@@ -25,7 +25,7 @@
 import type { Config } from "../config/mod.ts";
 import { formatReplicaLocation, resolveDatabase } from "../config/mod.ts";
 import { type DaemonStatus, fetchDaemonStatus } from "../daemon/mod.ts";
-import { createReplicaClient, FileReplicaClient } from "../replica/mod.ts";
+import { createReplicaClient, FileReplicaClient, mapConcurrently } from "../replica/mod.ts";
 import type { ReplicaSpec } from "../replica/mod.ts";
 import type { LTXFileInfo } from "../replica/mod.ts";
 import { Replica } from "../engine/mod.ts";
@@ -143,7 +143,7 @@ export async function buildStatus(
   }
   const rows = new Map<string, DatabaseStatusRow>(fromDaemon);
   const fromDisk = listing.databases.filter((db) => !fromDaemon.has(db.path));
-  const diskRows = await mapLimit(
+  const diskRows = await mapConcurrently(
     fromDisk,
     LISTING_CONCURRENCY,
     (db) => diskStatus(config, db, now),
@@ -215,23 +215,6 @@ async function diskStatus(
 /** The replica spec for a quick look: an unreachable S3 endpoint fails after 2 attempts. */
 function statusSpec(spec: ReplicaSpec): ReplicaSpec {
   return spec.type === "s3" ? { ...spec, maxAttempts: 2 } : spec;
-}
-
-async function mapLimit<T, R>(
-  items: T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 /** The text form: where the figures come from, then an aligned table. */

@@ -7,21 +7,22 @@
  */
 
 import type { LTXFileId } from "./client.ts";
+import { decodeHeader, HEADER_SIZE } from "../ltx/mod.ts";
 
-/** Header bytes needed: magic … timestamp. */
-export const HEADER_TIME_BYTES = 40;
+/** Header bytes needed: the whole LTX header, decoded by the ltx package. */
+export const HEADER_TIME_BYTES = HEADER_SIZE;
 
 /**
  * The header timestamp of `file` from its first {@linkcode HEADER_TIME_BYTES} bytes, or
- * undefined when they are not the header of that file (wrong magic or TXIDs, too short).
+ * undefined when they are not a valid header of that file (another format, other TXIDs, too
+ * short).
  */
 export function headerTimestamp(bytes: Uint8Array, file: LTXFileId): number | undefined {
-  if (bytes.length < HEADER_TIME_BYTES) return undefined;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_TIME_BYTES);
-  if (view.getUint32(0) !== 0x4c545831) return undefined; // "LTX1"
-  if (
-    view.getBigUint64(16) !== BigInt(file.minTXID) || view.getBigUint64(24) !== BigInt(file.maxTXID)
-  ) return undefined;
-  const ms = Number(view.getBigInt64(32));
-  return Number.isSafeInteger(ms) ? ms : undefined;
+  try {
+    const header = decodeHeader(bytes);
+    if (header.minTXID !== file.minTXID || header.maxTXID !== file.maxTXID) return undefined;
+    return header.timestamp;
+  } catch {
+    return undefined; // not an LTX header: the storage's own time stays
+  }
 }

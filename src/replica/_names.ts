@@ -13,6 +13,11 @@ import { formatTXID } from "../ltx/mod.ts";
 /** Go's parser, lowercase only: anything else in a level directory is ignored. */
 const LTX_NAME = /^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$/;
 
+/** Listing order within a level: ascending (minTXID, maxTXID). */
+export function compareFileIds(a: LTXFileId, b: LTXFileId): number {
+  return a.minTXID - b.minTXID || a.maxTXID - b.maxTXID;
+}
+
 /** `<min>-<max>.ltx` for one file. */
 export function ltxFilename(minTXID: number, maxTXID: number): string {
   return `${formatTXID(minTXID)}-${formatTXID(maxTXID)}.ltx`;

@@ -19,7 +19,14 @@ import {
   ReplicaError,
 } from "./client.ts";
 import { FlushBehind } from "./_flush_behind.ts";
-import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+import {
+  assertFileId,
+  assertLevel,
+  assertRange,
+  compareFileIds,
+  ltxFilename,
+  parseLTXFilename,
+} from "./_names.ts";
 
 /** Bytes per chunk when streaming a file out. */
 const READ_CHUNK_SIZE = 64 * 1024;
@@ -120,7 +127,7 @@ export class FileReplicaClient implements ReplicaClient {
         });
       });
     }
-    infos.sort((a, b) => a.minTXID - b.minTXID || a.maxTXID - b.maxTXID);
+    infos.sort(compareFileIds);
     yield* infos;
   }
 

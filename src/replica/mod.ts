@@ -121,3 +121,5 @@ export { resumableStream } from "./_resumable_stream.ts";
  * (which read a file's stored timestamp property straight from the server).
  */
 export { type DavEntry, parseMultistatus, PROPFIND_BODY } from "./_webdav_xml.ts";
+/** Bounded concurrency over many small storage calls (see `_concurrency.ts`). */
+export { mapConcurrently } from "./_concurrency.ts";

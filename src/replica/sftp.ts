@@ -28,7 +28,15 @@ import {
   type ReplicaClient,
   ReplicaError,
 } from "./client.ts";
-import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+import {
+  assertFileId,
+  assertLevel,
+  assertRange,
+  compareFileIds,
+  ltxFilename,
+  parseLTXFilename,
+} from "./_names.ts";
+import { mapConcurrently } from "./_concurrency.ts";
 import { loadSSH2 } from "./_sftp_sdk.ts";
 import {
   checkHostKey,
@@ -165,7 +173,7 @@ export class SFTPReplicaClient implements ReplicaClient {
         createdAt: new Date(entry.attrs.mtime * 1000),
       });
     }
-    infos.sort((a, b) => a.minTXID - b.minTXID || a.maxTXID - b.maxTXID);
+    infos.sort(compareFileIds);
     if (options.useMetadata) await this.#withHeaderTimes(infos);
     yield* infos;
   }
@@ -599,13 +607,9 @@ function isConnectionError(err: unknown): boolean {
   return statusCode(err) === undefined;
 }
 
+/** `fn` over `items`, {@linkcode CONCURRENCY} at a time. */
 async function inBatches<T>(items: readonly T[], fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(CONCURRENCY, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]);
-    }),
-  );
+  await mapConcurrently(items, CONCURRENCY, fn);
 }
 
 async function readdirOrEmpty(sftp: SFTPWrapper, dir: string): Promise<FileEntry[]> {

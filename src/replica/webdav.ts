@@ -27,7 +27,15 @@ import {
   type ReplicaClient,
   ReplicaError,
 } from "./client.ts";
-import { assertFileId, assertLevel, assertRange, ltxFilename, parseLTXFilename } from "./_names.ts";
+import {
+  assertFileId,
+  assertLevel,
+  assertRange,
+  compareFileIds,
+  ltxFilename,
+  parseLTXFilename,
+} from "./_names.ts";
+import { mapConcurrently } from "./_concurrency.ts";
 import { formatRFC3339Nano, parseRFC3339 } from "./_timestamp.ts";
 import { type RangeBody, resumableStream } from "./_resumable_stream.ts";
 import { HEADER_TIME_BYTES, headerTimestamp } from "./_header_time.ts";
@@ -174,7 +182,7 @@ export class WebDAVReplicaClient implements ReplicaClient {
       if (stamped === undefined) needHeader.push(info);
       infos.push(info);
     }
-    infos.sort((a, b) => a.minTXID - b.minTXID || a.maxTXID - b.maxTXID);
+    infos.sort(compareFileIds);
     if (options.useMetadata) await this.#withHeaderTimes(needHeader);
     yield* infos;
   }
@@ -650,13 +658,9 @@ function sliceStream(start: number, stop: number | undefined): TransformStream<U
   });
 }
 
+/** `fn` over `items`, {@linkcode CONCURRENCY} at a time. */
 async function inBatches<T>(items: readonly T[], fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(CONCURRENCY, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++]);
-    }),
-  );
+  await mapConcurrently(items, CONCURRENCY, fn);
 }
 
 function emptyStream(): ReadableStream<Uint8Array> {

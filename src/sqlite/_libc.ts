@@ -1,6 +1,7 @@
 /**
- * The few libc calls behind positional reads, through FFI: `open`, `pread`, `lseek`, `close`;
- * and `malloc_trim`, which gives freed heap memory back to the system.
+ * The few libc calls behind positional reads and writes, through FFI: `open`, `pread`, `pwrite`,
+ * `fsync`, `ftruncate`, `lseek`, `fcntl` (OFD locks, see locked_file.ts), `close`; and
+ * `malloc_trim`, which gives freed heap memory back to the system.
  *
  * Why not `node:fs`: Deno's `node:fs` `read(fd, …)` and `fstat(fd, …)` duplicate the descriptor
  * for each call (`fcntl(F_DUPFD_CLOEXEC)`) and close the duplicate afterwards, and closing any
@@ -15,7 +16,11 @@ const SYMBOLS = {
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
   /** The same call on this thread, to learn its errno after a failure on the pool. */
   preadHere: { name: "pread", parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
+  fsync: { parameters: ["i32"], result: "i32", nonblocking: true },
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
   malloc_trim: { parameters: ["usize"], result: "i32" },

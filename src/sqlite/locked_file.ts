@@ -16,6 +16,8 @@
  * @module
  */
 
+import { lastError, type LibC, loadLibC, O_RDONLY_CLOEXEC } from "./_libc.ts";
+
 /** SQLite's lock byte offsets (os_unix.c): PENDING, RESERVED, and the SHARED range. */
 export const PENDING_BYTE = 0x40000000;
 /** The RESERVED lock byte: held by a writer from its first change to its commit. */
@@ -39,52 +41,14 @@ const F_RDLCK = 0;
 const F_WRLCK = 1;
 const F_UNLCK = 2;
 const SEEK_SET = 0;
-const O_RDWR_CLOEXEC = 0o2 | 0o2000000;
+const O_RDWR_CLOEXEC = 0o2 | O_RDONLY_CLOEXEC;
 const EAGAIN = 11;
 const EACCES = 13;
 const EINTR = 4;
 
-const SYMBOLS = {
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
-  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
-  fsync: { parameters: ["i32"], result: "i32", nonblocking: true },
-  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
-  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
-  fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-let libc: Symbols | null | undefined;
-
-function load(): Symbols | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux") return libc;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
-
 /** Whether {@linkcode LockedFile} can work here: Linux, with FFI permission. */
 export function lockedFilesAvailable(): boolean {
-  return load() !== null;
-}
-
-function errno(c: Symbols): { code: number; message: string } {
-  const at = c.__errno_location();
-  const code = at ? new Deno.UnsafePointerView(at).getInt32() : 0;
-  const text = c.strerror(code);
-  const what = text ? Deno.UnsafePointerView.getCString(text) : "unknown error";
-  return { code, message: `${what} (errno ${code})` };
+  return loadLibC() !== null;
 }
 
 /** A lock or I/O call on a {@linkcode LockedFile} failed for another reason than a conflict. */
@@ -104,12 +68,12 @@ export class LockedFileError extends Error {
 export class LockedFile {
   /** The path the file was opened with. */
   readonly path: string;
-  #c: Symbols;
+  #c: LibC;
   #fd: number | undefined;
   #level: LockLevel = "none";
   #flock = new Uint8Array(32);
 
-  private constructor(c: Symbols, path: string, fd: number) {
+  private constructor(c: LibC, path: string, fd: number) {
     this.#c = c;
     this.path = path;
     this.#fd = fd;
@@ -121,7 +85,7 @@ export class LockedFile {
    * @throws {LockedFileError} when FFI is not available or the open fails otherwise.
    */
   static open(path: string): LockedFile {
-    const c = load();
+    const c = loadLibC();
     if (c === null) {
       throw new LockedFileError(
         `cannot write ${path} under SQLite's locks: needs Linux and --allow-ffi (OFD locks)`,
@@ -129,7 +93,7 @@ export class LockedFile {
     }
     const fd = c.open(new TextEncoder().encode(path + "\0"), O_RDWR_CLOEXEC);
     if (fd < 0) {
-      const { code, message } = errno(c);
+      const { errno: code, message } = lastError(c);
       if (code === 2) throw new Deno.errors.NotFound(`cannot open ${path}: ${message}`);
       throw new LockedFileError(`cannot open ${path}: ${message}`);
     }
@@ -156,7 +120,7 @@ export class LockedFile {
     view.setBigInt64(16, BigInt(length), true);
     for (;;) {
       if (this.#c.fcntl(this.#descriptor(), F_OFD_SETLK, this.#flock) === 0) return true;
-      const { code, message } = errno(this.#c);
+      const { errno: code, message } = lastError(this.#c);
       if (code === EINTR) continue;
       if (code === EAGAIN || code === EACCES) return false;
       throw new LockedFileError(`${this.path}: fcntl(F_OFD_SETLK) failed: ${message}`);
@@ -274,14 +238,16 @@ export class LockedFile {
   /** Cuts (or extends) the file to `size` bytes. */
   truncate(size: number): void {
     if (this.#c.ftruncate(this.#descriptor(), BigInt(size)) !== 0) {
-      throw new LockedFileError(`${this.path}: ftruncate failed: ${errno(this.#c).message}`);
+      throw new LockedFileError(`${this.path}: ftruncate failed: ${lastError(this.#c).message}`);
     }
   }
 
   /** The file's size in bytes. */
   size(): number {
     const end = Number(this.#c.lseek(this.#descriptor(), 0n, 2));
-    if (end < 0) throw new LockedFileError(`${this.path}: lseek failed: ${errno(this.#c).message}`);
+    if (end < 0) {
+      throw new LockedFileError(`${this.path}: lseek failed: ${lastError(this.#c).message}`);
+    }
     return end;
   }
 

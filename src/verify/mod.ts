@@ -17,7 +17,12 @@
  */
 
 import { join } from "node:path";
-import { type LTXFileInfo, type ReplicaClient, SNAPSHOT_LEVEL } from "../replica/mod.ts";
+import {
+  type LTXFileInfo,
+  mapConcurrently,
+  type ReplicaClient,
+  SNAPSHOT_LEVEL,
+} from "../replica/mod.ts";
 import { WORKER_THRESHOLD_BYTES } from "../pipeline/mod.ts";
 import { restore } from "../restore/mod.ts";
 import { checkChain } from "./_chain.ts";
@@ -196,22 +201,4 @@ function summarize(files: readonly ScannedFile[]): LevelSummary[] {
     levels.set(info.level, level);
   }
   return [...levels.values()].sort((a, b) => a.level - b.level);
-}
-
-/** `fn` over `items`, at most `limit` at once, results in input order. */
-async function mapConcurrently<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return results;
 }
