@@ -69,7 +69,8 @@ async function caughtUp(source: string, replicaDir: string, work: string): Promi
     } catch {
       return false; // nothing restorable yet
     }
-  }, 15_000);
+    // Generous: two test files run at once on 2 cores; a replica that diverged never matches.
+  }, 30_000);
 }
 
 Deno.test("tenants: the same names deleted, moved and re-created many times, with sluice running and stopped: each replica restores its last database, no point in time mixes two", async () => {
