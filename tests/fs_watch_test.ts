@@ -161,6 +161,45 @@ Deno.test("fs watch: descend keeps a recursive watch out of hidden directories",
   }
 });
 
+Deno.test({
+  name: "fs watch: quietUntil leaves events in the kernel until the pause ends or resume()",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "sluice-watch-" });
+    let pauseUntil = performance.now() + 60_000; // asked after each batch
+    const watcher = watchFs(dir, { recursive: false, quietUntil: () => pauseUntil });
+    try {
+      const iterator = watcher[Symbol.asyncIterator]();
+      const next = async (path: string) => {
+        for (;;) {
+          const { value, done } = await iterator.next();
+          assert.ok(!done, `the watcher ended before an event for ${path}`);
+          if (value.paths.includes(path)) return performance.now();
+        }
+      };
+      // The first batch starts a one-minute pause: b's event waits for resume().
+      await Deno.writeTextFile(join(dir, "a"), "1");
+      await next(join(dir, "a"));
+      await Deno.writeTextFile(join(dir, "b"), "1");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      pauseUntil = 0;
+      const resumedAt = performance.now();
+      watcher.resume();
+      assert.ok(await next(join(dir, "b")) >= resumedAt, "b was read during the pause");
+      // A short pause ends by itself: c's event comes at its end, not before.
+      pauseUntil = performance.now() + 400;
+      await Deno.writeTextFile(join(dir, "c"), "1");
+      await next(join(dir, "c"));
+      const pauseEnds = pauseUntil;
+      await Deno.writeTextFile(join(dir, "d"), "1");
+      assert.ok(await next(join(dir, "d")) >= pauseEnds - 2, "d was read before the pause ended");
+    } finally {
+      watcher.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("fs watch: kernel limits map to the sysctl to raise", () => {
   assert.equal(addWatchLimit(28), "watches"); // ENOSPC: max_user_watches
   assert.equal(addWatchLimit(12), "watches"); // ENOMEM

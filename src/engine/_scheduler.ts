@@ -44,6 +44,8 @@ export class ThrottledJob {
   #running?: Promise<void>;
   #pending = false;
   #timer?: ReturnType<typeof setTimeout>;
+  /** When `#timer` fires (performance.now() clock). */
+  #timerDueAt = 0;
   #lastStart = -Infinity;
   /** When the run before the current one started (restored when the current one is idle). */
   #previousStart = -Infinity;
@@ -74,13 +76,19 @@ export class ThrottledJob {
     if (this.#timer !== undefined) return;
     const wait = this.#lastStart + this.#options.interval - performance.now();
     if (wait > 0) {
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.request();
-      }, wait);
+      this.#setTimer(wait);
       return;
     }
     this.#start();
+  }
+
+  /**
+   * Until when (performance.now() clock) a {@linkcode request} changes nothing because a run is
+   * already due then; 0 when a request now would be acted on. A file watcher uses it to leave
+   * repeated change events in the kernel instead of waking for each.
+   */
+  quietUntil(): number {
+    return this.#timer !== undefined ? this.#timerDueAt : 0;
   }
 
   /** Runs the job now (ignoring the throttle) and resolves when it is done; for shutdown. */
@@ -124,11 +132,16 @@ export class ThrottledJob {
         this.#options.retryInitial * 2 ** (this.#failures - 1),
       ) * (0.75 + Math.random() * 0.5);
       this.#clearTimer();
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.request();
-      }, delay);
+      this.#setTimer(delay);
     }
+  }
+
+  #setTimer(delay: number): void {
+    this.#timerDueAt = performance.now() + delay;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.request();
+    }, delay);
   }
 
   #clearTimer(): void {

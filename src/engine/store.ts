@@ -568,7 +568,11 @@ export class Store {
       }
       if (this.#options.watchWAL) {
         try {
-          managed.unwatch = this.#watcher.watch(entry.path, () => this.notify(entry.path));
+          managed.unwatch = this.#watcher.watch(
+            entry.path,
+            () => this.notify(entry.path),
+            () => this.#managed.get(entry.path)?.job.quietUntil() ?? 0,
+          );
         } catch (err) {
           logger.warn("cannot watch; relying on polling", { error: (err as Error).message });
         }

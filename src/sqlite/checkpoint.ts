@@ -35,7 +35,18 @@ const pending = new Map<
 >();
 let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
-/** Stops the worker once nothing is pending for a while: it must not keep a process alive. */
+/** How long an idle worker is kept: 4 s, doubled (to 64 s) while it keeps being needed again. */
+const IDLE_STOP_MIN_MS = 4000;
+const IDLE_STOP_MAX_MS = 64_000;
+let idleStopMs = IDLE_STOP_MIN_MS;
+let stoppedAt = -Infinity;
+
+/**
+ * Stops the worker once nothing is pending for a while: it must not keep a process alive, and
+ * an idle isolate costs memory. Starting one costs tens of milliseconds of CPU, so a database
+ * that checkpoints every few seconds keeps it: a worker needed again soon after it stopped
+ * doubles how long the next one waits.
+ */
 function scheduleIdleStop(): void {
   clearTimeout(idleTimer);
   if (pending.size > 0) return;
@@ -43,13 +54,16 @@ function scheduleIdleStop(): void {
     if (pending.size === 0) {
       worker?.terminate();
       worker = undefined;
+      stoppedAt = performance.now();
     }
-  }, 1000);
+  }, idleStopMs);
   Deno.unrefTimer(Number(idleTimer));
 }
 
 function getWorker(): Worker {
   if (worker) return worker;
+  const neededSoonAgain = performance.now() - stoppedAt < 4 * idleStopMs;
+  idleStopMs = neededSoonAgain ? Math.min(IDLE_STOP_MAX_MS, idleStopMs * 2) : IDLE_STOP_MIN_MS;
   const created = new Worker(new URL("./_checkpoint_worker.ts", import.meta.url), {
     type: "module",
   });

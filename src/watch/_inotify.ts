@@ -79,6 +79,23 @@ function errno(c: LibC): number {
   return at ? new Deno.UnsafePointerView(at).getInt32() : 0;
 }
 
+/** Options of {@linkcode InotifyWatcher}. */
+export interface InotifyOptions {
+  /** Watch subdirectories too. */
+  recursive: boolean;
+  /** Hears about each subdirectory the kernel refused to watch for a limit. */
+  onUnwatched?: (error: WatchLimitError) => void;
+  /** Which subdirectories a recursive watch descends into (default all). */
+  descend?: (dir: string) => boolean;
+  /**
+   * Asked after each batch of events: until when (performance.now() clock) nobody needs the
+   * next one. Until then the watcher does not read; events wait in the kernel, where repeats of
+   * the same event merge, so a writer committing many times a second costs one wake-up per
+   * pause instead of one per write. 0 (or a past time): read on at once.
+   */
+  quietUntil?: () => number;
+}
+
 /** One watcher: `Deno.FsEvent`s for a set of directories, optionally recursive. */
 export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
   /** Settles true once every initial watch exists (false if the watcher failed to start). */
@@ -97,27 +114,28 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
   #loop: Promise<void>;
   #onUnwatched: (error: WatchLimitError) => void;
   #descend: (dir: string) => boolean;
+  #quietUntil?: () => number;
+  /** Ends a pause between batches early (see `#pauseUntilQuietEnds`). */
+  #endPause?: () => void;
 
   /**
-   * Watches `paths` (and their subdirectories when `recursive`, those `descend` accepts).
-   * `onUnwatched` hears about each subdirectory the kernel refused to watch for a limit.
+   * Watches `paths` (and their subdirectories when `options.recursive`, those `descend`
+   * accepts). `onUnwatched` hears about each subdirectory the kernel refused to watch for a
+   * limit; `quietUntil` may pause reading between batches (see {@linkcode InotifyOptions}).
    * @throws {WatchLimitError} when the inotify instance, its eventfd or a root path's watch is
    * refused for a kernel limit.
    * @throws {Error} when inotify is unavailable or a root path cannot be watched otherwise
    * (`Deno.errors.NotFound` when it does not exist).
    */
-  constructor(
-    paths: string[],
-    recursive: boolean,
-    onUnwatched: (error: WatchLimitError) => void = () => {},
-    descend: (dir: string) => boolean = () => true,
-  ) {
+  constructor(paths: string[], options: InotifyOptions) {
+    const recursive = options.recursive;
+    this.#onUnwatched = options.onUnwatched ?? (() => {});
+    this.#descend = options.descend ?? (() => true);
+    this.#quietUntil = options.quietUntil;
     const c = loadLibC();
     if (!c) throw new Error("inotify is not available");
     this.#c = c;
     this.#recursive = recursive;
-    this.#onUnwatched = onUnwatched;
-    this.#descend = descend;
     const where = paths.join(", ");
     this.#fd = c.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (this.#fd < 0) {
@@ -163,7 +181,13 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
     this.#closed = true;
     const one = new BigUint64Array([1n]);
     this.#c.write(this.#wakeFd, new Uint8Array(one.buffer), 8n);
+    this.#endPause?.();
     this.#wake();
+  }
+
+  /** Ends a pause asked for by `quietUntil` now: someone needs the next event at once. */
+  resume(): void {
+    this.#endPause?.();
   }
 
   /** Resolves when the poll thread has stopped and the descriptors are closed. */
@@ -275,6 +299,7 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
           this.#parse(buf, n);
         }
         this.#wake();
+        await this.#pauseUntilQuietEnds();
       }
     } catch (err) {
       this.#error = err as Error;
@@ -284,6 +309,21 @@ export class InotifyWatcher implements AsyncIterable<Deno.FsEvent> {
       c.close(this.#wakeFd);
       this.#wake();
     }
+  }
+
+  /**
+   * Waits until `quietUntil` (asked now, so it reflects the batch before this one: the
+   * listeners of this batch run after it) or until {@linkcode resume} or `close`.
+   */
+  async #pauseUntilQuietEnds(): Promise<void> {
+    const wait = (this.#quietUntil?.() ?? 0) - performance.now();
+    if (wait < 1 || this.#closed) return;
+    const paused = Promise.withResolvers<void>();
+    const timer = setTimeout(paused.resolve, wait);
+    this.#endPause = paused.resolve;
+    await paused.promise;
+    clearTimeout(timer);
+    this.#endPause = undefined;
   }
 
   #parse(buf: Uint8Array, length: number): void {
