@@ -530,6 +530,9 @@ export class Store {
     carried?: DatabaseStatus,
     parked?: ParkedState,
   ): Promise<Managed | undefined> {
+    // Shutting down: an open still queued behind others (a burst of thousands of tenants) is
+    // dropped, not carried out only to be closed again.
+    if (this.#closed) return undefined;
     const logger = this.#options.logger.child({ db: entry.path });
     let attached: Attachment | undefined;
     let reserved = false;
