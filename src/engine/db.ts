@@ -148,6 +148,9 @@ const SMALL_L0_BYTES = 4 << 20;
 const HELPER_TABLES_SQL =
   "CREATE TABLE IF NOT EXISTS _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER);" +
   "CREATE TABLE IF NOT EXISTS _litestream_lock (id INTEGER);";
+/** Bumps the sequence: a write that forces a WAL frame (to create or restart the WAL). */
+const BUMP_SEQ_SQL =
+  "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1";
 
 /**
  * One database under replication. Not safe for concurrent `sync()` calls: the
@@ -255,8 +258,9 @@ export class DB {
     this.#dev = info.dev;
     try {
       await this.#openHandles();
-      this.#cursor = await loadCursor(this.local);
-      await this.#checkIdentity();
+      // A meta dir without levels holds no cursor; and with no cursor, no identity to check.
+      if (!(await this.#prepareMetaDir())) this.#cursor = await loadCursor(this.local);
+      if (this.#cursor) await this.#checkIdentity();
       await this.#continueAfterParking();
       this.#closeWriter();
     } catch (err) {
@@ -280,10 +284,12 @@ export class DB {
       const head = new Uint8Array(100);
       const n = await this.#dbFile.readAt(head, 0);
       parseDatabaseHeader(head.subarray(0, n), this.path);
-      this.#reader = this.#connect();
-      this.#writer = this.#connect();
+      // One connection does it all at open: the switch to WAL mode, the helper tables, then
+      // the long read transaction. The writer is opened on demand (each connection costs a
+      // synchronous open on the event loop: a burst of new tenants pays it a thousand times).
+      const reader = this.#reader = this.#connect();
       const mode = await this.#retry(() =>
-        this.#writer!.prepare("PRAGMA journal_mode = wal").get() as { journal_mode: string }
+        reader.prepare("PRAGMA journal_mode = wal").get() as { journal_mode: string }
       );
       if (mode.journal_mode !== "wal") {
         throw new DatabaseOpenError(
@@ -300,13 +306,14 @@ export class DB {
           { db: this.path },
         );
       }
-      await this.#retry(() => this.#writer!.exec(HELPER_TABLES_SQL));
-      this.#pageSize = (this.#writer.prepare("PRAGMA page_size").get() as { page_size: number })
+      this.#pageSize = (reader.prepare("PRAGMA page_size").get() as { page_size: number })
         .page_size;
-      await Deno.mkdir(join(this.metaDir, "ltx", "0"), { recursive: true });
-      await this.local.removeTempFiles();
       // Make sure a WAL with a header exists before opening the descriptor on it.
-      if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) await this.#bumpSeq();
+      if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) {
+        await this.#retry(() => startWAL(reader));
+      } else {
+        await this.#retry(() => reader.exec(HELPER_TABLES_SQL));
+      }
       this.#walFile = await openRandomAccess(this.path + "-wal");
       await this.#beginReadTx();
       this.#sidecarInodes.clear();
@@ -315,6 +322,31 @@ export class DB {
         if (ino != null) this.#sidecarInodes.set(suffix, ino);
       }
     }
+  }
+
+  /**
+   * Creates the local level-0 directory. @returns true when the meta directory had no level
+   * directory at all (a new database, or one never synced): no cursor, no temporary files and
+   * nothing else to look for in it.
+   */
+  async #prepareMetaDir(): Promise<boolean> {
+    const ltxDir = join(this.metaDir, "ltx");
+    const created = await Deno.mkdir(ltxDir).then(() => true, (err) => {
+      if (err instanceof Deno.errors.AlreadyExists) return false;
+      if (err instanceof Deno.errors.NotFound) return undefined; // no meta dir yet
+      throw err;
+    });
+    if (created === undefined) {
+      await Deno.mkdir(join(ltxDir, "0"), { recursive: true });
+      return true;
+    }
+    if (created) {
+      await Deno.mkdir(join(ltxDir, "0"));
+      return true;
+    }
+    await Deno.mkdir(join(ltxDir, "0"), { recursive: true });
+    await this.local.removeTempFiles();
+    return false;
   }
 
   /**
@@ -350,6 +382,7 @@ export class DB {
     this.#release();
     try {
       await this.#openHandles();
+      await this.#prepareMetaDir();
       this.#closeWriter();
     } catch (err) {
       this.#release();
@@ -436,6 +469,11 @@ export class DB {
    */
   get needsSnapshot(): boolean {
     return this.#cursor === undefined || this.#replacedSinceCursor !== undefined;
+  }
+
+  /** Size in bytes of the database file this object has open (0 when closed). */
+  async fileSize(): Promise<number> {
+    return this.#dbFile ? await this.#dbFile.size() : 0;
   }
 
   /** `device:inode` of the database file this object has open, to index databases by file. */
@@ -1207,11 +1245,7 @@ export class DB {
   /** Forces a WAL write (to create the WAL, or restart it after a checkpoint). */
   async #bumpSeq(): Promise<void> {
     await this.#retry(() =>
-      this.#withHelperTables(() =>
-        this.#writerConnection().exec(
-          "INSERT INTO _litestream_seq (id, seq) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET seq = seq + 1",
-        )
-      )
+      this.#withHelperTables(() => this.#writerConnection().exec(BUMP_SEQ_SQL))
     );
   }
 
@@ -1292,6 +1326,34 @@ export class DB {
     this.#walFile?.close();
     this.#dbFile?.close();
     this.#walFile = this.#dbFile = undefined;
+  }
+}
+
+/**
+ * Starts the WAL of a database that has none (its last connection closed, or the file was just
+ * copied in): the helper tables and the first sequence value, in one transaction on `conn`.
+ *
+ * The commit runs at `synchronous = OFF`: SQLite would otherwise fsync the new WAL and its
+ * directory before the first frame (two fsyncs on the event loop per database opened, most
+ * of a new tenant's open). That header sync guards against frames of an older WAL generation
+ * being read as current after a power cut; a WAL shorter than its header has none. Nothing
+ * relies on this commit being durable (see {@linkcode DB}'s `#connect`): a WAL lost to a power
+ * cut is one the cursor no longer matches, which means a snapshot. The applications' own
+ * connections sync the WAL and its directory entry themselves when they commit or checkpoint.
+ */
+function startWAL(conn: DatabaseSync): void {
+  conn.exec("PRAGMA synchronous = OFF");
+  try {
+    conn.exec("BEGIN IMMEDIATE");
+    try {
+      conn.exec(HELPER_TABLES_SQL + BUMP_SEQ_SQL);
+      conn.exec("COMMIT");
+    } catch (err) {
+      if (conn.isTransaction) conn.exec("ROLLBACK");
+      throw err;
+    }
+  } finally {
+    conn.exec("PRAGMA synchronous = NORMAL");
   }
 }
 

@@ -85,8 +85,8 @@ export async function tryLockMetaDir(
     }
     const record: LockHolder = { pid: Deno.pid, ...holder, since: new Date().toISOString() };
     const bytes = new TextEncoder().encode(JSON.stringify(record) + "\n");
+    // Written from offset 0: the descriptor was just opened, and truncating does not move it.
     await file.truncate(0);
-    await file.seek(0, Deno.SeekMode.Start);
     for (let written = 0; written < bytes.length;) {
       written += await file.write(bytes.subarray(written));
     }

@@ -16,6 +16,7 @@ import type { LTXFileId, LTXFileInfo, ReplicaClient } from "../replica/mod.ts";
 import type { FileReplicaClient } from "../replica/mod.ts";
 import { decodeHeader, formatTXID, HEADER_SIZE } from "../ltx/mod.ts";
 import type { Logger } from "../log/mod.ts";
+import { dirname } from "node:path";
 
 /**
  * How long the meta directory is reported full after its last "no space left" error: long
@@ -121,10 +122,11 @@ export class Replica {
    */
   async position(): Promise<number> {
     if (this.#position !== undefined) return this.#position;
-    let max = await maxTXID(this.client, 0);
+    const levels = await presentLevels(this.client);
+    let max = levels.has(0) ? await maxTXID(this.client, 0) : 0;
     if (max === 0 || (this.#lastConfirmed !== undefined && max < this.#lastConfirmed)) {
       for (let level = 1; level <= 9; level++) {
-        max = Math.max(max, await maxTXID(this.client, level));
+        if (levels.has(level)) max = Math.max(max, await maxTXID(this.client, level));
       }
     }
     if (this.#lastConfirmed !== undefined && max < this.#lastConfirmed) {
@@ -404,6 +406,32 @@ export function isNoSpace(err: unknown): boolean {
     if ((e as Error & { code?: unknown }).code === "ENOSPC") return true;
   }
   return false;
+}
+
+/** Every level a replica can hold files at (FORMAT.md §2). */
+const ALL_LEVELS: ReadonlySet<number> = new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+
+/**
+ * The levels worth listing for the position. A replica on this machine's file system
+ * (`localPath`: `<root>/ltx/<level>/<file>`, the layout the follower watches too) says with
+ * one directory listing which level directories exist: a new tenant's replica then costs one
+ * listing instead of ten. Every level otherwise, and whenever that listing fails.
+ */
+async function presentLevels(client: ReplicaClient): Promise<ReadonlySet<number>> {
+  const path = client.localPath?.({ level: 0, minTXID: 1, maxTXID: 1 });
+  if (path === undefined) return ALL_LEVELS;
+  const ltxDir = dirname(dirname(path));
+  const levels = new Set<number>();
+  try {
+    for await (const entry of Deno.readDir(ltxDir)) {
+      const level = /^\d$/.test(entry.name) ? Number(entry.name) : undefined;
+      if (level !== undefined && !entry.isFile) levels.add(level);
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return levels; // nothing replicated yet
+    return ALL_LEVELS; // the listing of each level reports what is wrong
+  }
+  return levels;
 }
 
 async function maxTXID(client: ReplicaClient, level: number): Promise<number> {

@@ -167,6 +167,9 @@ const SWEEP_SLICE = 50;
 /** A first sync of a database this large goes through the heavy-work queue. */
 const HEAVY_SNAPSHOT_BYTES = 16 * 1024 * 1024;
 
+/** Longest delay of a new database's compaction behind other databases' opens, ms. */
+const COMPACTOR_DEFER_MS = 10_000;
+
 /** Longest wait for a database to become parkable when the descriptor budget is full, ms. */
 const MAKE_ROOM_WAIT_MS = 5000;
 
@@ -301,6 +304,9 @@ export class Store {
   /** The managed databases by `device:inode` of their file (see `DB.fileKey`), and back. */
   #byFile = new Map<string, Managed>();
   #fileKeys = new WeakMap<Managed, string>();
+  /** Opened databases whose compactor waits for the opens in flight (see `#startCompactor`). */
+  #deferredCompactors = new Set<Managed>();
+  #compactorTimer?: ReturnType<typeof setTimeout>;
 
   /** Creates an empty store. */
   constructor(options: StoreOptions) {
@@ -392,9 +398,10 @@ export class Store {
       // meta dir lock until it is done: open the new one after it.
       const closing = this.#closing.get(entry.path);
       const open = () => this.#openSlots.run(() => this.#open(entry, carried, parked));
-      opening = (closing ? closing.then(open) : open()).finally(() =>
-        this.#opening.delete(entry.path)
-      );
+      opening = (closing ? closing.then(open) : open()).finally(() => {
+        this.#opening.delete(entry.path);
+        if (this.#opening.size === 0) this.#startDeferredCompactors();
+      });
       this.#opening.set(entry.path, opening);
     }
     return opening.then((m) => m !== undefined);
@@ -476,6 +483,8 @@ export class Store {
     this.#retryTimers.clear();
     clearTimeout(this.#sweepTimer);
     clearTimeout(this.#trimTimer);
+    clearTimeout(this.#compactorTimer);
+    this.#deferredCompactors.clear();
     this.#polls.close();
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
     // Parked databases have nothing left to upload: their last sync ran when they parked.
@@ -589,7 +598,7 @@ export class Store {
       this.#schedulePoll(managed);
       logger.info("replicating", { replica: client.location, txid: formatTXID(db.txid) });
       job.request();
-      managed.compactor?.start();
+      this.#startCompactor(managed);
       return managed;
     } catch (err) {
       if (attached) {
@@ -613,6 +622,35 @@ export class Store {
       return undefined;
     } finally {
       if (reserved) this.#reserved--;
+    }
+  }
+
+  /**
+   * Starts the compactor of a database just opened, or, while other databases are still
+   * opening (a burst of new tenants), once they are (at most {@linkcode COMPACTOR_DEFER_MS}
+   * later): its first ticks (listings of every level, a snapshot) would otherwise compete with
+   * the first syncs of the tenants behind it for the event loop. Their L0 files reach the
+   * replica first; compaction and snapshots only follow them.
+   */
+  #startCompactor(managed: Managed): void {
+    if (!managed.compactor) return;
+    if (this.#opening.size <= 1) { // only this one (it leaves the map once this returns)
+      managed.compactor.start();
+      return;
+    }
+    this.#deferredCompactors.add(managed);
+    this.#compactorTimer ??= setTimeout(() => this.#startDeferredCompactors(), COMPACTOR_DEFER_MS);
+  }
+
+  /** Starts the compactors deferred by {@linkcode Store.#startCompactor} (of open databases). */
+  #startDeferredCompactors(): void {
+    clearTimeout(this.#compactorTimer);
+    this.#compactorTimer = undefined;
+    const deferred = [...this.#deferredCompactors];
+    this.#deferredCompactors.clear();
+    if (this.#closed) return;
+    for (const managed of deferred) {
+      if (this.#managed.get(managed.entry.path) === managed) managed.compactor?.start();
     }
   }
 
@@ -692,8 +730,7 @@ export class Store {
     // A full meta directory: drop the local copies of files already shipped, and sync again.
     // A large full image (a new tenant's first sync) waits its turn in the heavy-work queue;
     // a small one costs less than the wait, and a burst of new tenants must not queue up.
-    const heavy = db.needsSnapshot &&
-      ((await Deno.stat(entry.path).catch(() => undefined))?.size ?? 0) >= HEAVY_SNAPSHOT_BYTES;
+    const heavy = db.needsSnapshot && (await db.fileSize()) >= HEAVY_SNAPSHOT_BYTES;
     const sync = () => heavy ? this.#work.run(() => db.sync()) : db.sync();
     const result = await sync().catch(async (err) => {
       if (!await replica.relieveFullMetaDir(err, db.txid)) throw err;
