@@ -209,9 +209,11 @@ export class FileReplicaClient implements ReplicaClient {
 
   /**
    * Writes `file` as a copy of the local file at `sourcePath`, with `patches` written over the
-   * copy, with the guarantees of {@linkcode writeLTXFile}. The kernel copies the bytes
-   * (`copy_file_range`, a reflink where the file system can), so an upload or promotion of a
-   * large snapshot between two directories runs at disk speed rather than through streams.
+   * copy, with the guarantees of {@linkcode writeLTXFile}. Without patches the file is a hard
+   * link to the source where the file system allows (the source is an LTX file too, never
+   * changed in place); otherwise the kernel copies the bytes (`copy_file_range`, a reflink
+   * where the file system can), so an upload or promotion of a large snapshot between two
+   * directories runs at disk speed rather than through streams.
    * @throws {ReplicaError} when any step fails.
    */
   async copyLTXFile(
@@ -229,8 +231,15 @@ export class FileReplicaClient implements ReplicaClient {
     let size = 0;
     try {
       await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
-      await Deno.copyFile(sourcePath, tmpPath);
-      out = await Deno.open(tmpPath, { read: true, write: true });
+      if (patches.length === 0 && await linkOrFalse(sourcePath, tmpPath)) {
+        // The same bytes under a second name: LTX files are never changed in place (each is
+        // written to a temporary name and renamed), so sharing the inode is safe, and an
+        // upload of a large snapshot or a new tenant's first file costs no copy.
+        out = await Deno.open(tmpPath, { read: true });
+      } else {
+        await Deno.copyFile(sourcePath, tmpPath);
+        out = await Deno.open(tmpPath, { read: true, write: true });
+      }
       for (const patch of patches) {
         await out.seek(patch.offset, Deno.SeekMode.Start);
         await writeAll(out, patch.bytes);
@@ -452,5 +461,18 @@ export async function syncDirectory(dir: string): Promise<void> {
     await fd.sync();
   } finally {
     fd.close();
+  }
+}
+
+/**
+ * Hard-links `source` as `target`; false where that is not possible (another file system, a
+ * file system without links, a stale `target`), so that the caller copies instead.
+ */
+async function linkOrFalse(source: string, target: string): Promise<boolean> {
+  try {
+    await Deno.link(source, target);
+    return true;
+  } catch {
+    return false;
   }
 }
