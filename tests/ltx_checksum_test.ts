@@ -8,6 +8,8 @@ import {
   CHECKSUM_FLAG,
   CRC64,
   crc64,
+  crc64Combine,
+  crc64ShiftZeros,
   Decoder,
   Encoder,
   type Header,
@@ -59,6 +61,19 @@ Deno.test("crc64: incremental updates equal one update", () => {
   }
   const reused = new CRC64().update(text("garbage")).reset().update(text("123456789"));
   assert.equal(reused.digest(), 0xb90956c775a41001n);
+});
+
+Deno.test("crc64Combine: the CRC of a concatenation from the CRCs of its parts", () => {
+  const bytes = new Uint8Array(70_000).map((_, i) => (i * 2654435761) >>> 24);
+  for (const [a, b] of [[0, 0], [0, 9], [9, 0], [1, 1], [100, 4096], [4096, 65_000], [3, 69_997]]) {
+    const left = bytes.subarray(0, a);
+    const right = bytes.subarray(a, a + b);
+    assert.equal(crc64Combine(crc64(left), crc64(right), b), crc64(bytes.subarray(0, a + b)));
+  }
+  // Beyond 2^32 bytes the length's high bits count too: x^(8·2^32) is not 1.
+  assert.notEqual(crc64ShiftZeros(1n, 2 ** 32), 1n);
+  assert.equal(crc64ShiftZeros(crc64ShiftZeros(5n, 2 ** 32), 7), crc64ShiftZeros(5n, 2 ** 32 + 7));
+  assert.throws(() => crc64Combine(1n, 2n, -1), RangeError);
 });
 
 Deno.test("pageChecksum: rolling database checksum vectors of ltx (FORMAT.md §1.9)", () => {

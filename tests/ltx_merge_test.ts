@@ -93,9 +93,10 @@ async function file(name: string, h: Header, pages: Page[], encoding?: PageEncod
   return { name, bytes: await encode(h, pages, encoding), cancelled: false };
 }
 
+/** The merged pages, copied: each page the merge yields is valid only until the next one. */
 async function collect(pages: AsyncIterable<Page>): Promise<Page[]> {
   const out: Page[] = [];
-  for await (const p of pages) out.push(p);
+  for await (const p of pages) out.push({ pgno: p.pgno, data: p.data.slice() });
   return out;
 }
 

@@ -448,3 +448,118 @@ Deno.test("wasm codec: whole LTX files are the same bytes with the reference cod
     useReferenceCodec(false);
   }
 });
+
+/** Every way of reading a file's pages: each yields copies of (pgno, data) and the trailer. */
+const READS = {
+  readPage: async (decoder: Decoder) => {
+    const got: [number, Uint8Array][] = [];
+    for (let page = await decoder.readPage(); page; page = await decoder.readPage()) {
+      got.push([page.pgno, page.data]);
+    }
+    return got;
+  },
+  readPageInto: async (decoder: Decoder) => {
+    // A slot in the middle of a larger buffer, reused for every page.
+    const { pageSize } = await decoder.readHeader();
+    const buffer = new Uint8Array(pageSize * 3).fill(0xee);
+    const got: [number, Uint8Array][] = [];
+    for (let pgno = await decoder.readPageInto(buffer, pageSize + 1); pgno !== null;) {
+      got.push([pgno, buffer.slice(pageSize + 1, 2 * pageSize + 1)]);
+      pgno = await decoder.readPageInto(buffer, pageSize + 1);
+    }
+    assert.ok(buffer.subarray(0, pageSize + 1).every((b) => b === 0xee), "before the slot");
+    assert.ok(buffer.subarray(2 * pageSize + 1).every((b) => b === 0xee), "after the slot");
+    return got;
+  },
+  readPagesInto: async (decoder: Decoder) => {
+    const { pageSize } = await decoder.readHeader();
+    const got: [number, Uint8Array][] = [];
+    // Batches of odd sizes, so batch ends fall anywhere, and a last partial batch.
+    for (let k = 0;; k++) {
+      const pgnos = new Uint32Array([1, 3, 64][k % 3]);
+      const buffer = new Uint8Array(pgnos.length * pageSize);
+      const count = await decoder.readPagesInto(buffer, pgnos);
+      for (let i = 0; i < count; i++) {
+        got.push([pgnos[i], buffer.slice(i * pageSize, (i + 1) * pageSize)]);
+      }
+      if (count < pgnos.length) {
+        assert.equal(await decoder.readPagesInto(buffer, pgnos), 0, "0 after the end");
+        return got;
+      }
+    }
+  },
+  readPageView: async (decoder: Decoder) => {
+    const got: [number, Uint8Array][] = [];
+    for (let page = await decoder.readPageView(); page; page = await decoder.readPageView()) {
+      got.push([page.pgno, page.data.slice()]);
+    }
+    return got;
+  },
+};
+
+Deno.test("wasm codec: every page read gives the same pages and errors with both codecs", async () => {
+  const rand = rng(15);
+  const trickle = (bytes: Uint8Array, sizes: number[]) =>
+    ReadableStream.from((function* () {
+      for (let at = 0, k = 0; at < bytes.length; k++) {
+        const step = sizes[k % sizes.length];
+        yield bytes.slice(at, at + step);
+        at += step;
+      }
+    })());
+  let files = 0;
+  for (const pageSize of [512, 4096, 65536]) {
+    const pages = generatedPages(pageSize, pageSize).slice(0, pageSize === 65536 ? 12 : 40);
+    for (const encoding of ["frame", "block"] as const) {
+      for (const flags of [0, 2]) {
+        const chunks: Uint8Array[] = [];
+        const encoder = new Encoder(
+          new WritableStream({ write: (c) => void chunks.push(c.slice()) }),
+          { ...header(pages.length, pageSize), flags },
+          { encoding },
+        );
+        for (const [i, page] of pages.entries()) await encoder.encodePage(i + 1, page);
+        await encoder.close();
+        const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+        let at = 0;
+        for (const c of chunks) bytes.set(c, (at += c.length) - c.length);
+        const damaged = bytes.slice();
+        damaged[100 + Math.floor(rand() * (bytes.length - 200))] ^= 0x10;
+        // Whole, in chunks that split frames anywhere, and a byte at a time for small pages.
+        const splits = [
+          [bytes.length],
+          [7, 1000, 333, 64 << 10],
+          ...(pageSize === 512 && flags === 0 ? [[1]] : []),
+        ];
+        for (const sizes of splits) {
+          const what = `${pageSize} ${encoding} flags ${flags} chunks ${sizes}`;
+          const expected = pages.map((data, i) => [i + 1, data]);
+          let damagedOutcome: string | undefined;
+          for (const reference of [false, true]) {
+            for (const [name, read] of Object.entries(READS)) {
+              useReferenceCodec(reference);
+              try {
+                const decoder = new Decoder(trickle(bytes, sizes), { name: "f" });
+                assert.deepStrictEqual(await read(decoder), expected, `${what}: ${name}`);
+                assert.ok(decoder.trailer, `${what}: ${name} trailer`);
+                assert.equal(decoder.pageCount, pages.length);
+                const bad = new Decoder(trickle(damaged, sizes), { name: "f" });
+                const outcome = await read(bad).then(
+                  () => "no error",
+                  (err: Error) => `${err.name}: ${err.message}`,
+                );
+                assert.match(outcome, /^LTX(Format|Checksum)Error/, `${what}: ${name} damaged`);
+                damagedOutcome ??= outcome;
+                assert.equal(outcome, damagedOutcome, `${what}: ${name}, reference ${reference}`);
+              } finally {
+                useReferenceCodec(false);
+              }
+            }
+          }
+          files++;
+        }
+      }
+    }
+  }
+  assert.ok(files >= 24);
+});

@@ -17,11 +17,16 @@ import { runningWorkers } from "../src/pipeline/mod.ts";
 const MIB = 1 << 20;
 const DATABASE_BYTES = 256 * MIB;
 /**
- * Peak RSS allowed for snapshot and restore of the 256 MiB database. Measured: 140–165 MB
- * (snapshot), 175–180 MB (restore: the codec worker's isolate and its collector's slack). A
- * process that held the database would need more than 330 MB.
+ * Peak RSS allowed for a snapshot of the 256 MiB database. Measured: 140–165 MB. A process
+ * that held the database would need more than 330 MB.
  */
 const RSS_LIMIT_BYTES = 220 * 1e6;
+/**
+ * Peak RSS allowed for a restore of it. Measured: 125–141 MB since the decoder writes pages
+ * into reused buffers (175–180 MB before, when every page was a fresh array); most of it is
+ * the runtime (72 MB for `sluice restore --help`) and the codec worker's isolate.
+ */
+const RESTORE_RSS_LIMIT_BYTES = 180 * 1e6;
 /** The bound of tests/event_loop_test.ts: 50 ms plus the shared runner's scheduling noise. */
 const STALL_LIMIT_MS = 150;
 
@@ -166,7 +171,7 @@ Deno.test({
     assert.ok(await sameBytes(dbPath, out), "the restored database differs from the source");
     await Deno.remove(out);
     assert.ok(snapshotPeak < RSS_LIMIT_BYTES, `snapshot peaked at ${snapshotPeak} bytes`);
-    assert.ok(restorePeak < RSS_LIMIT_BYTES, `restore peaked at ${restorePeak} bytes`);
+    assert.ok(restorePeak < RESTORE_RSS_LIMIT_BYTES, `restore peaked at ${restorePeak} bytes`);
   },
 });
 

@@ -21,6 +21,9 @@ import {
 } from "../src/ltx/mod.ts";
 import {
   compactSources,
+  openEncoder,
+  type PageSink,
+  ParallelEncoder,
   runningWorkers,
   WorkerDecoder,
   WorkerEncoder,
@@ -122,6 +125,146 @@ for (const encoding of ["frame", "block"] as PageEncoding[]) {
   });
 }
 
+/** Pages of random bytes (LZ4's worst case, stored raw in frames) and of patterns, mixed. */
+function mixedPages(pageSize: number, pgnos: number[]): Page[] {
+  return pgnos.map((pgno) => ({
+    pgno,
+    data: pgno % 3 === 0
+      ? crypto.getRandomValues(new Uint8Array(pageSize))
+      : patternPage(pageSize, pgno, 1),
+  }));
+}
+
+for (const encoding of ["frame", "block"] as PageEncoding[]) {
+  Deno.test(`pipeline: the parallel encoder writes the single-thread encoder's bytes (${encoding})`, async () => {
+    for (const pageSize of [512, 4096, 65536]) {
+      // Batches are 1 MiB: several on each worker, and a short last one.
+      const count = pageSize === 65536 ? 70 : pageSize === 4096 ? 1100 : 4500;
+      const snapshot = { pageSize, commit: count, minTXID: 1, maxTXID: 1, timestamp: 1e12 };
+      const withChecksum = { ...snapshot, flags: 0 };
+      const lockPage = Math.floor(0x40000000 / pageSize) + 1;
+      const sparse = Array.from({ length: count }, (_, i) => 1 + i * 7).filter((p) =>
+        p !== lockPage
+      );
+      const incremental = {
+        pageSize,
+        commit: sparse.at(-1)! + 3,
+        minTXID: 5,
+        maxTXID: 9,
+        timestamp: 1e12,
+        flags: 0,
+        preApplyChecksum: 0x8000000000001234n,
+      };
+      const cases: [string, typeof incremental | typeof snapshot, Page[], bigint?][] = [
+        ["snapshot, NoChecksum", snapshot, mixedPages(pageSize, sparse.map((_, i) => i + 1))],
+        ["snapshot with page checksums", withChecksum, pages(pageSize, count)],
+        ["incremental", incremental, mixedPages(pageSize, sparse), 0x8000000000005678n],
+        ["one page", { ...snapshot, commit: 1 }, pages(pageSize, 1)],
+      ];
+      // Every case with 4 KiB pages; the other sizes once (each case starts its workers).
+      for (const [what, fields, feed, postApply] of pageSize === 4096 ? cases : cases.slice(0, 1)) {
+        const expected = await encodeLTX(fields, feed, { encoding, postApplyChecksum: postApply });
+        for (const workers of pageSize === 4096 && feed === cases[0][2] ? [2, 3] : [2]) {
+          const chunks: Uint8Array<ArrayBuffer>[] = [];
+          const encoder = new ParallelEncoder(
+            new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
+            makeHeader(fields),
+            { encoding, workers },
+          );
+          for (const page of feed) await encoder.encodePage(page.pgno, page.data);
+          const trailer = await encoder.close(postApply);
+          const actual = new Uint8Array(await new Blob(chunks).arrayBuffer());
+          const label = `${what}, ${pageSize}-byte pages, ${workers} workers`;
+          assert.equal(encoder.bytesWritten, expected.length, label);
+          assert.equal(encoder.pageCount, feed.length, label);
+          assert.ok(
+            actual.length === expected.length && actual.every((b, i) => b === expected[i]),
+            label,
+          );
+          const view = new DataView(expected.buffer, expected.byteOffset + expected.length - 16);
+          assert.equal(trailer.fileChecksum, view.getBigUint64(8), label);
+          assert.equal(runningWorkers(), 0, label);
+        }
+      }
+    }
+  });
+}
+
+Deno.test("pipeline: openEncoder spreads a large output over the workers asked for", async () => {
+  const header = makeHeader({ pageSize: 4096, commit: 10, minTXID: 1, maxTXID: 1 });
+  const open = (options: Parameters<typeof openEncoder>[2]) => {
+    const encoder = openEncoder(new WritableStream(), header, options);
+    const kind = encoder.constructor.name;
+    return encoder.abort().then(() => kind);
+  };
+  const cores = navigator.hardwareConcurrency || 1;
+  assert.equal(await open({ expectedBytes: 40_000, workers: 2 }), "Encoder");
+  assert.equal(await open({ expectedBytes: 16 << 20, workers: 2 }), "WorkerEncoder");
+  assert.equal(
+    await open({ expectedBytes: 64 << 20, workers: 2 }),
+    cores > 1 ? "ParallelEncoder" : "WorkerEncoder",
+  );
+  assert.equal(await open({ expectedBytes: 64 << 20 }), "WorkerEncoder");
+  assert.equal(runningWorkers(), 0);
+});
+
+/** `bytes` as a byte stream (read in BYOB mode by the worker decoder's pump). */
+function byteStreamOf(bytes: Uint8Array, chunk = 100_000): ReadableStream<Uint8Array> {
+  let at = 0;
+  return new ReadableStream({
+    type: "bytes",
+    pull(controller) {
+      const request = controller.byobRequest;
+      if (at >= bytes.length) {
+        controller.close();
+        request?.respond(0);
+        return;
+      }
+      if (request?.view) {
+        const view = new Uint8Array(request.view.buffer, request.view.byteOffset);
+        const n = Math.min(request.view.byteLength, chunk, bytes.length - at);
+        view.set(bytes.subarray(at, at + n));
+        at += n;
+        request.respond(n);
+      } else {
+        controller.enqueue(bytes.slice(at, at + chunk));
+        at += chunk;
+      }
+    },
+  });
+}
+
+Deno.test("pipeline: the worker decoder's readPageInto and readPageView give readPage's pages", async () => {
+  for (const [pageSize, count] of [[4096, 700], [65536, 40]]) {
+    const bytes = await encodeLTX(
+      { pageSize, commit: count, minTXID: 1, maxTXID: 1 },
+      pages(pageSize, count),
+    );
+    const expected = await pagesOf(new Decoder(streamOf(bytes)));
+    for (const source of [() => streamOf(bytes), () => byteStreamOf(bytes)]) {
+      const into = new WorkerDecoder(source());
+      const buffer = new Uint8Array(pageSize + 5);
+      const got: Page[] = [];
+      for (let pgno = await into.readPageInto(buffer, 5); pgno !== null;) {
+        got.push({ pgno, data: buffer.slice(5) });
+        pgno = await into.readPageInto(buffer, 5);
+      }
+      assert.deepEqual(got, expected.pages, `readPageInto, ${pageSize}`);
+      assert.deepEqual(into.trailer, expected.trailer);
+
+      const view = new WorkerDecoder(source());
+      got.length = 0;
+      for (let page = await view.readPageView(); page; page = await view.readPageView()) {
+        got.push({ pgno: page.pgno, data: page.data.slice() });
+      }
+      assert.deepEqual(got, expected.pages, `readPageView, ${pageSize}`);
+      assert.deepEqual(view.trailer, expected.trailer);
+      assert.deepEqual(await pagesOf(new WorkerDecoder(source())), expected);
+    }
+  }
+  assert.equal(runningWorkers(), 0);
+});
+
 Deno.test("pipeline: corrupt and truncated input fail with the in-thread errors", async () => {
   const fields = { pageSize: 4096, commit: 300, minTXID: 1, maxTXID: 1 };
   const good = await encodeLTX(fields, pages(4096, 300));
@@ -185,7 +328,7 @@ Deno.test("pipeline: misuse, cancel and bad pages give the in-thread messages", 
       ["beyond commit", pages(4096, 11)],
     ] as [string, Page[]][]
   ) {
-    const run = async (make: (sink: WritableStream<Uint8Array>) => Encoder | WorkerEncoder) => {
+    const run = async (make: (sink: WritableStream<Uint8Array>) => PageSink) => {
       const encoder = make(new WritableStream());
       for (const page of feed) await encoder.encodePage(page.pgno, page.data);
       await encoder.close();
@@ -196,13 +339,28 @@ Deno.test("pipeline: misuse, cancel and bad pages give the in-thread messages", 
     );
     assert.match(expected, new RegExp(`^${LTXFormatError.name}`), what);
     assert.equal(actual, expected, what);
+    const parallel = await outcome(() =>
+      run((sink) => new ParallelEncoder(sink, header, { name: "e", workers: 2 }))
+    );
+    assert.equal(parallel, expected, `${what}, parallel`);
   }
-  const snapshotMissingEnd = await outcome(async () => {
-    const encoder = new WorkerEncoder(new WritableStream(), header);
-    for (const page of pages(4096, 5)) await encoder.encodePage(page.pgno, page.data);
-    await encoder.close();
-  });
-  assert.match(snapshotMissingEnd, /pages 6…10 are missing/);
+  for (
+    const make of [
+      () => new WorkerEncoder(new WritableStream(), header),
+      () => new ParallelEncoder(new WritableStream(), header, { workers: 2 }),
+    ]
+  ) {
+    const snapshotMissingEnd = await outcome(async () => {
+      const encoder = make();
+      for (const page of pages(4096, 5)) await encoder.encodePage(page.pgno, page.data);
+      await encoder.close();
+    });
+    assert.match(snapshotMissingEnd, /pages 6…10 are missing/);
+  }
+  assert.throws(
+    () => new ParallelEncoder(new WritableStream(), { ...header, pageSize: 1000 }, { workers: 2 }),
+    LTXFormatError,
+  );
   assert.throws(
     () => new WorkerEncoder(new WritableStream(), { ...header, pageSize: 1000 }),
     LTXFormatError,
@@ -217,6 +375,26 @@ Deno.test("pipeline: misuse, cancel and bad pages give the in-thread messages", 
     for (const page of pages(4096, 600)) await encoder.encodePage(page.pgno, page.data);
     await encoder.close();
   }, (err) => err === broken);
+  await assert.rejects(async () => {
+    const encoder = new ParallelEncoder(
+      new WritableStream({ write: () => Promise.reject(broken) }),
+      { ...header, commit: 2000 },
+      { workers: 2 },
+    );
+    for (const page of pages(4096, 2000)) await encoder.encodePage(page.pgno, page.data);
+    await encoder.close();
+  }, (err) => err === broken);
+  // Aborted midway: the sink sees the reason, the workers stop.
+  const aborted: unknown[] = [];
+  const encoder = new ParallelEncoder(
+    new WritableStream({ abort: (reason) => void aborted.push(reason) }),
+    { ...header, commit: 2000 },
+    { workers: 2 },
+  );
+  for (const page of pages(4096, 1000)) await encoder.encodePage(page.pgno, page.data);
+  await encoder.abort(broken);
+  assert.deepEqual(aborted, [broken]);
+  await assert.rejects(() => encoder.encodePage(1001, patternPage(4096, 1001)), LTXError);
   assert.equal(runningWorkers(), 0);
 });
 

@@ -7,7 +7,7 @@
  * index and trailer: only the 100 header bytes differ, and with them the file checksum. The
  * checksum is a CRC, which is linear: for two messages of equal length,
  * `crc(a) ^ crc(b) = crc₀(a ^ b)` (crc₀: zero initial value, no final xor), and `a ^ b` is the
- * header difference followed by zeros, whose crc₀ costs a few matrix squarings instead of a
+ * header difference followed by zeros, whose crc₀ costs a few carry-less products instead of a
  * pass over the file. So the snapshot is a byte copy of the L0 file with a new header and a
  * patched checksum: `cp` speed instead of LZ4 speed.
  *
@@ -23,6 +23,7 @@ import {
   HEADER_FLAG_NO_CHECKSUM,
   HEADER_SIZE,
   lockPageNumber,
+  patchChecksum,
   TRAILER_SIZE,
 } from "../ltx/mod.ts";
 import {
@@ -31,6 +32,8 @@ import {
   type ReplicaClient,
   SNAPSHOT_LEVEL,
 } from "../replica/mod.ts";
+
+export { patchChecksum };
 
 /** Size of a WAL frame header (FORMAT.md §4.1); the snapshot header records the last frame. */
 const WAL_FRAME_HEADER_SIZE = 24;
@@ -197,72 +200,6 @@ async function countIndexFrames(
     }
   }
   return ended ? { frames, firstOffset, length } : undefined;
-}
-
-/**
- * The stored file checksum after replacing the stream's first bytes `oldHead` by `newHead`
- * (same length), `tailLength` more bytes following them. Bit 63 of a stored checksum is always
- * set, so the lost bit 63 of the old raw CRC does not matter.
- */
-export function patchChecksum(
-  stored: bigint,
-  oldHead: Uint8Array,
-  newHead: Uint8Array,
-  tailLength: number,
-): bigint {
-  const diff = new Uint8Array(oldHead.length);
-  for (let i = 0; i < diff.length; i++) diff[i] = oldHead[i] ^ newHead[i];
-  const delta = shiftByZeros(linearCRC(diff), tailLength);
-  return CHECKSUM_FLAG | ((stored ^ delta) & ~CHECKSUM_FLAG & MASK64);
-}
-
-const MASK64 = (1n << 64n) - 1n;
-/** The reflected CRC-64/GO-ISO polynomial. */
-const POLY = 0xd800000000000000n;
-
-let table: bigint[] | undefined;
-function crcTable(): bigint[] {
-  if (table) return table;
-  table = [];
-  for (let i = 0n; i < 256n; i++) {
-    let crc = i;
-    for (let bit = 0; bit < 8; bit++) crc = crc & 1n ? (crc >> 1n) ^ POLY : crc >> 1n;
-    table.push(crc);
-  }
-  return table;
-}
-
-/** crc₀ of `bytes`: zero initial value, no final xor (a linear map). */
-function linearCRC(bytes: Uint8Array): bigint {
-  const t = crcTable();
-  let crc = 0n;
-  for (const byte of bytes) crc = t[Number((crc ^ BigInt(byte)) & 0xffn)] ^ (crc >> 8n);
-  return crc;
-}
-
-/** The crc₀ state `crc` after `length` more zero bytes: Z^(8·length), by squaring. */
-function shiftByZeros(crc: bigint, length: number): bigint {
-  // Column i of a matrix is the image of bit i. One zero bit: shift right, fold in POLY.
-  let op: bigint[] = [POLY];
-  for (let i = 1; i < 64; i++) op.push(1n << BigInt(i - 1));
-  for (let i = 0; i < 3; i++) op = square(op); // one zero byte
-  let n = BigInt(length);
-  while (n > 0n) {
-    if (n & 1n) crc = times(op, crc);
-    n >>= 1n;
-    if (n > 0n) op = square(op);
-  }
-  return crc;
-}
-
-function times(matrix: bigint[], vector: bigint): bigint {
-  let sum = 0n;
-  for (let i = 0; vector !== 0n; i++, vector >>= 1n) if (vector & 1n) sum ^= matrix[i];
-  return sum;
-}
-
-function square(matrix: bigint[]): bigint[] {
-  return matrix.map((column) => times(matrix, column));
 }
 
 let selfTest: boolean | undefined;

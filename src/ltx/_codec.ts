@@ -251,12 +251,65 @@ export interface DecodedPage {
   xxh32: number;
 }
 
-const EMPTY = new Uint8Array(0);
+/**
+ * XXH32 of the page the last {@linkcode decodePageInto} call with `withXXH32` decoded whole.
+ * Read it before the next call.
+ */
+export let decodedXXH32 = 0;
+
+/** A view of the output region one page long, kept while pages keep their size. */
+let outPage: Uint8Array = new Uint8Array(0);
 
 /**
- * Decodes one page from its only LZ4 block (compressed, or stored when `raw`) in WebAssembly.
- * When it comes out whole, feeds it into `digest` and returns it with its XXH32 (when
- * `withXXH32`); the caller reports a wrong size from `pos`.
+ * Decodes one page from its only LZ4 block (compressed, or stored when `raw`) in WebAssembly
+ * into `into` at `at` (room for `pageSize` bytes), allocating nothing. When it comes out whole,
+ * feeds it into `digest` and sets {@linkcode decodedXXH32} (when `withXXH32`); otherwise
+ * `into` is left untouched and the caller reports a wrong size from the result.
+ * @returns the bytes the block decompressed to (the page size when whole); -1 when a stored
+ * block is larger than the page.
+ * @throws {LZ4CorruptError} from the LZ4 decoder, with the reference decoder's messages.
+ */
+export function decodePageInto(
+  pgno: number,
+  pageSize: number,
+  block: Uint8Array,
+  raw: boolean,
+  digest: PageDigest,
+  withXXH32: boolean,
+  into: Uint8Array,
+  at: number,
+): number {
+  const mem = memory();
+  let pos: number;
+  if (raw) {
+    if (block.length > pageSize) return -1;
+    mem.set(block, OUT);
+    pos = block.length;
+  } else {
+    mem.set(block, IN);
+    pos = wasm.decompress(0, block.length, 0, pageSize, 0);
+    if (pos < 0) throw corrupt(pos);
+  }
+  if (pos !== pageSize) return pos;
+  loadState(digest.crc);
+  const hash = wasm.digestPage(
+    pgno,
+    pageSize,
+    digest.withPageChecksum ? 1 : 0,
+    withXXH32 ? 1 : 0,
+  ) >>> 0;
+  saveState(digest.crc);
+  if (digest.withPageChecksum) digest.pageChecksum = lastPageChecksum();
+  decodedXXH32 = hash;
+  if (outPage.length !== pageSize || outPage.buffer !== mem.buffer) {
+    outPage = mem.subarray(OUT, OUT + pageSize);
+  }
+  into.set(outPage, at);
+  return pos;
+}
+
+/**
+ * {@linkcode decodePageInto} into a fresh array: for callers (and tests) that keep the page.
  * @throws {LZ4CorruptError} from the LZ4 decoder, with the reference decoder's messages.
  */
 export function decodePage(
@@ -267,26 +320,9 @@ export function decodePage(
   digest: PageDigest,
   withXXH32: boolean,
 ): DecodedPage {
-  const mem = memory();
-  let pos: number;
-  if (raw) {
-    if (block.length > pageSize) return { data: EMPTY, pos: -1, xxh32: 0 };
-    mem.set(block, OUT);
-    pos = block.length;
-  } else {
-    mem.set(block, IN);
-    pos = wasm.decompress(0, block.length, 0, pageSize, 0);
-    if (pos < 0) throw corrupt(pos);
-  }
-  if (pos !== pageSize) return { data: EMPTY, pos, xxh32: 0 };
-  loadState(digest.crc);
-  const hash = wasm.digestPage(
-    pgno,
-    pageSize,
-    digest.withPageChecksum ? 1 : 0,
-    withXXH32 ? 1 : 0,
-  ) >>> 0;
-  saveState(digest.crc);
-  if (digest.withPageChecksum) digest.pageChecksum = lastPageChecksum();
-  return { data: mem.slice(OUT, OUT + pageSize), pos, xxh32: hash };
+  const data = new Uint8Array(pageSize);
+  const pos = decodePageInto(pgno, pageSize, block, raw, digest, withXXH32, data, 0);
+  return pos === pageSize
+    ? { data, pos, xxh32: withXXH32 ? decodedXXH32 : 0 }
+    : { data: new Uint8Array(0), pos, xxh32: 0 };
 }

@@ -21,8 +21,8 @@ import { compressBlock, compressBound, decompressBlock, LZ4CorruptError } from "
 import { xxh32 } from "./_xxh32.ts";
 import {
   crc64Update,
-  type DecodedPage,
-  decodePage,
+  decodedXXH32,
+  decodePageInto,
   pageChecksum,
   type PageDigest,
   referenceCodec,
@@ -111,9 +111,10 @@ function decompress(
   dst: Uint8Array,
   dstPos: number,
   windowStart: number,
+  dstEnd: number = dst.length,
 ): number {
   try {
-    return decompressBlock(src, 0, src.length, dst, dstPos, dst.length, windowStart);
+    return decompressBlock(src, 0, src.length, dst, dstPos, dstEnd, windowStart);
   } catch (err) {
     if (err instanceof LZ4CorruptError) throw new PagePayloadError(err.message);
     throw err;
@@ -127,7 +128,8 @@ function decompress(
  */
 export async function readBlockPayload(reader: ByteReader, page: Uint8Array): Promise<Uint8Array> {
   await need(reader, 4, "a page size field");
-  const sizeField = reader.take(4);
+  // A copy: a view of the reader's bytes is not kept across a fill (the chunk may be reused).
+  const sizeField = reader.take(4).slice();
   const n = ((sizeField[0] << 24) | (sizeField[1] << 16) | (sizeField[2] << 8) | sizeField[3]) >>>
     0;
   if (n === 0 || n > compressBound(page.length)) {
@@ -229,6 +231,7 @@ export async function readFramePayload(reader: ByteReader, page: Uint8Array): Pr
   }
 }
 
+/** {@linkcode decodePageInto} with the LZ4 decoder's errors as {@linkcode PagePayloadError}. */
 function decodeOrThrow(
   pgno: number,
   pageSize: number,
@@ -236,9 +239,11 @@ function decodeOrThrow(
   raw: boolean,
   digest: PageDigest,
   withXXH32: boolean,
-): DecodedPage {
+  into: Uint8Array,
+  at: number,
+): number {
   try {
-    return decodePage(pgno, pageSize, block, raw, digest, withXXH32);
+    return decodePageInto(pgno, pageSize, block, raw, digest, withXXH32, into, at);
   } catch (err) {
     if (err instanceof LZ4CorruptError) throw new PagePayloadError(err.message);
     throw err;
@@ -246,11 +251,11 @@ function decodeOrThrow(
 }
 
 /**
- * Decodes page `pgno` from a block payload in WebAssembly when all of it is buffered, with the
- * checks and messages of {@linkcode readBlockPayload}, and feeds the size field and the page into
- * `digest`. Synchronous: the decoder calls it first and awaits {@linkcode readBlockPage} only
- * when it returns undefined.
- * @returns the page, or undefined (nothing consumed) when bytes are missing.
+ * Decodes page `pgno` from a block payload in WebAssembly into `into` at `at` when all of it is
+ * buffered, with the checks and messages of {@linkcode readBlockPayload}, and feeds the size
+ * field and the page into `digest`. Synchronous: the decoder calls it first and awaits
+ * {@linkcode readBlockPage} only when it returns false.
+ * @returns true when the page was decoded; false (nothing consumed) when bytes are missing.
  * @throws {PagePayloadError} on a bad size, malformed LZ4 or a wrong decompressed length.
  */
 export function decodeBufferedBlockPage(
@@ -258,12 +263,15 @@ export function decodeBufferedBlockPage(
   pgno: number,
   pageSize: number,
   digest: PageDigest,
-): Uint8Array | undefined {
-  if (referenceCodec || reader.buffered < 4) return undefined;
+  into: Uint8Array,
+  at: number,
+): boolean {
+  if (referenceCodec || reader.buffered < 4) return false;
   const n = blockSize(reader.peek(4), pageSize);
-  if (reader.buffered < 4 + n) return undefined;
-  const sizeField = reader.take(4);
-  return decodeBlock(pgno, pageSize, sizeField, reader.take(n), digest);
+  if (reader.buffered < 4 + n) return false;
+  crc64Update(digest.crc, reader.take(4));
+  decodeBlock(pgno, pageSize, reader.take(n), digest, into, at);
+  return true;
 }
 
 /** The size in a block payload's size field, checked against the page size. */
@@ -279,38 +287,33 @@ function blockSize(sizeField: Uint8Array, pageSize: number): number {
   return n;
 }
 
+/**
+ * Decodes a block payload's page into `into` at `at` (the reference codec decodes in place);
+ * the caller fed the size field into `digest`.
+ */
 function decodeBlock(
   pgno: number,
   pageSize: number,
-  sizeField: Uint8Array,
   block: Uint8Array,
   digest: PageDigest,
-): Uint8Array {
-  crc64Update(digest.crc, sizeField);
-  if (referenceCodec) {
-    const data = new Uint8Array(pageSize);
-    const end = decompress(block, data, 0, 0);
-    if (end !== pageSize) {
-      throw new PagePayloadError(
-        `LZ4 block decompresses to ${end} bytes, not the page size ${pageSize}`,
-      );
-    }
-    digestReference(pgno, data, digest);
-    return data;
-  }
-  const page = decodeOrThrow(pgno, pageSize, block, false, digest, false);
-  if (page.pos !== pageSize) {
+  into: Uint8Array,
+  at: number,
+): void {
+  const length = referenceCodec
+    ? decompress(block, into, at, at, at + pageSize) - at
+    : decodeOrThrow(pgno, pageSize, block, false, digest, false, into, at);
+  if (length !== pageSize) {
     throw new PagePayloadError(
-      `LZ4 block decompresses to ${page.pos} bytes, not the page size ${pageSize}`,
+      `LZ4 block decompresses to ${length} bytes, not the page size ${pageSize}`,
     );
   }
-  return page.data;
+  if (referenceCodec) digestReference(pgno, into.subarray(at, at + pageSize), digest);
 }
 
 /**
- * Reads a block payload and decodes page `pgno` in WebAssembly, with the checks and messages
- * of {@linkcode readBlockPayload}. Feeds the size field and the page into `digest`.
- * @returns the page.
+ * Reads a block payload and decodes page `pgno` in WebAssembly into `into` at `at`, with the
+ * checks and messages of {@linkcode readBlockPayload}. Feeds the size field and the page into
+ * `digest`.
  * @throws {PagePayloadError} on a bad size, malformed LZ4 or a wrong decompressed length.
  */
 export async function readBlockPage(
@@ -318,13 +321,17 @@ export async function readBlockPage(
   pgno: number,
   pageSize: number,
   digest: PageDigest,
-): Promise<Uint8Array> {
+  into: Uint8Array,
+  at: number,
+): Promise<void> {
   await need(reader, 4, "a page size field");
   const sizeField = reader.take(4);
   const n = blockSize(sizeField, pageSize);
+  // Before the fill: a view of the reader's bytes is not kept across one.
+  crc64Update(digest.crc, sizeField);
   await need(reader, n, "an LZ4 block");
   // Synchronous from here: the codec's memory is shared with other decoders.
-  return decodeBlock(pgno, pageSize, sizeField, reader.take(n), digest);
+  decodeBlock(pgno, pageSize, reader.take(n), digest, into, at);
 }
 
 function isGoFrameHeader(b: Uint8Array): boolean {
@@ -339,10 +346,11 @@ const GO_FRAME_TAIL = 8;
 
 /**
  * Decodes page `pgno` from a frame of exactly Go's layout (FRAME_HEADER, one block, content
- * checksum) in WebAssembly when all of it is buffered, with the checks and messages of
- * {@linkcode readFramePayload}, and feeds the page into `digest`. Synchronous: the decoder
- * calls it first and awaits {@linkcode readFramePage} only when it returns undefined.
- * @returns the page, or undefined (nothing consumed) for another layout or missing bytes.
+ * checksum) in WebAssembly into `into` at `at` when all of it is buffered, with the checks and
+ * messages of {@linkcode readFramePayload}, and feeds the page into `digest`. Synchronous: the
+ * decoder calls it first and awaits {@linkcode readFramePage} only when it returns false.
+ * @returns true when the page was decoded; false (nothing consumed) for another layout or
+ * missing bytes.
  * @throws {PagePayloadError} when the frame is damaged.
  */
 export function decodeBufferedFramePage(
@@ -350,8 +358,10 @@ export function decodeBufferedFramePage(
   pgno: number,
   pageSize: number,
   digest: PageDigest,
-): Uint8Array | undefined {
-  if (referenceCodec || reader.buffered < GO_FRAME_HEAD) return undefined;
+  into: Uint8Array,
+  at: number,
+): boolean {
+  if (referenceCodec || reader.buffered < GO_FRAME_HEAD) return false;
   const head = reader.peek(GO_FRAME_HEAD);
   const sizeWord = getU32LE(head, FRAME_HEADER.length);
   const n = sizeWord & 0x7fffffff;
@@ -360,32 +370,34 @@ export function decodeBufferedFramePage(
     !isGoFrameHeader(head) || sizeWord === 0 || n > goFrameBlockLimit(pageSize) ||
     reader.buffered < length
   ) {
-    return undefined;
+    return false;
   }
   const frame = reader.peek(length);
-  if (getU32LE(frame, GO_FRAME_HEAD + n) !== 0) return undefined;
-  reader.take(length);
+  if (getU32LE(frame, GO_FRAME_HEAD + n) !== 0) return false;
+  reader.skip(length);
   const raw = (sizeWord & RAW_BLOCK) !== 0;
-  const page = decodeOrThrow(
+  const pos = decodeOrThrow(
     pgno,
     pageSize,
     frame.subarray(GO_FRAME_HEAD, GO_FRAME_HEAD + n),
     raw,
     digest,
     true,
+    into,
+    at,
   );
-  if (page.pos === -1) {
+  if (pos === -1) {
     throw new PagePayloadError("LZ4 frame decompresses to more bytes than the page size");
   }
-  if (page.pos !== pageSize) {
+  if (pos !== pageSize) {
     throw new PagePayloadError(
-      `LZ4 frame decompresses to ${page.pos} bytes, not the page size ${pageSize}`,
+      `LZ4 frame decompresses to ${pos} bytes, not the page size ${pageSize}`,
     );
   }
-  if (getU32LE(frame, GO_FRAME_HEAD + n + 4) !== page.xxh32) {
+  if (getU32LE(frame, GO_FRAME_HEAD + n + 4) !== decodedXXH32) {
     throw new PagePayloadError("LZ4 frame content checksum fails");
   }
-  return page.data;
+  return true;
 }
 
 function goFrameBlockLimit(pageSize: number): number {
@@ -393,11 +405,10 @@ function goFrameBlockLimit(pageSize: number): number {
 }
 
 /**
- * Reads one LZ4 frame and decodes page `pgno`, with the checks and messages of
- * {@linkcode readFramePayload}, and feeds the page into `digest`. A frame of Go's layout is
+ * Reads one LZ4 frame and decodes page `pgno` into `into` at `at`, with the checks and messages
+ * of {@linkcode readFramePayload}, and feeds the page into `digest`. A frame of Go's layout is
  * decoded in WebAssembly by {@linkcode decodeBufferedFramePage} once all of it is buffered; any
  * other frame goes through the reference reader.
- * @returns the page.
  * @throws {PagePayloadError} on anything but a valid frame of the page.
  */
 export async function readFramePage(
@@ -405,7 +416,9 @@ export async function readFramePage(
   pgno: number,
   pageSize: number,
   digest: PageDigest,
-): Promise<Uint8Array> {
+  into: Uint8Array,
+  at: number,
+): Promise<void> {
   if (!referenceCodec && await reader.fill(GO_FRAME_HEAD)) {
     // Wait for the whole frame when its start is Go's; decode it synchronously.
     const head = reader.peek(GO_FRAME_HEAD);
@@ -415,14 +428,12 @@ export async function readFramePage(
       isGoFrameHeader(head) && sizeWord !== 0 && n <= goFrameBlockLimit(pageSize) &&
       await reader.fill(GO_FRAME_HEAD + n + GO_FRAME_TAIL)
     ) {
-      const page = decodeBufferedFramePage(reader, pgno, pageSize, digest);
-      if (page) return page;
+      if (decodeBufferedFramePage(reader, pgno, pageSize, digest, into, at)) return;
     }
   }
-  const page = new Uint8Array(pageSize);
+  const page = into.subarray(at, at + pageSize);
   await readFramePayload(reader, page);
   digestReference(pgno, page, digest);
-  return page;
 }
 
 /** Feeds `page` into `digest` (file and page checksum) outside the fused WebAssembly calls. */

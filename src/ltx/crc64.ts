@@ -11,6 +11,8 @@
 
 import { crc64Update, pageChecksum as wasmPageChecksum } from "./_codec.ts";
 
+export { crc64Combine, crc64ShiftZeros, patchChecksum } from "./_crc64_combine.ts";
+
 /** Bit 63, set in every stored page, database and file checksum. */
 export const CHECKSUM_FLAG = 0x8000000000000000n;
 

@@ -44,9 +44,14 @@ export interface DecoderOptions {
 const SQLITE_MAGIC = new TextEncoder().encode("SQLite format 3\0");
 
 /**
- * Streams one LTX file from `source`. Call {@linkcode readHeader}, then {@linkcode readPage}
- * until it returns null: only then was the whole file verified. Any error cancels the source
- * and is thrown again by later calls.
+ * Streams one LTX file from `source`. Call {@linkcode readHeader}, then one of the page reads
+ * until it returns null (or 0): only then was the whole file verified. Any error cancels the
+ * source and is thrown again by later calls. The page reads differ in who owns the bytes:
+ *
+ * - {@linkcode readPage}: a fresh array per page, the caller's to keep;
+ * - {@linkcode readPageInto}: into the caller's buffer, allocating nothing;
+ * - {@linkcode readPagesInto}: a batch of pages into the caller's buffer, one await per batch;
+ * - {@linkcode readPageView}: the decoder's own reused page, valid until the next read.
  */
 export class Decoder {
   #name: string;
@@ -57,13 +62,15 @@ export class Decoder {
   #digest: PageDigest = { crc: Int32Array.of(-1, -1), withPageChecksum: false, pageChecksum: 0n };
   #lockPage = 0;
   #prevPgno = 0;
-  #pgnos: number[] = [];
-  #offsets: number[] = [];
-  #sizes: number[] = [];
+  /** Each page's number and frame size, for the page index check (offsets follow from sizes). */
+  #pgnos = new U32Column();
+  #sizes = new U32Column();
   #rolling: bigint | undefined;
   #done = false;
   #error: unknown;
   #busy = false;
+  /** The page {@linkcode readPageView} reuses; allocated on its first call. */
+  #view: Page | undefined;
 
   /** Locks `source`; nothing is read before the first call. */
   constructor(source: ReadableStream<Uint8Array>, options: DecoderOptions = {}) {
@@ -118,57 +125,175 @@ export class Decoder {
   }
 
   /**
-   * Reads the next page, or verifies the end of the file (index, trailer, checksums) and
-   * returns null. After null, later calls return null.
+   * Reads the next page into a fresh array, or verifies the end of the file (index, trailer,
+   * checksums) and returns null. After null, later calls return null. Callers that consume
+   * each page before reading the next should prefer {@linkcode readPageInto}: a fresh 4 KiB
+   * array per page is most of the decoder's garbage and costs about a microsecond a page.
    * @throws {LTXFormatError} on malformed bytes or a broken rule.
    * @throws {LTXChecksumError} when the file checksum or the rolling checksum does not match.
    */
   async readPage(): Promise<Page | null> {
     if (this.#done && this.#error === undefined) return null;
     const header = this.#header ?? (await this.readHeader());
-    return await this.#guard(async () => {
-      const offset = this.#in.offset;
-      // Awaiting fill() costs a turn of the microtask queue; skip it when the bytes are here.
-      if (this.#in.buffered < PAGE_HEADER_SIZE && !(await this.#in.fill(PAGE_HEADER_SIZE))) {
-        throw new LTXFormatError(
-          `${this.#name}: file ends at offset ${this.#in.offset + this.#in.buffered} inside the ` +
-            `page frames (truncated upload or partial download?)`,
-        );
-      }
-      const pageHeader = this.#in.take(PAGE_HEADER_SIZE);
-      const pgno = ((pageHeader[0] << 24) | (pageHeader[1] << 16) | (pageHeader[2] << 8) |
-        pageHeader[3]) >>> 0;
-      const flags = (pageHeader[4] << 8) | pageHeader[5];
-      crc64Update(this.#digest.crc, pageHeader);
-      if (pgno === 0 && flags === 0) {
-        await this.#finish(header);
-        return null;
-      }
-      this.#checkPageHeader(header, pgno, flags, offset);
+    const data = new Uint8Array(header.pageSize);
+    const pgno = await this.readPageInto(data);
+    return pgno === null ? null : { pgno, data };
+  }
 
-      let data: Uint8Array;
-      try {
-        // Synchronously when the whole payload is buffered (the common case), else awaiting.
-        const size = header.pageSize;
-        data = flags === PAGE_FLAG_SIZE
-          ? decodeBufferedBlockPage(this.#in, pgno, size, this.#digest) ??
-            await readBlockPage(this.#in, pgno, size, this.#digest)
-          : decodeBufferedFramePage(this.#in, pgno, size, this.#digest) ??
-            await readFramePage(this.#in, pgno, size, this.#digest);
-      } catch (err) {
-        if (!(err instanceof PagePayloadError)) throw err;
-        throw new LTXFormatError(
-          `${this.#name}: page ${pgno} at offset ${offset}: ${err.message}` +
-            (err.truncated ? " (truncated upload or partial download?)" : ""),
+  /**
+   * Decodes the next page into `buffer` at `offset` (the header's page size in bytes), or
+   * verifies the end of the file (index, trailer, checksums) and returns null; after null,
+   * later calls return null. Nothing is allocated per page, so one buffer serves a whole file.
+   * The slot is written only by a call that returns its page number; a failing call may leave
+   * it partly written.
+   * @returns the page number of the page now in the slot, or null at the verified end.
+   * @throws {RangeError} when the slot does not fit in `buffer`.
+   * @throws {LTXFormatError} on malformed bytes or a broken rule.
+   * @throws {LTXChecksumError} when the file checksum or the rolling checksum does not match.
+   */
+  async readPageInto(buffer: Uint8Array, offset = 0): Promise<number | null> {
+    if (this.#done && this.#error === undefined) return null;
+    const header = this.#header ?? (await this.readHeader());
+    if (!(offset >= 0 && offset + header.pageSize <= buffer.length)) {
+      throw new RangeError(
+        `${this.#name}: readPageInto needs ${header.pageSize} bytes at offset ${offset}, the ` +
+          `buffer has ${buffer.length}`,
+      );
+    }
+    return await this.#guard(async () => await this.#next(header, buffer, offset));
+  }
+
+  /**
+   * Decodes the next page into a buffer of the decoder's own, reused for every page, or
+   * verifies the end of the file and returns null (see {@linkcode readPageInto}). The page (the
+   * object and its bytes) is valid until the next read on this decoder: for a caller that
+   * consumes each page at once (a merge, a writer) without allocating anything or owning a buffer.
+   * @returns the page, or null at the verified end.
+   * @throws {LTXFormatError} on malformed bytes or a broken rule.
+   * @throws {LTXChecksumError} when the file checksum or the rolling checksum does not match.
+   */
+  async readPageView(): Promise<Page | null> {
+    if (this.#done && this.#error === undefined) return null;
+    const { pageSize } = this.#header ?? (await this.readHeader());
+    const view = this.#view ??= { pgno: 0, data: new Uint8Array(pageSize) };
+    const pgno = await this.readPageInto(view.data);
+    if (pgno === null) return null;
+    view.pgno = pgno;
+    return view;
+  }
+
+  /**
+   * Decodes up to `pgnos.length` pages: page i into `buffer` at `i × pageSize`, its number
+   * into `pgnos[i]`. Pages whose bytes are already buffered are decoded without awaiting, so a
+   * batch costs about one turn of the event loop per input chunk instead of one per page (the
+   * codec worker reads this way). Fills the whole batch unless the file ends first, whose
+   * index, trailer and checksums are then verified.
+   * @returns how many pages were decoded: fewer than `pgnos.length` only at the verified end
+   * of the file, and 0 once it was reached.
+   * @throws {RangeError} when `buffer` is shorter than `pgnos.length` pages.
+   * @throws {LTXFormatError} on malformed bytes or a broken rule.
+   * @throws {LTXChecksumError} when the file checksum or the rolling checksum does not match.
+   */
+  async readPagesInto(buffer: Uint8Array, pgnos: Uint32Array): Promise<number> {
+    if (this.#done && this.#error === undefined) return 0;
+    const header = this.#header ?? (await this.readHeader());
+    const size = header.pageSize;
+    if (buffer.length < pgnos.length * size) {
+      throw new RangeError(
+        `${this.#name}: readPagesInto needs ${pgnos.length} pages of ${size} bytes, the ` +
+          `buffer has ${buffer.length}`,
+      );
+    }
+    return await this.#guard(async () => {
+      let count = 0;
+      while (count < pgnos.length) {
+        const next = this.#next(header, buffer, count * size);
+        const pgno = next instanceof Promise ? await next : next;
+        if (pgno === null) break;
+        pgnos[count++] = pgno;
+      }
+      return count;
+    });
+  }
+
+  /**
+   * One page frame into `buffer` at `at`, or the end of the file: synchronously (the page
+   * number) when the frame's bytes are buffered, else a promise of it.
+   */
+  #next(header: Header, buffer: Uint8Array, at: number): number | Promise<number | null> {
+    if (this.#in.buffered < PAGE_HEADER_SIZE) return this.#fillThenNext(header, buffer, at);
+    const offset = this.#in.offset;
+    const pageHeader = this.#in.take(PAGE_HEADER_SIZE);
+    const pgno = ((pageHeader[0] << 24) | (pageHeader[1] << 16) | (pageHeader[2] << 8) |
+      pageHeader[3]) >>> 0;
+    const flags = (pageHeader[4] << 8) | pageHeader[5];
+    crc64Update(this.#digest.crc, pageHeader);
+    if (pgno === 0 && flags === 0) return this.#finish(header).then(() => null);
+    this.#checkPageHeader(header, pgno, flags, offset);
+
+    const size = header.pageSize;
+    const digest = this.#digest;
+    try {
+      // Synchronously when the whole payload is buffered (the common case), else awaiting.
+      if (flags === PAGE_FLAG_SIZE) {
+        if (!decodeBufferedBlockPage(this.#in, pgno, size, digest, buffer, at)) {
+          return this.#payloadThen(
+            readBlockPage(this.#in, pgno, size, digest, buffer, at),
+            pgno,
+            offset,
+          );
+        }
+      } else if (!decodeBufferedFramePage(this.#in, pgno, size, digest, buffer, at)) {
+        return this.#payloadThen(
+          readFramePage(this.#in, pgno, size, digest, buffer, at),
+          pgno,
+          offset,
         );
       }
-      if (this.#rolling !== undefined) this.#rolling ^= this.#digest.pageChecksum;
-      this.#pgnos.push(pgno);
-      this.#offsets.push(offset);
-      this.#sizes.push(this.#in.offset - offset);
-      this.#prevPgno = pgno;
-      return { pgno, data };
-    });
+    } catch (err) {
+      throw this.#payloadError(err, pgno, offset);
+    }
+    return this.#decoded(pgno, offset);
+  }
+
+  /** {@linkcode #next} once a page header is buffered. */
+  async #fillThenNext(header: Header, buffer: Uint8Array, at: number): Promise<number | null> {
+    // Awaiting fill() costs a turn of the microtask queue: only done when bytes are missing.
+    if (!(await this.#in.fill(PAGE_HEADER_SIZE))) {
+      throw new LTXFormatError(
+        `${this.#name}: file ends at offset ${this.#in.offset + this.#in.buffered} inside the ` +
+          `page frames (truncated upload or partial download?)`,
+      );
+    }
+    return await this.#next(header, buffer, at);
+  }
+
+  /** Awaits a payload read that had to wait for bytes, then records the page. */
+  async #payloadThen(read: Promise<void>, pgno: number, offset: number): Promise<number> {
+    try {
+      await read;
+    } catch (err) {
+      throw this.#payloadError(err, pgno, offset);
+    }
+    return this.#decoded(pgno, offset);
+  }
+
+  /** A payload reader's error, with the file, the page and its offset. */
+  #payloadError(err: unknown, pgno: number, offset: number): unknown {
+    if (!(err instanceof PagePayloadError)) return err;
+    return new LTXFormatError(
+      `${this.#name}: page ${pgno} at offset ${offset}: ${err.message}` +
+        (err.truncated ? " (truncated upload or partial download?)" : ""),
+    );
+  }
+
+  /** Records page `pgno`, decoded from the frame at `offset`, for the end-of-file checks. */
+  #decoded(pgno: number, offset: number): number {
+    if (this.#rolling !== undefined) this.#rolling ^= this.#digest.pageChecksum;
+    this.#pgnos.push(pgno);
+    this.#sizes.push(this.#in.offset - offset);
+    this.#prevPgno = pgno;
+    return pgno;
   }
 
   /** Stops reading and cancels the source. Later calls throw. */
@@ -288,30 +413,36 @@ export class Decoder {
           `the content gives ${hex(computed)}; the file is corrupt`,
       );
     }
-    const index = decodePageIndex(tail, {
+    // The entries are compared as they are decoded (no array of a million objects for a large
+    // file); the first difference is reported once the whole index proved well formed.
+    const pgnos = this.#pgnos.values;
+    const sizes = this.#sizes.values;
+    let entries = 0;
+    let offset = HEADER_SIZE; // the frames follow each other from the end of the header
+    let mismatch: string | undefined;
+    decodePageIndex(tail, {
       name: this.#name,
       fileSize: tailStart + tail.length,
       exact: true,
+      onEntry: (i, pgno, at, size) => {
+        entries++;
+        if (
+          mismatch === undefined &&
+          (i >= pgnos.length || pgno !== pgnos[i] || at !== offset || size !== sizes[i])
+        ) {
+          mismatch = `${this.#name}: page index entry ${i} is (pgno ${pgno}, offset ${at}, size ` +
+            `${size}) but the frame is (pgno ${pgnos[i]}, offset ${offset}, size ${sizes[i]})`;
+        }
+        if (i < sizes.length) offset += sizes[i];
+      },
     });
     // decodePageIndex checked the length field and trailer placement; now the entries.
-    if (index.entries.length !== this.#pgnos.length) {
+    if (entries !== pgnos.length) {
       throw new LTXFormatError(
-        `${this.#name}: the page index lists ${index.entries.length} pages, the file holds ` +
-          `${this.#pgnos.length}`,
+        `${this.#name}: the page index lists ${entries} pages, the file holds ${pgnos.length}`,
       );
     }
-    for (let i = 0; i < index.entries.length; i++) {
-      const e = index.entries[i];
-      if (
-        e.pgno !== this.#pgnos[i] || e.offset !== this.#offsets[i] || e.size !== this.#sizes[i]
-      ) {
-        throw new LTXFormatError(
-          `${this.#name}: page index entry ${i} is (pgno ${e.pgno}, offset ${e.offset}, size ` +
-            `${e.size}) but the frame is (pgno ${this.#pgnos[i]}, offset ${this.#offsets[i]}, ` +
-            `size ${this.#sizes[i]})`,
-        );
-      }
-    }
+    if (mismatch !== undefined) throw new LTXFormatError(mismatch);
     const noChecksum = (header.flags & HEADER_FLAG_NO_CHECKSUM) !== 0;
     if (noChecksum && trailer.postApplyChecksum !== 0n) {
       throw new LTXFormatError(
@@ -334,6 +465,26 @@ export class Decoder {
       }
     }
     this.#trailer = trailer;
+  }
+}
+
+/** A growable column of u32s: cheaper per page than a JS array, and compact. */
+class U32Column {
+  #values = new Uint32Array(1024);
+  length = 0;
+
+  /** The values pushed so far (a view, replaced when the column grows). */
+  get values(): Uint32Array {
+    return this.#values.subarray(0, this.length);
+  }
+
+  push(value: number): void {
+    if (this.length === this.#values.length) {
+      const grown = new Uint32Array(this.#values.length * 2);
+      grown.set(this.#values);
+      this.#values = grown;
+    }
+    this.#values[this.length++] = value;
   }
 }
 

@@ -7,6 +7,7 @@
  */
 
 import { CHECKSUM_FLAG, crc64Digest } from "./crc64.ts";
+import { crc64Combine } from "./_crc64_combine.ts";
 import { crc64Update, encodePageFrame, type PageDigest, referenceCodec } from "./_codec.ts";
 import { LTXError, LTXFormatError } from "./errors.ts";
 import {
@@ -35,6 +36,95 @@ export interface EncoderOptions {
   encoding?: PageEncoding;
   /** The file being written, for error messages. */
   name?: string;
+}
+
+/**
+ * A run of consecutive page frames coded apart from their file (on another thread), to be
+ * spliced into it by {@linkcode Encoder.appendFrames}: the bytes, and what the file's page
+ * index, file checksum and rolling checksum need to know about them.
+ */
+export interface EncodedFrames {
+  /** The page numbers, ascending; the first `count` entries are used. */
+  pgnos: Uint32Array;
+  /** How many pages. */
+  count: number;
+  /**
+   * The page frames, back to back, exactly as {@linkcode Encoder.encodePage} writes them: in
+   * one array, or cut into pieces anywhere (the pieces are written as they are).
+   */
+  bytes: Uint8Array | readonly Uint8Array[];
+  /** Each frame's size; the first `count` entries are used. */
+  sizes: Uint32Array;
+  /** CRC-64 of the bytes the frames add to the file checksum stream (FORMAT.md §1.8). */
+  crc: bigint;
+  /** Length of that stream: per page, its header, the block size field if any, the page. */
+  hashedLength: number;
+  /** XOR of the pages' checksums (FORMAT.md §1.9); 0 when not asked for. */
+  pageChecksums: bigint;
+}
+
+/** Options of {@linkcode encodePageFrames}. */
+export interface EncodePageFramesOptions {
+  /** Page encoding; default "frame". */
+  encoding?: PageEncoding;
+  /** Whether to compute the pages' checksums (files without the NoChecksum flag need them). */
+  withPageChecksum?: boolean;
+}
+
+/** Room {@linkcode encodePageFrames} needs for `count` pages of `pageSize` bytes. */
+export function pageFramesBound(pageSize: number, count: number): number {
+  return count * (PAGE_HEADER_SIZE + maxPayloadSize(pageSize));
+}
+
+/**
+ * Codes `count` pages (`data` holds them back to back, `pgnos` their numbers) into page frames
+ * that {@linkcode Encoder.appendFrames} splices into a file: the same bytes, checksums and
+ * index entries the encoder would have made from the same pages. Runs of pages coded this way
+ * on several threads make one file. Checks nothing about the page numbers: `appendFrames` does.
+ * @param out where to write the frames; allocated when absent or smaller than
+ *   {@linkcode pageFramesBound}.
+ */
+export function encodePageFrames(
+  pageSize: number,
+  pgnos: Uint32Array,
+  data: Uint8Array,
+  count: number,
+  options: EncodePageFramesOptions = {},
+  out?: Uint8Array,
+): EncodedFrames {
+  const block = options.encoding === "block";
+  const bound = pageFramesBound(pageSize, count);
+  const bytes = out && out.length >= bound ? out : new Uint8Array(bound);
+  const sizes = new Uint32Array(count);
+  const digest: PageDigest = {
+    crc: Int32Array.of(-1, -1),
+    withPageChecksum: options.withPageChecksum ?? false,
+    pageChecksum: 0n,
+  };
+  const encode = referenceCodec ? encodePageFrameReference : encodePageFrame;
+  let pos = 0;
+  let pageChecksums = 0n;
+  for (let i = 0; i < count; i++) {
+    const page = data.subarray(i * pageSize, (i + 1) * pageSize);
+    const size = encode(pgnos[i], page, block, digest, bytes, pos);
+    if (digest.withPageChecksum) pageChecksums ^= digest.pageChecksum;
+    sizes[i] = size;
+    pos += size;
+  }
+  return {
+    pgnos,
+    count,
+    bytes: bytes.subarray(0, pos),
+    sizes,
+    crc: crc64Digest(digest.crc),
+    hashedLength: count * hashedFrameLength(pageSize, block),
+    pageChecksums,
+  };
+}
+
+/** Bytes one page adds to the file checksum stream (FORMAT.md §1.8). */
+function hashedFrameLength(pageSize: number, block: boolean): number {
+  return PAGE_HEADER_SIZE + (block ? 4 : 0) + pageSize;
 }
 
 /**
@@ -135,6 +225,57 @@ export class Encoder {
       this.#prevPgno = pgno;
       this.#pos += size;
       if (this.#pos >= CHUNK_SIZE) await this.#flush();
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Appends page frames coded by {@linkcode encodePageFrames} (on another thread, with this
+   * file's page size and encoding), as if their pages had been fed to `encodePage`: the file
+   * is byte for byte the same. The frames' bytes are handed to the sink as they are.
+   * @throws {LTXFormatError} on a page number `encodePage` would refuse.
+   * @throws {LTXError} when the frames were coded for another page size or encoding.
+   */
+  async appendFrames(frames: EncodedFrames): Promise<void> {
+    this.#enter("appendFrames");
+    try {
+      const { pageSize } = this.header;
+      let prevPgno = this.#prevPgno;
+      let total = 0;
+      for (let i = 0; i < frames.count; i++) {
+        checkNextPage(this.header, this.#name, frames.pgnos[i], pageSize, prevPgno);
+        prevPgno = frames.pgnos[i];
+        total += frames.sizes[i];
+      }
+      const pieces = frames.bytes instanceof Uint8Array ? [frames.bytes] : frames.bytes;
+      if (
+        total !== pieces.reduce((sum, piece) => sum + piece.length, 0) ||
+        frames.hashedLength !== frames.count * hashedFrameLength(pageSize, this.#blockEncoding)
+      ) {
+        throw new LTXError(
+          `${this.#name}: page frames coded for another page size or encoding than the file's`,
+        );
+      }
+      // Staged bytes (the header, pages encoded here) go first.
+      await this.#flush(true);
+      let offset = this.#flushed;
+      for (let i = 0; i < frames.count; i++) {
+        this.#pgnos.push(frames.pgnos[i]);
+        this.#offsets.push(offset);
+        this.#sizes.push(frames.sizes[i]);
+        offset += frames.sizes[i];
+      }
+      const crc = crc64Combine(crc64Digest(this.#digest.crc), frames.crc, frames.hashedLength);
+      this.#digest.crc[0] = ~Number(crc & 0xffffffffn);
+      this.#digest.crc[1] = ~Number(crc >> 32n);
+      if (this.#digest.withPageChecksum) this.#rolling ^= frames.pageChecksums;
+      this.#prevPgno = prevPgno;
+      this.#flushed = offset;
+      for (const piece of pieces) if (piece.length > 0) await this.#writer.write(piece);
     } catch (err) {
       await this.#fail(err);
       throw err;

@@ -25,7 +25,12 @@ export interface MergeResult {
   /** Header of the merged file: Min of the first input, Max/Commit/Timestamp of the last,
    *  NoChecksum, WAL fields 0. */
   header: Header;
-  /** The merged pages, ascending; iterate once, to the end. The last step verifies every input. */
+  /**
+   * The merged pages, ascending; iterate once, to the end. The last step verifies every input.
+   * Each page (object and bytes) is valid until the next one is asked for: the merge reads its
+   * inputs' reused pages ({@linkcode Decoder.readPageView}), allocating and copying nothing per
+   * page. Copy a page to keep it longer.
+   */
   pages: AsyncIterable<Page>;
   /** The inputs' verified trailers, in input order.
    *  @throws {LTXError} before `pages` was read to the end. */
@@ -162,14 +167,15 @@ async function* mergePages(
 ): AsyncGenerator<Page> {
   let completed = false;
   try {
-    const heads: (Page | null)[] = [];
-    for (const input of inputs) heads.push(await input.readPage());
+    // Each input's current page is its decoder's reused view: valid until that input is
+    // advanced, which happens for the winner only after the consumer had it.
+    const heads: (Page | null)[] = inputs.map(() => null);
     const heap = new PageHeap(heads);
-    heads.forEach((page, i) => page && heap.push(i));
     const advance = async (i: number) => {
-      heads[i] = await inputs[i].readPage();
+      heads[i] = await inputs[i].readPageView();
       if (heads[i]) heap.push(i);
     };
+    for (let i = 0; i < inputs.length; i++) await advance(i);
 
     const snapshot = isSnapshot(header);
     const lockPage = lockPageNumber(header.pageSize);
@@ -181,8 +187,10 @@ async function* mergePages(
       const winner = heap.pop(); // the latest input holding the smallest pgno
       const page = heads[winner]!;
       while (heap.size > 0 && heads[heap.peek()]!.pgno === page.pgno) await advance(heap.pop());
-      await advance(winner);
-      if (page.pgno > header.commit) continue; // truncated by the last Commit
+      if (page.pgno > header.commit) { // truncated by the last Commit
+        await advance(winner);
+        continue;
+      }
       if (snapshot) {
         if (expected === lockPage) expected++;
         if (page.pgno !== expected) {
@@ -195,6 +203,8 @@ async function* mergePages(
         if (allChecksummed) rolling ^= pageChecksum(page.pgno, page.data);
       }
       yield page;
+      // Only now: the winner's next page goes into the buffer the consumer just had.
+      await advance(winner);
     }
     if (snapshot) {
       if (expected === lockPage) expected++;

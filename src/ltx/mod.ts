@@ -36,9 +36,24 @@ export {
   validateTrailer,
 } from "./header.ts";
 export { formatFilename, formatTXID, parseFilename, parseTXID } from "./txid.ts";
-export { CHECKSUM_FLAG, CRC64, crc64, pageChecksum } from "./crc64.ts";
+export {
+  CHECKSUM_FLAG,
+  CRC64,
+  crc64,
+  crc64Combine,
+  crc64ShiftZeros,
+  pageChecksum,
+  patchChecksum,
+} from "./crc64.ts";
 export { LTXChecksumError, LTXError, LTXFormatError } from "./errors.ts";
-export { Encoder, type EncoderOptions } from "./encoder.ts";
+export {
+  type EncodedFrames,
+  encodePageFrames,
+  type EncodePageFramesOptions,
+  Encoder,
+  type EncoderOptions,
+  pageFramesBound,
+} from "./encoder.ts";
 export { Decoder, type DecoderOptions } from "./decoder.ts";
 export {
   decodePageIndex,

@@ -38,6 +38,11 @@ export interface DecodePageIndexOptions {
   fileSize?: number;
   /** `tail` starts exactly at the page index (right after the zero page header). */
   exact?: boolean;
+  /**
+   * Called with each entry (checked like the others) in place of collecting it: `entries` then
+   * stays empty, so a streaming reader compares a large index without holding it as objects.
+   */
+  onEntry?: (i: number, pgno: number, offset: number, size: number) => void;
 }
 
 /** Bytes after the index region: the 8-byte length and the trailer. */
@@ -91,6 +96,8 @@ export function decodePageIndex(
     : options.fileSize - tail.length + regionStart;
 
   const entries: PageIndexEntry[] = [];
+  const onEntry = options.onEntry;
+  let count = 0;
   let pos = regionStart;
   let prevPgno = 0;
   let nextOffset = HEADER_SIZE;
@@ -121,7 +128,8 @@ export function decodePageIndex(
     }
     nextOffset = entry.offset + entry.size;
     prevPgno = entry.pgno;
-    entries.push(entry);
+    if (onEntry) onEntry(count++, entry.pgno, entry.offset, entry.size);
+    else entries.push(entry);
   }
   if (pos !== regionEnd) {
     fail(`${regionEnd - pos} bytes follow the terminator inside the index region`);

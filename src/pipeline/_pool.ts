@@ -36,13 +36,17 @@ export interface JobChannel {
   release(): void;
 }
 
-/** Registers a job on the least busy worker (starting one if allowed) and returns its channel. */
-export function openJob(handler: ReplyHandler): JobChannel {
+/**
+ * Registers a job on the least busy worker (starting one if there are fewer than `maxWorkers`
+ * and each has a job) and returns its channel. A parallel encoder asks for more workers than
+ * {@linkcode MAX_WORKERS} for its parts.
+ */
+export function openJob(handler: ReplyHandler, maxWorkers: number = MAX_WORKERS): JobChannel {
   let pooled = workers.reduce<PooledWorker | undefined>(
     (best, w) => (best === undefined || w.jobs.size < best.jobs.size ? w : best),
     undefined,
   );
-  if (pooled === undefined || (pooled.jobs.size > 0 && workers.length < MAX_WORKERS)) {
+  if (pooled === undefined || (pooled.jobs.size > 0 && workers.length < maxWorkers)) {
     pooled = startWorker();
   }
   const id = nextId++;

@@ -7,10 +7,11 @@
  * @module
  */
 
-import { Decoder, Encoder } from "../ltx/mod.ts";
+import { Decoder, encodePageFrames, Encoder, pageFramesBound } from "../ltx/mod.ts";
 import {
   DECODE_BATCH_BYTES,
   DECODE_BATCHES_IN_FLIGHT,
+  FRAME_PIECE_BYTES,
   OUTPUT_CHUNKS_IN_FLIGHT,
   type Reply,
   type Request,
@@ -66,10 +67,19 @@ interface EncodeJob {
   failed: boolean;
 }
 
+/**
+ * Chunks the decoder may still hold when it asks for the next one: its reader keeps the current
+ * chunk and the rest of the one before (src/ltx/_byte_reader.ts), and views of them live until
+ * its next read. A chunk's buffer goes back to the main thread only this many reads later.
+ */
+const CHUNKS_HELD = 2;
+
 /** LTX bytes the main thread sent, as the stream the decoder reads. */
 class InputQueue {
   readonly stream: ReadableStream<Uint8Array>;
   #chunks: (Uint8Array | null | InputFailed)[] = [];
+  /** Chunks handed to the decoder, oldest first, whose buffers are not given back yet. */
+  #held: Uint8Array[] = [];
   #wake: (() => void) | undefined;
 
   constructor(id: number) {
@@ -84,16 +94,17 @@ class InputQueue {
         } else if (next instanceof InputFailed) {
           controller.error(next);
         } else {
-          // A copy made here: this thread's collector counts it and frees it in time, while
-          // the message's buffer goes back to the main thread for its next input.
-          const copy = next.slice();
-          post(
-            { type: "consumed", id, bytes: next.byteLength, buffer: next.buffer as ArrayBuffer },
-            [
-              next.buffer as ArrayBuffer,
-            ],
-          );
-          controller.enqueue(copy);
+          // The decoder reads the message's buffer itself (no copy); the buffer goes back to
+          // the main thread for a later input once the decoder is done with it.
+          this.#held.push(next);
+          if (this.#held.length > CHUNKS_HELD) {
+            const done = this.#held.shift()!;
+            post(
+              { type: "consumed", id, bytes: done.byteLength, buffer: done.buffer as ArrayBuffer },
+              [done.buffer as ArrayBuffer],
+            );
+          }
+          controller.enqueue(next);
         }
       },
     }, { highWaterMark: 0 });
@@ -135,6 +146,9 @@ scope.onmessage = (event: MessageEvent<Request>) => {
     case "encode":
       startEncode(message.id, message);
       return;
+    case "frames":
+      encodeFrames(message);
+      return;
     case "cancel":
       if (job?.kind === "decode") {
         job.cancelled = true;
@@ -168,6 +182,42 @@ scope.onmessage = (event: MessageEvent<Request>) => {
   }
 };
 
+/** Where "frames" requests are coded, reused: only the pieces sent out are new buffers. */
+let frameStage = new Uint8Array(0);
+
+/** One batch of a parallel encoder: stateless, done as soon as it arrives. */
+function encodeFrames(message: Extract<Request, { type: "frames" }>): void {
+  const { id, seq, pageSize, pgnos, count } = message;
+  try {
+    const bound = pageFramesBound(pageSize, count);
+    if (frameStage.length < bound) frameStage = new Uint8Array(bound);
+    const frames = encodePageFrames(pageSize, pgnos, new Uint8Array(message.data), count, {
+      encoding: message.encoding,
+      withPageChecksum: message.withPageChecksum,
+    }, frameStage);
+    const bytes = frames.bytes as Uint8Array;
+    const pieces: ArrayBuffer[] = [];
+    for (let at = 0; at < bytes.length; at += FRAME_PIECE_BYTES) {
+      pieces.push(bytes.slice(at, at + FRAME_PIECE_BYTES).buffer);
+    }
+    post({
+      type: "frames",
+      id,
+      seq,
+      pieces,
+      sizes: frames.sizes as Uint32Array<ArrayBuffer>,
+      crc: frames.crc,
+      hashedLength: frames.hashedLength,
+      pageChecksums: frames.pageChecksums,
+      pgnos,
+      data: message.data,
+      count,
+    }, [...pieces, frames.sizes.buffer as ArrayBuffer, pgnos.buffer, message.data]);
+  } catch (err) {
+    post({ type: "error", id, error: wire(err) });
+  }
+}
+
 function startDecode(id: number, name: string): void {
   const input = new InputQueue(id);
   const job: DecodeJob = {
@@ -197,25 +247,17 @@ async function decode(id: number, job: DecodeJob): Promise<void> {
       ? reused
       : { pgnos: new Uint32Array(capacity), data: new Uint8Array(capacity * pageSize) };
   };
-  let { data, pgnos } = nextBatch();
-  let count = 0;
-  const send = async () => {
+  for (;;) {
+    // Decoded straight into the batch, a batch per call: nothing is allocated or copied per
+    // page on this side.
+    const { data, pgnos } = nextBatch();
+    const count = await decoder.readPagesInto(data, pgnos);
+    if (job.cancelled || count === 0) break;
     await job.credit.take();
     if (job.cancelled) return;
     post({ type: "batch", id, pgnos, data: data.buffer, count }, [data.buffer, pgnos.buffer]);
-    ({ data, pgnos } = nextBatch());
-    count = 0;
-  };
-  for (;;) {
-    const page = await decoder.readPage();
-    if (job.cancelled) return;
-    if (page === null) break;
-    data.set(page.data, count * pageSize);
-    pgnos[count++] = page.pgno;
-    if (count === capacity) await send();
-    if (job.cancelled) return;
+    if (count < capacity) break;
   }
-  if (count > 0) await send();
   if (job.cancelled) return;
   jobs.delete(id);
   post({ type: "decoded", id, trailer: decoder.trailer! });

@@ -36,18 +36,31 @@ import {
 } from "../ltx/mod.ts";
 import { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 import { WorkerEncoder } from "./_encoder.ts";
+import { ParallelEncoder } from "./_parallel_encoder.ts";
 
 export { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 export { WorkerEncoder } from "./_encoder.ts";
+export { ParallelEncoder } from "./_parallel_encoder.ts";
 export { MAX_WORKERS, runningWorkers } from "./_pool.ts";
 
 /** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */
 export type PageSource = Pick<
   Decoder,
-  "name" | "header" | "trailer" | "pageCount" | "readHeader" | "readPage" | "cancel"
+  | "name"
+  | "header"
+  | "trailer"
+  | "pageCount"
+  | "readHeader"
+  | "readPage"
+  | "readPageInto"
+  | "readPageView"
+  | "cancel"
 >;
 
-/** What writes one LTX file page by page: src/ltx's {@linkcode Encoder} or a {@linkcode WorkerEncoder}. */
+/**
+ * What writes one LTX file page by page: src/ltx's {@linkcode Encoder}, a
+ * {@linkcode WorkerEncoder} or a {@linkcode ParallelEncoder}.
+ */
 export type PageSink = Pick<
   Encoder,
   "header" | "pageCount" | "bytesWritten" | "encodePage" | "close" | "abort"
@@ -102,12 +115,38 @@ export function openDecoder(
   return new WorkerDecoder(source, { name: options.name });
 }
 
+/**
+ * Outputs of at least this many bytes of pages may be coded on several workers at once
+ * ({@linkcode OpenEncoderOptions.workers}); below it the second worker's start-up (~0.1 s on
+ * the 2-core machine) costs about what it saves.
+ */
+export const PARALLEL_THRESHOLD_BYTES = 32 << 20;
+
 /** Options of {@linkcode openEncoder}. */
 export interface OpenEncoderOptions extends EncoderOptions {
   /** About how many bytes of pages will be encoded; small outputs are encoded in-thread. */
   expectedBytes?: number;
   /** Force the choice: "worker", "thread", or "auto" (by size, the default). */
   where?: CodecPlacement;
+  /**
+   * Codec workers to spread the pages over when the output is expected to reach
+   * {@linkcode PARALLEL_THRESHOLD_BYTES} (a snapshot, a large sync), at most one per core;
+   * default 1.
+   * `SLUICE_ENCODE_WORKERS=1|2|…` overrides it (for benchmarks and diagnosis).
+   */
+  workers?: number;
+}
+
+/** `SLUICE_ENCODE_WORKERS`, when set to a small positive integer. */
+function workersFromEnv(): number | undefined {
+  let value: string | undefined;
+  try {
+    value = Deno.env.get("SLUICE_ENCODE_WORKERS");
+  } catch {
+    return undefined;
+  }
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 1 && n <= 8 ? n : undefined;
 }
 
 /**
@@ -119,10 +158,17 @@ export function openEncoder(
   header: Header,
   options: OpenEncoderOptions = {},
 ): PageSink {
-  const { expectedBytes, where = whereFromEnv(), ...encoderOptions } = options;
+  const { expectedBytes, where = whereFromEnv(), workers = 1, ...encoderOptions } = options;
   const small = expectedBytes !== undefined && expectedBytes < WORKER_THRESHOLD_BYTES;
   if (where === "thread" || (where === "auto" && small)) {
     return new InThreadEncoder(sink, header, encoderOptions);
+  }
+  const large = expectedBytes !== undefined && expectedBytes >= PARALLEL_THRESHOLD_BYTES;
+  // More workers than cores only add threads competing for them.
+  const parallel = workersFromEnv() ??
+    (large || where === "worker" ? Math.min(workers, navigator.hardwareConcurrency || 1) : 1);
+  if (parallel > 1) {
+    return new ParallelEncoder(sink, header, { ...encoderOptions, workers: parallel });
   }
   return new WorkerEncoder(sink, header, encoderOptions);
 }

@@ -1,0 +1,269 @@
+/**
+ * An encode job split over several codec workers: the main thread gathers pages into batches
+ * and hands each to the least busy worker; each worker codes its batch into page frames with
+ * their checksum (a stateless request, `encodePageFrames` of src/ltx); the main thread splices
+ * the frames into the file in batch order with `Encoder.appendFrames`, which combines the
+ * parts' CRCs into the file checksum. The file is byte for byte what one encoder makes. A full
+ * image (a snapshot) is coded at the speed of all the workers instead of one.
+ *
+ * @module
+ */
+
+import {
+  checkNextPage,
+  type EncodedFrames,
+  Encoder,
+  type EncoderOptions,
+  type Header,
+  HEADER_FLAG_NO_CHECKSUM,
+  LTXError,
+  type Trailer,
+} from "../ltx/mod.ts";
+import { fromWire } from "./_errors.ts";
+import { type JobChannel, openJob } from "./_pool.ts";
+import { ENCODE_BATCH_BYTES, FRAME_BATCHES_IN_FLIGHT_PER_WORKER, type Reply } from "./_protocol.ts";
+
+type FramesReply = Extract<Reply, { type: "frames" }>;
+
+/**
+ * The {@linkcode Encoder} of src/ltx, its pages coded on `workers` codec workers at once: same
+ * calls, same checks, same errors, same bytes. Feed pages in ascending order with
+ * {@linkcode encodePage}, then {@linkcode close}. Pages are copied before `encodePage`
+ * resolves, so the caller may reuse its buffers.
+ */
+export class ParallelEncoder {
+  /** The validated header being written. */
+  readonly header: Header;
+  #name: string;
+  /** Writes the header, the spliced frames, the index and the trailer. */
+  #file: Encoder;
+  #channels: JobChannel[] = [];
+  /** Batches each worker has and has not sent back yet. */
+  #coding: number[] = [];
+  #encoding: "frame" | "block";
+  #withPageChecksum: boolean;
+  #capacity: number;
+  #free: { pgnos: Uint32Array<ArrayBuffer>; data: ArrayBuffer }[] = [];
+  #pgnos: Uint32Array<ArrayBuffer>;
+  #data: Uint8Array<ArrayBuffer>;
+  #count = 0;
+  #maxInFlight: number;
+  /** Batches sent and not yet written to the file. */
+  #inFlight = 0;
+  #sent = 0;
+  #nextToWrite = 0;
+  #done = new Map<number, FramesReply>();
+  #writes: Promise<void> = Promise.resolve();
+  #pageCount = 0;
+  #prevPgno = 0;
+  #state: "open" | "closed" | "failed" = "open";
+  #busy = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+
+  /**
+   * Validates `header` exactly as the in-thread encoder does, then opens one job per worker.
+   * @throws {LTXFormatError} when the header breaks a rule of FORMAT.md §1.1, or is a
+   *   NoChecksum file with Commit 0.
+   */
+  constructor(
+    sink: WritableStream<Uint8Array>,
+    header: Header,
+    options: EncoderOptions & { workers: number },
+  ) {
+    this.#file = new Encoder(sink, header, options);
+    this.#name = options.name ?? "LTX output";
+    this.header = { ...header };
+    this.#encoding = options.encoding ?? "frame";
+    this.#withPageChecksum = (header.flags & HEADER_FLAG_NO_CHECKSUM) === 0;
+    this.#capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
+    ({ pgnos: this.#pgnos, data: this.#data } = this.#newBatch());
+    const workers = Math.max(1, Math.floor(options.workers));
+    this.#maxInFlight = workers * FRAME_BATCHES_IN_FLIGHT_PER_WORKER;
+    for (let i = 0; i < workers; i++) {
+      this.#channels.push(openJob((reply) => this.#onReply(i, reply), workers));
+      this.#coding.push(0);
+    }
+  }
+
+  /** Pages encoded so far. */
+  get pageCount(): number {
+    return this.#pageCount;
+  }
+
+  /** Bytes of the file handed to the sink so far; the file size after `close`. */
+  get bytesWritten(): number {
+    return this.#file.bytesWritten;
+  }
+
+  /**
+   * Queues one page for compression.
+   * @throws {LTXFormatError} on a wrong size, pgno 0, the lock page, a pgno above Commit, a
+   *   page out of order, or a gap in a snapshot (FORMAT.md §1.4).
+   * @throws the sink's error when writing the output failed.
+   */
+  async encodePage(pgno: number, data: Uint8Array): Promise<void> {
+    this.#enter("encodePage");
+    try {
+      if (this.#error !== undefined) throw this.#error;
+      checkNextPage(this.header, this.#name, pgno, data.length, this.#prevPgno);
+      this.#data.set(data, this.#count * this.header.pageSize);
+      this.#pgnos[this.#count++] = pgno;
+      this.#prevPgno = pgno;
+      this.#pageCount++;
+      if (this.#count === this.#capacity) await this.#sendBatch();
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Encodes what is queued, writes the index and trailer, waits for every byte to reach the
+   * sink, then closes it.
+   * @throws {LTXFormatError} when a snapshot misses its last pages, or the checksum breaks the
+   *   trailer rules.
+   */
+  async close(postApplyChecksum?: bigint): Promise<Trailer> {
+    this.#enter("close");
+    try {
+      if (this.#error !== undefined) throw this.#error;
+      if (this.#count > 0) await this.#sendBatch();
+      while (this.#inFlight > 0 && this.#error === undefined) await this.#wait();
+      await this.#writes;
+      if (this.#error !== undefined) throw this.#error;
+      this.#release();
+      const trailer = await this.#file.close(postApplyChecksum);
+      this.#state = "closed";
+      return trailer;
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /** Aborts the sink (nothing more is written) and makes the encoder unusable. */
+  async abort(reason?: unknown): Promise<void> {
+    if (this.#state !== "open") return;
+    this.#state = "failed";
+    this.#error ??= reason ?? new LTXError(`${this.#name}: aborted`);
+    this.#release();
+    await this.#file.abort(reason);
+  }
+
+  #enter(method: string): void {
+    if (this.#state !== "open") {
+      throw new LTXError(`${this.#name}: ${method}() on an encoder that is ${this.#state}`);
+    }
+    if (this.#busy) {
+      throw new LTXError(`${this.#name}: ${method}() while another call is running; await it`);
+    }
+    this.#busy = true;
+  }
+
+  async #fail(reason: unknown): Promise<void> {
+    if (this.#state !== "open") return;
+    this.#state = "failed";
+    this.#error ??= reason;
+    this.#release();
+    await this.#writes.catch(() => {});
+    await this.#file.abort(reason).catch(() => {});
+  }
+
+  #release(): void {
+    for (const channel of this.#channels) channel.release();
+    this.#wake?.();
+  }
+
+  #newBatch(): { pgnos: Uint32Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> } {
+    const reused = this.#free.pop();
+    if (reused) return { pgnos: reused.pgnos, data: new Uint8Array(reused.data) };
+    return {
+      pgnos: new Uint32Array(this.#capacity),
+      data: new Uint8Array(this.#capacity * this.header.pageSize),
+    };
+  }
+
+  async #sendBatch(): Promise<void> {
+    while (this.#inFlight >= this.#maxInFlight && this.#error === undefined) await this.#wait();
+    if (this.#error !== undefined) throw this.#error;
+    this.#inFlight++;
+    const seq = this.#sent++;
+    // The worker with the fewest batches being coded: one that the scheduler holds back
+    // (other processes want the cores too) gets less work instead of stalling the file.
+    let pick = seq % this.#channels.length;
+    for (let i = 0; i < this.#channels.length; i++) {
+      if (this.#coding[i] < this.#coding[pick]) pick = i;
+    }
+    this.#coding[pick]++;
+    const channel = this.#channels[pick];
+    channel.send({
+      type: "frames",
+      id: channel.id,
+      seq,
+      pageSize: this.header.pageSize,
+      encoding: this.#encoding,
+      withPageChecksum: this.#withPageChecksum,
+      pgnos: this.#pgnos,
+      data: this.#data.buffer,
+      count: this.#count,
+    }, [this.#data.buffer, this.#pgnos.buffer]);
+    ({ pgnos: this.#pgnos, data: this.#data } = this.#newBatch());
+    this.#count = 0;
+  }
+
+  #onReply(worker: number, reply: Reply): void {
+    if (reply.type === "frames") {
+      this.#coding[worker]--;
+      this.#done.set(reply.seq, reply);
+      this.#writeReady();
+    } else if (reply.type === "error") {
+      this.#error ??= fromWire(reply.error);
+      this.#notify();
+    }
+  }
+
+  /** Splices the batches that are next in order into the file, one write at a time. */
+  #writeReady(): void {
+    for (;;) {
+      const next = this.#done.get(this.#nextToWrite);
+      if (next === undefined) return;
+      this.#done.delete(this.#nextToWrite++);
+      const frames: EncodedFrames = {
+        pgnos: next.pgnos,
+        count: next.count,
+        bytes: next.pieces.map((piece) => new Uint8Array(piece)),
+        sizes: next.sizes,
+        crc: next.crc,
+        hashedLength: next.hashedLength,
+        pageChecksums: next.pageChecksums,
+      };
+      this.#writes = this.#writes.then(async () => {
+        if (this.#error !== undefined) return;
+        try {
+          await this.#file.appendFrames(frames);
+          this.#inFlight--;
+          // The page numbers were read by appendFrames: both buffers may be refilled now.
+          this.#free.push({ pgnos: next.pgnos, data: next.data });
+        } catch (err) {
+          this.#error ??= err;
+        }
+        this.#notify();
+      });
+    }
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  #wait(): Promise<void> {
+    return new Promise((resolve) => this.#wake = resolve);
+  }
+}
