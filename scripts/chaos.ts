@@ -12,6 +12,7 @@
  * - b / behaviour: N rounds (default 2) of the application's checkpoints, long reads, VACUUM,
  *   journal mode switch, file replacement, WAL deletion and short-lived writers;
  * - c / storage: S3 500s/resets/down/slow/server kill, meta dir disk full, read-only replica;
+ *   Azure (Azurite), WebDAV and SFTP (sshd) outages: faults, slow, down, server SIGKILL/restart;
  * - d / concurrency: a second `replicate` of the same database;
  * - e / speedtest1: SQLite's speedtest1 benchmark as the application, N runs (default 10) over
  *   its VACUUM modes, big transactions, checkpoints, 64 KiB pages and test sets (skipped when
@@ -63,7 +64,14 @@ if (import.meta.main) {
   const log = (message: string) =>
     console.error(`${new Date().toISOString().slice(11, 19)} ${message}`);
   log(`chaos: seed ${seed} (rerun with --seed ${seed}), campaigns ${[...only].join(",")}`);
-  const storageFaults: StorageFault[] = ["s3", "replica-readonly", "meta-full"];
+  const storageFaults: StorageFault[] = [
+    "s3",
+    "replica-readonly",
+    "meta-full",
+    "abs",
+    "sftp",
+    "webdav",
+  ];
   const concurrencyCases: ConcurrencyCase[] = ["same-db", "same-replica"];
 
   const started = performance.now();

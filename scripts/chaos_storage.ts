@@ -4,6 +4,11 @@
  * - `s3`: the S3 server (fauxqs) is reached through a fault proxy (tests/_proxy.ts) that fails
  *   a fraction of connections with HTTP 500, resets others, refuses everything (down), slows
  *   traffic; then the server itself is SIGKILLed and restarted;
+ * - `abs`, `webdav`, `sftp`: the same through the proxy in front of Azurite (on disk), the
+ *   WebDAV test server and Debian's sshd: HTTP 500s and resets (SSH: every connection cut, again
+ *   and again), slow traffic, connections refused, then the server process (sshd with its
+ *   sessions) SIGKILLed and restarted on the same port and data directory. `sftp` is skipped
+ *   where sshd cannot run;
  * - `meta-full`: the meta directory is a 2 MiB tmpfs that fills up, then grows (remount);
  * - `replica-readonly`: the replica directory becomes read-only (a read-only bind mount, as
  *   root ignores permissions; `chmod 0555` when not root), then writable again.
@@ -17,8 +22,11 @@
  */
 
 import { join } from "node:path";
-import { createDatabase } from "../tests/_sluice.ts";
+import { createDatabase, freePort, ROOT } from "../tests/_sluice.ts";
 import { startFaultProxy } from "../tests/_proxy.ts";
+import { AZURITE_ACCOUNT } from "../tests/_azurite.ts";
+import { sshdUnavailable, type SshServer, startSshd } from "../tests/_sshd.ts";
+import { startWebDAVServer } from "../tests/_webdav_server.ts";
 import { FAUXQS_CREDENTIALS, startS3Server } from "./s3_server.ts";
 import { FileReplicaClient, type ReplicaSpec } from "../src/replica/mod.ts";
 import {
@@ -37,7 +45,14 @@ import {
 } from "./chaos_lib.ts";
 
 /** The storage faults this campaign knows. */
-export const STORAGE_FAULTS = ["s3", "meta-full", "replica-readonly"] as const;
+export const STORAGE_FAULTS = [
+  "s3",
+  "meta-full",
+  "replica-readonly",
+  "abs",
+  "sftp",
+  "webdav",
+] as const;
 /** One storage fault scenario. */
 export type StorageFault = (typeof STORAGE_FAULTS)[number];
 
@@ -77,13 +92,17 @@ async function localPosition(metaDir: string): Promise<number> {
   return max;
 }
 
-/** Runs the chosen scenarios, each in its own temp directory (removed when it passes). */
+/**
+ * Runs the chosen scenarios, each in its own temp directory (removed when it passes). A failed
+ * scenario does not stop the others: the campaign fails at the end, naming every failure.
+ */
 export function storageCampaign(options: StorageOptions): Promise<CampaignResult> {
   const { seed, log } = options;
   const faults = options.faults ?? STORAGE_FAULTS;
   const phaseMs = options.phaseMs ?? 3000;
   return campaign("storage", log, async (notes) => {
     const done: string[] = [];
+    const failed: string[] = [];
     for (const fault of faults) {
       const dir = await Deno.makeTempDir({ prefix: `sluice-chaos-${fault}-` });
       let passed = false;
@@ -91,12 +110,20 @@ export function storageCampaign(options: StorageOptions): Promise<CampaignResult
         const outcome = await SCENARIOS[fault]({ dir, seed, phaseMs, log });
         notes.push(`${fault}: ${outcome}`);
         log(`[storage] ${fault}: ${outcome}`);
-        done.push(fault);
+        done.push(outcome.startsWith("SKIPPED") ? `${fault} skipped` : fault);
         passed = true;
+      } catch (err) {
+        const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
+        notes.push(`${fault}: FAILED: ${text.split("\n")[0]}`);
+        log(`[storage] ${fault}: FAILED: ${text}`);
+        failed.push(fault);
       } finally {
         if (passed) await Deno.remove(dir, { recursive: true }).catch(() => {});
         else notes.push(`kept ${dir} for inspection`);
       }
+    }
+    if (failed.length > 0) {
+      throw new Error(`${failed.join(", ")} failed; passed: ${done.join(", ") || "none"}`);
     }
     return done.join(", ");
   });
@@ -191,10 +218,22 @@ ${replicaYAML}
         async () => (await replicaPosition(spec).catch(() => 0)) >= local,
         60_000,
         250,
-      );
-      const result = await sluice.stop("SIGTERM");
+      ).catch((err) => {
+        throw new Error(`${err.message}; sluice's log ends with:\n${sluice.stderr().slice(-4000)}`);
+      });
+      ctx.log(`[storage] replica at local TXID ${local}; stopping sluice, restoring`);
+      // A shutdown that never ends fails the scenario (with sluice's log) instead of the run.
+      const stopping = sluice.stop("SIGTERM");
+      const hung = await Promise.race([stopping.then(() => false), sleep(60_000).then(() => true)]);
+      if (hung) await sluice.stop("SIGKILL");
+      const result = await stopping;
       stopped = true;
-      if (result.code !== 0) throw new Error(`clean shutdown exited ${result.code}`);
+      if (hung || result.code !== 0) {
+        throw new Error(
+          `${hung ? "no exit 60 s after SIGTERM" : `clean shutdown exited ${result.code}`}; ` +
+            `sluice's log ends with:\n${result.stderr.slice(-4000)}`,
+        );
+      }
       const final = await verifyReplica({
         label: "final",
         dbPath,
@@ -358,4 +397,337 @@ const SCENARIOS: Record<StorageFault, (ctx: ScenarioContext) => Promise<string>>
       await h.cleanup();
     }
   },
+
+  abs: (ctx) => outage(ctx, absBackend),
+  sftp: (ctx) => outage(ctx, sftpBackend),
+  webdav: (ctx) => outage(ctx, webdavBackend),
 };
+
+/** A storage server process that {@linkcode outage} crashes and brings back. */
+interface OutageServer {
+  /** Where the fault proxy forwards to: `http://127.0.0.1:PORT` (only the port counts for SSH). */
+  readonly target: string;
+  /** SIGKILLs the server process (and its per-connection children), like a crash. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port with the same data. */
+  restart(): Promise<void>;
+  /** Ends it for good and removes what it stored. */
+  stop(): Promise<void>;
+}
+
+/** One backend of {@linkcode outage}: its server and how sluice and the checks reach it. */
+interface OutageBackend {
+  server: OutageServer;
+  /** HTTP (the proxy's 500s and resets apply) or SSH (connections are cut instead). */
+  http: boolean;
+  /** The keys under `replica:` that reach the server through the proxy at `proxyPort`. */
+  replicaYAML(proxyUrl: string, proxyPort: number): string;
+  /** The replica reached directly, for the checks. */
+  spec: ReplicaSpec;
+  /** The same for `sluice restore`. */
+  url: string;
+  /** Credentials sluice reads from its environment. */
+  env: Record<string, string>;
+  /**
+   * How long the server must see no request before it is killed. Azurite writes its metadata
+   * to disk every 5 s, so a SIGKILL loses blobs it acknowledged less than 5 s before: Azure
+   * never loses an acknowledged write, so the kill comes after a quiet (unreachable) phase.
+   */
+  quietMs: number;
+}
+
+/** Starts a backend, or says why it cannot run here. */
+type BackendStarter = (ctx: ScenarioContext) => Promise<OutageBackend | string>;
+
+/**
+ * The outage scenario of a non-S3 backend: through the fault proxy, transient faults (HTTP 500s
+ * and resets, or cut SSH connections), slow traffic, then connections refused and the server
+ * SIGKILLed, restarted after a while on the same port and data. sluice must stay up, report
+ * the outage, and catch up by itself.
+ */
+async function outage(ctx: ScenarioContext, start: BackendStarter): Promise<string> {
+  const rng = new Rng(ctx.seed);
+  const backend = await start(ctx);
+  if (typeof backend === "string") return `SKIPPED: ${backend}`;
+  const proxy = startFaultProxy(backend.server.target);
+  let h: Harness | undefined;
+  try {
+    const step = (what: string) => ctx.log(`[storage] ${what}`);
+    step("server up; replicating");
+    h = await harness(ctx, backend.replicaYAML(proxy.url, proxy.port), backend.env);
+    await until(
+      "the first upload",
+      async () => (await replicaPosition(backend.spec).catch(() => 0)) > 0,
+      30_000,
+      250,
+    );
+    /** Waits `ms`; with `cut`, closes every open connection every 200–700 ms meanwhile. */
+    const hold = async (ms: number, cut: boolean) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        if (cut) proxy.dropAll();
+        await sleep(Math.min(rng.int(200, 700), Math.max(0, end - Date.now())));
+      }
+    };
+    step("first upload done; transient faults");
+    const opened = proxy.connections;
+    if (backend.http) {
+      proxy.setFaults({ failRate: 0.3, resetRate: 0.2, random: () => rng.next() });
+    }
+    await hold(ctx.phaseMs, true);
+    const reconnects = proxy.connections - opened;
+    await h.assertAlive(backend.http ? "during 500s and resets" : "with connections cut");
+    proxy.setFaults({ delayMs: 100 });
+    await hold(ctx.phaseMs, backend.http);
+    await h.assertAlive("with slow traffic");
+    const before = h.problems();
+    step("connections refused, then the server killed");
+    proxy.setFaults({ down: true });
+    proxy.dropAll();
+    await hold(Math.max(ctx.phaseMs, backend.quietMs), false);
+    await backend.server.kill();
+    proxy.setFaults({}); // new connections reach the dead port: refused
+    await hold(ctx.phaseMs, false);
+    await h.assertAlive("with the server down and killed");
+    if (h.problems() === before) {
+      throw new Error(
+        "sluice reported nothing while the server was unreachable; its log ends with:\n" +
+          h.sluice.stderr().slice(-3000),
+      );
+    }
+    await backend.server.restart();
+    step("server restarted; waiting for sluice to catch up");
+    const injected = proxy.injected;
+    const m = await h.finish(backend.spec, backend.url, backend.env);
+    const transient = backend.http
+      ? `${injected.failed} × 500, ${injected.reset} resets`
+      : `connections cut every 0.2–0.7 s (${reconnects} reconnects)`;
+    return `caught up after ${transient}, slow, down, server SIGKILLed and restarted ` +
+      `(${injected.refused} refused); ${h.problems()} error lines logged; ` +
+      `restore = source (${m} transactions)`;
+  } finally {
+    await h?.cleanup();
+    await proxy.close();
+    await backend.server.stop();
+  }
+}
+
+const absBackend: BackendStarter = async (ctx) => {
+  const server = await startAzuriteOnDisk(join(ctx.dir, "azurite"));
+  try {
+    const { BlobServiceClient, StorageSharedKeyCredential } = await import("@azure/storage-blob");
+    const credential = new StorageSharedKeyCredential(
+      AZURITE_ACCOUNT.accountName,
+      AZURITE_ACCOUNT.accountKey,
+    );
+    await new BlobServiceClient(server.endpoint, credential).getContainerClient("chaos").create();
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  const url = (endpoint: string) =>
+    `abs://${AZURITE_ACCOUNT.accountName}@chaos/app?endpoint=${encodeURIComponent(endpoint)}`;
+  return {
+    server,
+    http: true,
+    replicaYAML: (proxyUrl) =>
+      `      url: ${url(`${proxyUrl}/${AZURITE_ACCOUNT.accountName}`)}\n` +
+      `      sync-interval: 200ms`,
+    spec: {
+      type: "abs",
+      container: "chaos",
+      path: "app",
+      endpoint: server.endpoint,
+      ...AZURITE_ACCOUNT,
+    },
+    url: url(server.endpoint),
+    env: { LITESTREAM_AZURE_ACCOUNT_KEY: AZURITE_ACCOUNT.accountKey },
+    quietMs: 6000,
+  };
+};
+
+const sftpBackend: BackendStarter = async () => {
+  const unavailable = sshdUnavailable();
+  if (unavailable !== undefined) return unavailable;
+  const sshd = await startSshd();
+  const path = join(sshd.dataDir, "app");
+  const query = `host-key=${encodeURIComponent(sshd.hostKeyLine)}&key-path=${
+    encodeURIComponent(sshd.userKeyPath)
+  }`;
+  return {
+    server: {
+      target: `http://${sshd.host}:${sshd.port}`,
+      kill: () => killSshd(sshd),
+      restart: () => sshd.restart(),
+      stop: () => sshd.stop(),
+    },
+    http: false,
+    replicaYAML: (_proxyUrl, proxyPort) =>
+      [
+        "      type: sftp",
+        `      host: 127.0.0.1:${proxyPort}`,
+        `      user: ${sshd.user}`,
+        `      key-path: ${sshd.userKeyPath}`,
+        `      host-key: ${sshd.hostKeyLine}`,
+        `      path: ${path}`,
+        "      sync-interval: 200ms",
+      ].join("\n"),
+    spec: {
+      type: "sftp",
+      host: `${sshd.host}:${sshd.port}`,
+      user: sshd.user,
+      keyPath: sshd.userKeyPath,
+      hostKey: sshd.hostKeyLine,
+      path,
+    },
+    url: `sftp://${sshd.user}@${sshd.host}:${sshd.port}${path}?${query}`,
+    env: {},
+    quietMs: 0,
+  };
+};
+
+const webdavBackend: BackendStarter = async () => {
+  const dav = await startWebDAVServer();
+  return {
+    server: {
+      target: dav.url,
+      async kill() {
+        try {
+          dav.process.kill("SIGKILL");
+        } catch { /* already exited */ }
+        await dav.process.status;
+      },
+      restart: () => dav.restart(),
+      stop: () => dav.stop(),
+    },
+    http: true,
+    replicaYAML: (proxyUrl) =>
+      [
+        "      type: webdav",
+        `      webdav-url: ${proxyUrl}`,
+        `      webdav-username: ${dav.user}`,
+        `      webdav-password: ${dav.password}`,
+        "      path: chaos/app",
+        "      sync-interval: 200ms",
+      ].join("\n"),
+    spec: {
+      type: "webdav",
+      url: dav.url,
+      username: dav.user,
+      password: dav.password,
+      path: "chaos/app",
+    },
+    url: `webdav://${dav.user}:${dav.password}@127.0.0.1:${dav.port}/chaos/app`,
+    env: {},
+    quietMs: 0,
+  };
+};
+
+/** SIGKILLs sshd and its per-connection processes (each by pid), as a crash of the host would. */
+async function killSshd(sshd: SshServer): Promise<void> {
+  const process = sshd.process;
+  const pids = descendants(process.pid);
+  try {
+    process.kill("SIGKILL");
+  } catch { /* already exited */ }
+  for (const pid of pids) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+  await process.status;
+}
+
+/** Every descendant of `pid` (Linux /proc). */
+function descendants(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
+      .filter((s) => s !== "").map(Number);
+  } catch { /* exited */ }
+  return children.flatMap((child) => [child, ...descendants(child)]);
+}
+
+/**
+ * Azurite's blob service on a fixed loopback port, storing in `dataDir`, so that a restarted
+ * process serves what the killed one stored (tests/_azurite.ts picks a new port per start).
+ */
+async function startAzuriteOnDisk(dataDir: string): Promise<OutageServer & { endpoint: string }> {
+  await Deno.mkdir(dataDir, { recursive: true });
+  const port = freePort();
+  let child = await spawnAzurite(port, dataDir);
+  const kill = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await child.status;
+  };
+  return {
+    target: `http://127.0.0.1:${port}`,
+    endpoint: `http://127.0.0.1:${port}/${AZURITE_ACCOUNT.accountName}`,
+    kill,
+    async restart() {
+      await kill();
+      child = await spawnAzurite(port, dataDir);
+    },
+    stop: kill, // dataDir is under the scenario's directory
+  };
+}
+
+/** Starts Azurite and waits for its "listens on" line (30 s at most). */
+async function spawnAzurite(port: number, dataDir: string): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--no-prompt",
+      "--config",
+      join(ROOT, "deno.json"),
+      "--allow-net=127.0.0.1",
+      "--allow-read",
+      `--allow-write=${dataDir}`,
+      "--allow-env",
+      "--allow-sys",
+      join(ROOT, "node_modules/azurite/dist/src/blob/main.js"),
+      "--blobHost",
+      "127.0.0.1",
+      "--blobPort",
+      String(port),
+      "--location",
+      dataDir,
+      "--skipApiVersionCheck",
+      "--loose",
+      "--disableProductStyleUrl",
+      "--disableTelemetry",
+    ],
+    cwd: dataDir,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text().catch(() => "");
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const deadline = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }, 30_000);
+  let output = "";
+  try {
+    while (!/listens on http:\/\/127\.0\.0\.1:\d+/.test(output)) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`Azurite did not start:\n${output}\n${await stderr}`);
+      output += value;
+    }
+  } finally {
+    clearTimeout(deadline);
+  }
+  // Keep draining the access log so Azurite never blocks on a full pipe.
+  void (async () => {
+    try {
+      while (!(await reader.read()).done) { /* discard */ }
+    } catch { /* process gone */ }
+  })();
+  return child;
+}

@@ -346,3 +346,58 @@ export function sluiceCommand(...args: string[]): string[] {
 export function progress(message: string): void {
   console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 }
+
+/** What {@linkcode storageRoundTrip} measured (the `*_1gib.ts` scripts print it). */
+export interface RoundTripFigures {
+  databaseMB: number;
+  snapshotSeconds: number;
+  snapshotMBps: number;
+  snapshotPeakRSSMB: number;
+  restoreSeconds: number;
+  restoreMBps: number;
+  restorePeakRSSMB: number;
+  /** `integrity_check` ok and every row of the restored file equal to the source's. */
+  restoredEqualsSource: boolean;
+}
+
+/**
+ * Builds a database of about `mib` MiB in `dir`, uploads it with `sluice snapshot DB url`,
+ * restores it with `sluice restore -o … url` and compares the two files' content; the storage
+ * behind `url` is the caller's (credentials in this process's environment are inherited).
+ * Wall time, throughput and peak RSS (VmHWM) of each command are measured separately.
+ * @throws Error when either command fails.
+ */
+export async function storageRoundTrip(
+  dir: string,
+  mib: number,
+  url: string,
+): Promise<RoundTripFigures> {
+  // Loaded here: snapshot_restore.ts imports this module.
+  const { buildDatabase, measure } = await import("./snapshot_restore.ts");
+  const { digest } = await import("../../tests/_sluice.ts");
+  const dbPath = join(dir, "big.db");
+  progress(`building a ${mib} MiB database`);
+  const size = buildDatabase(dbPath, mib * 1024 * 1024);
+  progress("sluice snapshot");
+  const snapshot = await measure(sluiceCommand("snapshot", dbPath, url));
+  const out = join(dir, "restored.db");
+  progress("sluice restore");
+  const restore = await measure(
+    sluiceCommand("restore", "-o", out, "--integrity-check", "none", url),
+  );
+  progress("comparing");
+  const [source, restored] = [await digest(dbPath), await digest(out)];
+  const mb = size / 1e6;
+  const round = (x: number) => Math.round(x * 10) / 10;
+  return {
+    databaseMB: Math.round(mb),
+    snapshotSeconds: round(snapshot.seconds),
+    snapshotMBps: round(mb / snapshot.seconds),
+    snapshotPeakRSSMB: Math.round(snapshot.peakBytes / 1e6),
+    restoreSeconds: round(restore.seconds),
+    restoreMBps: round(mb / restore.seconds),
+    restorePeakRSSMB: Math.round(restore.peakBytes / 1e6),
+    restoredEqualsSource: JSON.stringify(source) === JSON.stringify(restored) &&
+      source.integrity === "ok",
+  };
+}

@@ -9,60 +9,23 @@
  * @module
  */
 
-import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { buildDatabase, measure } from "./snapshot_restore.ts";
-import { ROOT } from "./_common.ts";
+import { type RoundTripFigures, storageRoundTrip, withTempDir } from "./_common.ts";
 import { AZURITE_ACCOUNT, startAzurite } from "../../tests/_azurite.ts";
-import { digest } from "../../tests/_sluice.ts";
-
-const MIB = 1 << 20;
 
 /** Runs the round trip; resolves to the figures printed. */
-export async function run(mib: number): Promise<Record<string, number | boolean>> {
+export async function run(mib: number): Promise<RoundTripFigures> {
   const azurite = await startAzurite({ onDisk: true });
-  const dir = await Deno.makeTempDir({ prefix: "sluice-bench-abs-" });
   try {
     await azurite.createContainer("bench");
-    const dbPath = join(dir, "big.db");
-    const size = buildDatabase(dbPath, mib * MIB);
     const url = `abs://${AZURITE_ACCOUNT.accountName}@bench/big?endpoint=${
       encodeURIComponent(azurite.endpoint)
     }`;
     Deno.env.set("LITESTREAM_AZURE_ACCOUNT_KEY", AZURITE_ACCOUNT.accountKey);
-    const sluice = [Deno.execPath(), "run", "-A", join(ROOT, "main.ts")];
-    const snapshot = await measure([...sluice, "snapshot", dbPath, url]);
-    const out = join(dir, "restored.db");
-    const restore = await measure([
-      ...sluice,
-      "restore",
-      "-o",
-      out,
-      "--integrity-check",
-      "none",
-      url,
-    ]);
-    const [source, restored] = [await digest(dbPath), await digest(out)];
-    const equal = JSON.stringify(source) === JSON.stringify(restored) && source.integrity === "ok";
-    const mb = size / 1e6;
-    return {
-      databaseMB: Math.round(mb),
-      snapshotSeconds: round(snapshot.seconds),
-      snapshotMBps: round(mb / snapshot.seconds),
-      snapshotPeakRSSMB: Math.round(snapshot.peakBytes / 1e6),
-      restoreSeconds: round(restore.seconds),
-      restoreMBps: round(mb / restore.seconds),
-      restorePeakRSSMB: Math.round(restore.peakBytes / 1e6),
-      restoredEqualsSource: equal,
-    };
+    return await withTempDir("abs", (dir) => storageRoundTrip(dir, mib, url));
   } finally {
     await azurite.stop();
-    await Deno.remove(dir, { recursive: true });
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 10) / 10;
 }
 
 if (import.meta.main) {

@@ -155,7 +155,7 @@ export class SFTPReplicaClient implements ReplicaClient {
     const dir = this.levelDir(level);
     const entries = await this.#run(`list ${dir}`, async (sftp) => {
       try {
-        return await call<FileEntry[]>((cb) => sftp.readdir(dir, cb));
+        return await call<FileEntry[]>(sftp, (cb) => sftp.readdir(dir, cb));
       } catch (err) {
         if (statusCode(err) === NO_SUCH_FILE) return [];
         throw err;
@@ -195,9 +195,9 @@ export class SFTPReplicaClient implements ReplicaClient {
     const end = options.length === undefined ? Infinity : offset + options.length;
     const open = async (start: number): Promise<RangeBody> => {
       const { sftp, handle, size } = await this.#run(`open ${path}`, async (sftp) => {
-        const handle = await call<Buffer>((cb) => sftp.open(path, "r", cb));
+        const handle = await call<Buffer>(sftp, (cb) => sftp.open(path, "r", cb));
         try {
-          const stats = await call<{ size: number }>((cb) => sftp.fstat(handle, cb));
+          const stats = await call<{ size: number }>(sftp, (cb) => sftp.fstat(handle, cb));
           return { sftp, handle, size: stats.size };
         } catch (err) {
           sftp.close(handle, () => {});
@@ -249,15 +249,15 @@ export class SFTPReplicaClient implements ReplicaClient {
           : await writeStream(sftp, handle, body);
         await fsync(sftp, handle);
         const seconds = Math.floor(timestamp / 1000);
-        await call((cb) => sftp.futimes(handle!, seconds, seconds, cb));
+        await call(sftp, (cb) => sftp.futimes(handle!, seconds, seconds, cb));
         const closing = handle;
         handle = undefined;
-        await call((cb) => sftp.close(closing, cb));
-        await call((cb) => sftp.ext_openssh_rename(tmp, path, cb));
+        await call(sftp, (cb) => sftp.close(closing, cb));
+        await call(sftp, (cb) => sftp.ext_openssh_rename(tmp, path, cb));
         return size;
       } catch (err) {
-        if (handle !== undefined) await call((cb) => sftp.close(handle!, cb)).catch(() => {});
-        await call((cb) => sftp.unlink(tmp, cb)).catch(() => {});
+        if (handle !== undefined) await call(sftp, (cb) => sftp.close(handle!, cb)).catch(() => {});
+        await call(sftp, (cb) => sftp.unlink(tmp, cb)).catch(() => {});
         throw err;
       }
     };
@@ -291,7 +291,7 @@ export class SFTPReplicaClient implements ReplicaClient {
       `delete ${paths.length} file(s) from ${paths[0]}`,
       (sftp) =>
         inBatches(paths, async (path) => {
-          await call((cb) => sftp.unlink(path, cb)).catch((err) => {
+          await call(sftp, (cb) => sftp.unlink(path, cb)).catch((err) => {
             if (statusCode(err) !== NO_SUCH_FILE) throw err;
           });
         }),
@@ -319,7 +319,8 @@ export class SFTPReplicaClient implements ReplicaClient {
         const dir = posix.join(root, level.filename);
         const temps = (await readdirOrEmpty(sftp, dir)).filter((e) => TEMP_NAME.test(e.filename));
         await inBatches(temps, async (entry) => {
-          await call((cb) => sftp.unlink(posix.join(dir, entry.filename), cb)).catch(() => {});
+          const path = posix.join(dir, entry.filename);
+          await call(sftp, (cb) => sftp.unlink(path, cb)).catch(() => {});
         });
       }
     });
@@ -351,13 +352,13 @@ export class SFTPReplicaClient implements ReplicaClient {
             await writeBytes(sftp, handle, new TextEncoder().encode(text));
             await fsync(sftp, handle);
           } finally {
-            await call((cb) => sftp.close(handle, cb)).catch(() => {});
+            await call(sftp, (cb) => sftp.close(handle, cb)).catch(() => {});
           }
           try {
-            await call((cb) => sftp.rename(tmp, path, cb));
+            await call(sftp, (cb) => sftp.rename(tmp, path, cb));
             return true;
           } catch (err) {
-            const exists = await call<unknown>((cb) => sftp.stat(path, cb)).then(
+            const exists = await call<unknown>(sftp, (cb) => sftp.stat(path, cb)).then(
               () => true,
               () => false,
             );
@@ -385,12 +386,12 @@ export class SFTPReplicaClient implements ReplicaClient {
   /** Opens `path` for writing, creating its parent directories when they are missing. */
   async #openForWrite(sftp: SFTPWrapper, path: string): Promise<Buffer> {
     try {
-      return await call<Buffer>((cb) => sftp.open(path, "w", cb));
+      return await call<Buffer>(sftp, (cb) => sftp.open(path, "w", cb));
     } catch (err) {
       if (statusCode(err) !== NO_SUCH_FILE) throw err;
     }
     await makeDirectories(sftp, posix.dirname(path));
-    return await call<Buffer>((cb) => sftp.open(path, "w", cb));
+    return await call<Buffer>(sftp, (cb) => sftp.open(path, "w", cb));
   }
 
   /** Replaces each createdAt with the header timestamp (a 40-byte read per file). */
@@ -507,6 +508,13 @@ export class SFTPReplicaClient implements ReplicaClient {
       await new Promise<void>((resolve, reject) => {
         conn.once("ready", () => resolve());
         conn.once("error", reject);
+        // ssh2 ends a connection the server closes before "ready" (a server going down, a
+        // proxy refusing) without an "error" and clears its readyTimeout: without this, the
+        // session promise would stay pending and every later operation would wait on it.
+        const dropped = () =>
+          reject(new Error(`the connection to ${this.host}:${this.port} closed before login`));
+        conn.once("end", dropped);
+        conn.once("close", dropped);
         conn.connect(config);
       });
     } catch (err) {
@@ -529,10 +537,13 @@ export class SFTPReplicaClient implements ReplicaClient {
     // Requests are small and answered at once: Nagle's algorithm would hold each one back
     // until the previous answer's delayed ACK (40 ms per round trip).
     conn.setNoDelay(true);
-    const sftp = await call<SFTPWrapper>((cb) => conn.sftp(cb)).catch((err) => {
+    const sftp = await new Promise<SFTPWrapper>((resolve, reject) => {
+      conn.sftp((err, channel) => (err ? reject(err) : resolve(channel)));
+    }).catch((err) => {
       conn.end();
       throw err;
     });
+    trackChannel(sftp, conn);
     const session: Session = { conn, sftp, closed };
     closed.then(() => {
       void this.#session?.then((current) => {
@@ -586,11 +597,61 @@ function cleanRemotePath(path: string): string {
   return cleaned.length > 1 ? cleaned.replace(/\/+$/, "") : cleaned;
 }
 
-/** Runs an ssh2 callback-style call as a promise. */
-function call<T = void>(start: (cb: (err: Error | undefined | null, value: T) => void) => void) {
+/**
+ * Runs an ssh2 SFTP request on `sftp` as a promise. ssh2 fails the requests in flight when the
+ * connection drops, but silently discards one made afterwards (its callback never runs): such
+ * a request fails at once here, as a connection error, instead of hanging its caller forever.
+ */
+function call<T = void>(
+  sftp: SFTPWrapper,
+  start: (cb: (err: Error | undefined | null, value: T) => void) => void,
+): Promise<T> {
+  if (!channelOpen(sftp)) return Promise.reject(channelClosedError());
   return new Promise<T>((resolve, reject) => {
-    start((err, value) => (err ? reject(err) : resolve(value)));
+    // Composite calls (readdir of a path: OPENDIR, READDIR…, CLOSE) send their next request
+    // from a callback, which a drop in between discards too: the channel's end fails them.
+    const calls = pendingCalls.get(sftp);
+    calls?.add(reject);
+    start((err, value) => {
+      calls?.delete(reject);
+      if (err) reject(err);
+      else resolve(value);
+    });
   });
+}
+
+/** The rejecters of the calls pending on each session's channel. */
+const pendingCalls = new WeakMap<SFTPWrapper, Set<(err: Error) => void>>();
+/** Channels that ended, or whose connection closed. */
+const endedChannels = new WeakSet<SFTPWrapper>();
+
+/** Fails every pending and later {@linkcode call} on `sftp` once it or `conn` ends. */
+function trackChannel(sftp: SFTPWrapper, conn: Client): void {
+  const calls = new Set<(err: Error) => void>();
+  pendingCalls.set(sftp, calls);
+  const ended = () => {
+    endedChannels.add(sftp);
+    for (const reject of calls) reject(channelClosedError());
+    calls.clear();
+  };
+  sftp.once("end", ended);
+  sftp.once("close", ended);
+  conn.once("close", ended);
+}
+
+function channelClosedError(): Error {
+  return new Error("the SFTP channel closed (the connection dropped)");
+}
+
+/**
+ * Whether requests on `sftp` can still be answered. Besides the channel's end events, two
+ * ssh2 internals absent from its types: `readable` turns false when the channel ends, and
+ * `outgoing.state` leaves "open" once the channel is being closed.
+ */
+function channelOpen(sftp: SFTPWrapper): boolean {
+  if (endedChannels.has(sftp)) return false;
+  const channel = sftp as unknown as { readable?: boolean; outgoing?: { state?: string } };
+  return channel.readable !== false && (channel.outgoing?.state ?? "open") === "open";
 }
 
 /** The SFTP status code of a failed request, undefined for anything else. */
@@ -614,7 +675,7 @@ async function inBatches<T>(items: readonly T[], fn: (item: T) => Promise<void>)
 
 async function readdirOrEmpty(sftp: SFTPWrapper, dir: string): Promise<FileEntry[]> {
   try {
-    return await call<FileEntry[]>((cb) => sftp.readdir(dir, cb));
+    return await call<FileEntry[]>(sftp, (cb) => sftp.readdir(dir, cb));
   } catch (err) {
     if (statusCode(err) === NO_SUCH_FILE) return [];
     throw err;
@@ -630,11 +691,11 @@ async function removeTree(sftp: SFTPWrapper, dir: string): Promise<void> {
   }
   const files = entries.filter((e) => (e.attrs.mode & S_IFMT) !== S_IFDIR);
   await inBatches(files, async (entry) => {
-    await call((cb) => sftp.unlink(posix.join(dir, entry.filename), cb)).catch((err) => {
+    await call(sftp, (cb) => sftp.unlink(posix.join(dir, entry.filename), cb)).catch((err) => {
       if (statusCode(err) !== NO_SUCH_FILE) throw err;
     });
   });
-  await call((cb) => sftp.rmdir(dir, cb)).catch((err) => {
+  await call(sftp, (cb) => sftp.rmdir(dir, cb)).catch((err) => {
     if (statusCode(err) !== NO_SUCH_FILE) throw err;
   });
 }
@@ -644,9 +705,9 @@ async function makeDirectories(sftp: SFTPWrapper, dir: string): Promise<void> {
   for (let i = 1; i <= parts.length; i++) {
     const prefix = parts.slice(0, i).join("/");
     if (prefix === "" || prefix === ".") continue;
-    await call((cb) => sftp.mkdir(prefix, { mode: 0o755 }, cb)).catch(async (err) => {
+    await call(sftp, (cb) => sftp.mkdir(prefix, { mode: 0o755 }, cb)).catch(async (err) => {
       // Exists already (SFTP v3 reports that as a generic failure): fine if it is a directory.
-      const stats = await call<{ mode: number }>((cb) => sftp.stat(prefix, cb)).catch(() => {
+      const stats = await call<{ mode: number }>(sftp, (cb) => sftp.stat(prefix, cb)).catch(() => {
         throw err;
       });
       if ((stats.mode & S_IFMT) !== S_IFDIR) throw err;
@@ -657,7 +718,7 @@ async function makeDirectories(sftp: SFTPWrapper, dir: string): Promise<void> {
 /** fsync@openssh.com where the server offers it; other servers' writes are left as they are. */
 async function fsync(sftp: SFTPWrapper, handle: Buffer): Promise<void> {
   try {
-    await call((cb) => sftp.ext_openssh_fsync(handle, cb));
+    await call(sftp, (cb) => sftp.ext_openssh_fsync(handle, cb));
   } catch (err) {
     if (!/not support/i.test(err instanceof Error ? err.message : String(err))) throw err;
   }
@@ -668,7 +729,9 @@ async function writeBytes(sftp: SFTPWrapper, handle: Buffer, bytes: Uint8Array):
   const pending: Promise<void>[] = [];
   for (let offset = 0; offset < buffer.length; offset += CHUNK_SIZE) {
     const length = Math.min(CHUNK_SIZE, buffer.length - offset);
-    pending.push(call((cb) => sftp.write(handle, buffer, offset, length, offset, cb)));
+    const write = call(sftp, (cb) => sftp.write(handle, buffer, offset, length, offset, cb));
+    write.catch(() => {}); // observed below; a drop fails them all, and only one is awaited
+    pending.push(write);
     if (pending.length >= WINDOW) await pending.shift();
   }
   await Promise.all(pending);
@@ -692,7 +755,7 @@ async function writeStream(
       for (let offset = 0; offset < chunk.length; offset += CHUNK_SIZE) {
         const length = Math.min(CHUNK_SIZE, chunk.length - offset);
         const at = position + offset;
-        const write = call((cb) => sftp.write(handle, chunk, offset, length, at, cb));
+        const write = call(sftp, (cb) => sftp.write(handle, chunk, offset, length, at, cb));
         write.catch(() => {}); // observed below; avoid an unhandled rejection meanwhile
         pending.push(write);
         if (pending.length >= WINDOW) await pending.shift();
@@ -712,7 +775,7 @@ async function writeStream(
 
 /** Reads `path` whole, or its first `limit` bytes. */
 async function readWhole(sftp: SFTPWrapper, path: string, limit = Infinity): Promise<Buffer> {
-  const handle = await call<Buffer>((cb) => sftp.open(path, "r", cb));
+  const handle = await call<Buffer>(sftp, (cb) => sftp.open(path, "r", cb));
   try {
     const chunks: Buffer[] = [];
     let position = 0;
@@ -731,12 +794,23 @@ async function readWhole(sftp: SFTPWrapper, path: string, limit = Infinity): Pro
 }
 
 function readAt(sftp: SFTPWrapper, handle: Buffer, buffer: Buffer, position: number) {
-  return new Promise<number>((resolve, reject) => {
-    sftp.read(handle, buffer, 0, buffer.length, position, (err, bytesRead) => {
-      if (err) reject(err);
-      else resolve(bytesRead ?? 0);
-    });
-  });
+  return readInto(sftp, handle, buffer, 0, position);
+}
+
+/** One READ request filling `buffer` from `offset` on; resolves to the bytes read (0 at EOF). */
+async function readInto(
+  sftp: SFTPWrapper,
+  handle: Buffer,
+  buffer: Buffer,
+  offset: number,
+  position: number,
+): Promise<number> {
+  const n = await call<number | undefined>(
+    sftp,
+    (cb) =>
+      sftp.read(handle, buffer, offset, buffer.length - offset, position, (err, n) => cb(err, n)),
+  );
+  return n ?? 0;
 }
 
 /**
@@ -763,12 +837,7 @@ function handleStream(
     const buffer = Buffer.alloc(length);
     let filled = 0;
     while (filled < length) {
-      const n = await new Promise<number>((resolve, reject) => {
-        sftp.read(handle, buffer, filled, length - filled, position + filled, (err, bytesRead) => {
-          if (err) reject(err);
-          else resolve(bytesRead ?? 0);
-        });
-      });
+      const n = await readInto(sftp, handle, buffer, filled, position + filled);
       if (n === 0) break; // end of file: the file shrank; the caller sees a short body
       filled += n;
     }
