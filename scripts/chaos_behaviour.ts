@@ -114,8 +114,14 @@ dbs:
       });
     let sluice: SluiceProcess | undefined;
     const start = async () => {
-      sluice = spawnSluice(["replicate", "-c", configPath]);
-      await sleep(700); // open, first sync
+      const started = sluice = spawnSluice(["replicate", "-c", configPath]);
+      // Running (it listens for SIGTERM from its first line; a SIGTERM while Deno still loads
+      // the program would be death by signal): it has opened the database, or failed to.
+      const deadline = Date.now() + 30_000;
+      while (!/ replicating db=| cannot open /.test(started.stderr()) && Date.now() < deadline) {
+        await sleep(50);
+      }
+      await sleep(300); // the first sync
     };
     const stop = async (signal: Deno.Signal) => {
       const s = sluice!;

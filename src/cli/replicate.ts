@@ -20,6 +20,15 @@ import { VERSION } from "./version.ts";
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {
+  // SIGINT/SIGTERM stop new work; the store then syncs and uploads one last time. Listening
+  // before anything else: a stop that arrives while the configuration loads is a clean exit
+  // (systemd stopping a unit that is still starting), not death by signal.
+  const stopSignal = Promise.withResolvers<string>();
+  const signals = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => stopSignal.resolve(signal);
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
   const options = parseReplicateArgs(args);
   const config = await loadCommandConfig(options);
   const exec = options.exec ?? config.exec;
@@ -50,14 +59,6 @@ export async function run(args: string[]): Promise<number> {
   const work = new WorkQueue(config.backgroundJobs);
   const takeover = options.takeover ?? false;
   const store = new Store({ logger, controlSocket: control?.path, work, takeover });
-
-  // SIGINT/SIGTERM stop new work; the store then syncs and uploads one last time.
-  const stopSignal = Promise.withResolvers<string>();
-  const signals = (["SIGINT", "SIGTERM"] as const).map((signal) => {
-    const handler = () => stopSignal.resolve(signal);
-    Deno.addSignalListener(signal, handler);
-    return [signal, handler] as const;
-  });
 
   // Directory entries (`dir:`): one DirectoryMonitor each, started after the path databases
   // and stopped before the stores close. They feed a second store whose databases get their
