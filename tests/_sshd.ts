@@ -4,7 +4,8 @@
  *
  * Password authentication needs a system account with a password: when the test runs as root,
  * the account `sluice-sftp` is created once (no home, no shell access: ForceCommand
- * internal-sftp), given a random password for the run and locked again by `stop()`.
+ * internal-sftp), given a random password shared by the servers running at the same time (test
+ * files run in parallel) and locked again when the last of them stops.
  *
  * @module
  */
@@ -47,7 +48,7 @@ export interface SshServer {
   dataDir: string;
   /** The sshd process (its pid is the one signalled). */
   process: Deno.ChildProcess;
-  /** Stops sshd (SIGKILL by pid), locks the password, removes the temp dir. */
+  /** Stops sshd (SIGKILL by pid), locks the account if no other server uses it, removes the temp dir. */
   stop(): Promise<void>;
   /** Kills sshd (every session with it) and starts it again on the same port. */
   restart(): Promise<void>;
@@ -96,6 +97,73 @@ async function ensureUser(): Promise<{ uid: number; gid: number }> {
   return { uid: uid!, gid };
 }
 
+/** Shared by every test process that runs an sshd at the same time (root only). */
+const ACCOUNT_STATE_DIR = "/run/sluice-sshd-tests";
+
+/**
+ * Unlocks the test account for this server, with the password every server running at the same
+ * time shares: test files run in parallel, and one that set a new password, or locked the
+ * account when it stopped, would fail the logins of another. The last to release locks it.
+ */
+async function leaseAccount(): Promise<{ password: string; release(): Promise<void> }> {
+  await Deno.mkdir(ACCOUNT_STATE_DIR, { recursive: true, mode: 0o700 });
+  const me = join(ACCOUNT_STATE_DIR, `user-${Deno.pid}-${crypto.randomUUID()}`);
+  const password = await withStateLock(async () => {
+    const passwordFile = join(ACCOUNT_STATE_DIR, "password");
+    if ((await liveUsers()).length > 0) {
+      const shared = await Deno.readTextFile(passwordFile).catch(() => undefined);
+      if (shared) {
+        await Deno.writeTextFile(me, "");
+        return shared;
+      }
+    }
+    const fresh = crypto.randomUUID();
+    await run("chpasswd", [], `${SFTP_USER}:${fresh}\n`);
+    await run("usermod", ["-U", SFTP_USER]).catch(() => {}); // unlocked (a fresh account is)
+    await Deno.writeTextFile(passwordFile, fresh, { mode: 0o600 });
+    await Deno.writeTextFile(me, "");
+    return fresh;
+  });
+  return {
+    password,
+    release: () =>
+      withStateLock(async () => {
+        await Deno.remove(me).catch(() => {});
+        if ((await liveUsers()).length === 0) {
+          await run("usermod", ["-L", SFTP_USER]).catch(() => {});
+        }
+      }),
+  };
+}
+
+/** The lease files of live processes (those of processes gone are removed). */
+async function liveUsers(): Promise<string[]> {
+  const live: string[] = [];
+  for await (const entry of Deno.readDir(ACCOUNT_STATE_DIR)) {
+    const pid = /^user-(\d+)-/.exec(entry.name)?.[1];
+    if (!pid) continue;
+    let alive = true;
+    try {
+      Deno.statSync(`/proc/${pid}`);
+    } catch {
+      alive = false;
+    }
+    if (alive) live.push(entry.name);
+    else await Deno.remove(join(ACCOUNT_STATE_DIR, entry.name)).catch(() => {});
+  }
+  return live;
+}
+
+async function withStateLock<T>(fn: () => Promise<T>): Promise<T> {
+  const file = await Deno.open(join(ACCOUNT_STATE_DIR, "lock"), { create: true, write: true });
+  try {
+    await file.lock(true);
+    return await fn();
+  } finally {
+    file.close();
+  }
+}
+
 /**
  * Starts sshd on a free loopback port. Throws when it does not accept connections within 10 s.
  */
@@ -103,9 +171,7 @@ export async function startSshd(): Promise<SshServer> {
   const dir = await Deno.makeTempDir({ prefix: "sluice-sshd-" });
   await Deno.chmod(dir, 0o755);
   const { uid, gid } = await ensureUser();
-  const password = crypto.randomUUID();
-  await run("chpasswd", [], `${SFTP_USER}:${password}\n`);
-  await run("usermod", ["-U", SFTP_USER]).catch(() => {}); // unlocked (a fresh account is)
+  const lease = await leaseAccount();
 
   const hostKey = join(dir, "host_ed25519");
   const userKey = join(dir, "user_ed25519");
@@ -147,7 +213,7 @@ export async function startSshd(): Promise<SshServer> {
     host: "127.0.0.1",
     port,
     user: SFTP_USER,
-    password,
+    password: lease.password,
     userKeyPath: userKey,
     hostKeyLine,
     dataDir,
@@ -156,7 +222,7 @@ export async function startSshd(): Promise<SshServer> {
     },
     async stop() {
       await kill(process);
-      await run("usermod", ["-L", SFTP_USER]).catch(() => {});
+      await lease.release();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
     async restart() {
