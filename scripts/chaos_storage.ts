@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { createDatabase, freePort, ROOT } from "../tests/_sluice.ts";
 import { startFaultProxy } from "../tests/_proxy.ts";
 import { AZURITE_ACCOUNT } from "../tests/_azurite.ts";
-import { sshdUnavailable, type SshServer, startSshd } from "../tests/_sshd.ts";
+import { killProcessTree, sshdUnavailable, startSshd } from "../tests/_sshd.ts";
 import { startWebDAVServer } from "../tests/_webdav_server.ts";
 import { FAUXQS_CREDENTIALS, startS3Server } from "./s3_server.ts";
 import { FileReplicaClient, type ReplicaSpec } from "../src/replica/mod.ts";
@@ -557,7 +557,7 @@ const sftpBackend: BackendStarter = async () => {
   return {
     server: {
       target: `http://${sshd.host}:${sshd.port}`,
-      kill: () => killSshd(sshd),
+      kill: () => killProcessTree(sshd.process),
       restart: () => sshd.restart(),
       stop: () => sshd.stop(),
     },
@@ -622,31 +622,6 @@ const webdavBackend: BackendStarter = async () => {
     quietMs: 0,
   };
 };
-
-/** SIGKILLs sshd and its per-connection processes (each by pid), as a crash of the host would. */
-async function killSshd(sshd: SshServer): Promise<void> {
-  const process = sshd.process;
-  const pids = descendants(process.pid);
-  try {
-    process.kill("SIGKILL");
-  } catch { /* already exited */ }
-  for (const pid of pids) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch { /* gone */ }
-  }
-  await process.status;
-}
-
-/** Every descendant of `pid` (Linux /proc). */
-function descendants(pid: number): number[] {
-  let children: number[] = [];
-  try {
-    children = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/)
-      .filter((s) => s !== "").map(Number);
-  } catch { /* exited */ }
-  return children.flatMap((child) => [child, ...descendants(child)]);
-}
 
 /**
  * Azurite's blob service on a fixed loopback port, storing in `dataDir`, so that a restarted

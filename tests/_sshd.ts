@@ -221,12 +221,12 @@ export async function startSshd(): Promise<SshServer> {
       return process;
     },
     async stop() {
-      await kill(process);
+      await killProcessTree(process);
       await lease.release();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
     async restart() {
-      await kill(process);
+      await killProcessTree(process);
       process = spawn(config);
       await waitListening(port, process);
     },
@@ -248,8 +248,11 @@ function spawn(config: string): Deno.ChildProcess {
   return process;
 }
 
-/** Kills sshd and its per-connection children (each by pid), so clients see the drop. */
-async function kill(process: Deno.ChildProcess): Promise<void> {
+/**
+ * Kills sshd and its per-connection children (each by pid), so clients see the drop (as a crash
+ * of the host would).
+ */
+export async function killProcessTree(process: Deno.ChildProcess): Promise<void> {
   const pids = descendants(process.pid);
   try {
     process.kill("SIGKILL");
