@@ -323,6 +323,12 @@ export class WorkerDecoder {
       staging = undefined;
       staged = 0;
     };
+    const endOfInput = () => {
+      flush();
+      channel.send({ type: "inputEnd", id });
+      read.reader.releaseLock();
+      this.#reader = undefined;
+    };
     try {
       for (;;) {
         while (this.#inFlight >= INPUT_BYTES_IN_FLIGHT && !this.#stopped) {
@@ -342,26 +348,14 @@ export class WorkerDecoder {
             staged = 0;
           }
           if (this.#stopped) return;
-          if (done) {
-            flush();
-            channel.send({ type: "inputEnd", id });
-            read.reader.releaseLock();
-            this.#reader = undefined;
-            return;
-          }
+          if (done) return endOfInput();
           staged += value.byteLength;
           if (staged === staging!.length) flush();
           continue;
         }
         const { value, done } = await read.next();
         if (this.#stopped) return;
-        if (done) {
-          flush();
-          channel.send({ type: "inputEnd", id });
-          read.reader.releaseLock();
-          this.#reader = undefined;
-          return;
-        }
+        if (done) return endOfInput();
         let at = 0;
         while (at < value.byteLength) {
           staging ??= this.#spare.pop() ?? new Uint8Array(INPUT_MESSAGE_BYTES);
