@@ -127,6 +127,20 @@ export class SluiceProcess {
     return sluice;
   }
 
+  /**
+   * {@linkcode waitFor}, failing with the tail of this process's log: a condition that never
+   * comes on a loaded CI machine must say what sluice was doing meanwhile.
+   */
+  async waitFor(
+    what: string,
+    condition: () => boolean | Promise<boolean>,
+    timeoutMs?: number,
+  ): Promise<number> {
+    return await waitFor(what, condition, timeoutMs).catch((err) => {
+      throw new Error(`${(err as Error).message}; log (tail):\n${this.#log.slice(-6000)}`);
+    });
+  }
+
   /** SIGTERM (final sync), then waits; asserts exit status 0. Returns the log. */
   async stop(): Promise<string> {
     try {

@@ -83,7 +83,7 @@ Deno.test("monitor cli: lifecycle: databases created, written and deleted while 
       const standalone = join(s.dir, "standalone.db");
       assert.equal(await sluice.holds(standalone), true);
       await Deno.remove(standalone);
-      await waitFor(
+      await sluice.waitFor(
         "sluice to release standalone.db",
         async () => !(await sluice.holds(standalone)),
         30_000,
@@ -151,11 +151,12 @@ Deno.test("monitor cli: recursive: nested databases, mkdir -p a/b/c then at once
 
       // A deleted directory takes its databases with it (the replicas stay).
       await Deno.remove(join(s.dir, "level1"), { recursive: true });
-      await waitFor(
+      await sluice.waitFor(
         "sluice to release level1's databases",
         async () =>
           !(await sluice.holds(join(s.dir, "level1", "db2.db"))) &&
           !(await sluice.holds(join(s.dir, "level1", "level2", "db3.db"))),
+        30_000, // usually 0.1–0.5 s; CI's parallel run once took over 10 s
       );
       assert.equal(hasReplica(s.rep("level1/level2/db3.db")), true);
     } finally {

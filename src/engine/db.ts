@@ -32,6 +32,7 @@ import {
   parseWALHeader,
   PrevFrameMismatchError,
   type RandomAccessFile,
+  type RandomAccessFileHandle,
   readFrameHeader,
   readWAL,
   retryBusy,
@@ -179,7 +180,7 @@ export class DB {
   #options: Required<Omit<DBOptions, "logger" | "parked">> & Pick<DBOptions, "logger" | "parked">;
   #reader?: DatabaseSync;
   #writer?: DatabaseSync;
-  #dbFile?: RandomAccessFile & { close(): void };
+  #dbFile?: RandomAccessFileHandle;
   #walFile?: RandomAccessFile & { close(): void };
   #ino?: number | null;
   #dev?: number | null;
@@ -535,7 +536,9 @@ export class DB {
     await this.#running.catch(() => {});
     await this.#settleDirSync().catch(() => {}); // durable before the process may exit
     const moved = this.#dbFile !== undefined && await this.replaced();
-    if (moved) this.#checkpointMovedFile();
+    // A deleted file has no reader left to checkpoint for: copying its WAL into it would
+    // only cost fsyncs, on this thread, while the disk may be busy with everyone else's.
+    if (moved && (await this.#dbFile!.linkCount()) !== 0) this.#checkpointMovedFile();
     this.#release();
     if (moved) await this.#setAsideStaleWAL();
   }

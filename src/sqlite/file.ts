@@ -35,6 +35,12 @@ export interface RandomAccessFileHandle extends RandomAccessFile {
   /** The path the file was opened with. */
   readonly path: string;
   /**
+   * How many names the open file has (0 once it was deleted), or undefined where it cannot be
+   * told without another descriptor. A stat of `/proc/self/fd/N` opens nothing, so no lock is
+   * disturbed.
+   */
+  linkCount(): Promise<number | undefined>;
+  /**
    * Closes the descriptor. Idempotent. Close it only when this process is done with the file:
    * closing drops this process's POSIX locks on it.
    */
@@ -106,6 +112,11 @@ class PreadFile implements RandomAccessFileHandle {
     return await Promise.resolve(end);
   }
 
+  async linkCount(): Promise<number | undefined> {
+    const info = await Deno.stat(`/proc/self/fd/${this.#descriptor()}`).catch(() => undefined);
+    return info?.nlink ?? undefined;
+  }
+
   close(): void {
     if (this.#fd === undefined) return;
     const fd = this.#fd;
@@ -149,6 +160,10 @@ class SeekReadFile implements RandomAccessFileHandle {
 
   async size(): Promise<number> {
     return await this.#serialised(async (file) => (await file.stat()).size);
+  }
+
+  async linkCount(): Promise<number | undefined> {
+    return await this.#serialised(async (file) => (await file.stat()).nlink ?? undefined);
   }
 
   close(): void {
