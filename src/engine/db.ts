@@ -29,6 +29,7 @@ import {
   isBusyError,
   openRandomAccess,
   parseDatabaseHeader,
+  parseFrameHeader,
   parseWALHeader,
   PrevFrameMismatchError,
   type RandomAccessFile,
@@ -38,6 +39,7 @@ import {
   retryBusy,
   WAL_FRAME_HEADER_SIZE,
   WAL_HEADER_SIZE,
+  type WALBytes,
   type WALHeader,
 } from "../sqlite/mod.ts";
 import { FileReplicaClient } from "../replica/mod.ts";
@@ -799,14 +801,19 @@ export class DB {
     };
 
     const pgnos = this.#pagesToWrite(snapshot, pageMap, commit);
-    await this.#writeL0(ltxHeader, pgnos, pageMap);
+    await this.#writeL0(ltxHeader, pgnos, pageMap, read?.frames);
 
     this.#cursor = cursorFrom(ltxHeader);
     if (snapshot) await this.#recordIdentity();
     this.#syncedToWALEnd = offset + walBytes === walFileSize;
     this.#syncedSinceCheckpoint = true;
     if (walBytes > 0) {
-      const last = await readFrameHeader(walFile, offset + walBytes - frameSize);
+      const lastAt = offset + walBytes - frameSize;
+      const inMemory = read?.frames && lastAt - read.frames.offset + WAL_FRAME_HEADER_SIZE <=
+          read.frames.bytes.length
+        ? read.frames.bytes.subarray(lastAt - read.frames.offset)
+        : undefined;
+      const last = inMemory ? parseFrameHeader(inMemory) : await readFrameHeader(walFile, lastAt);
       this.#lastFrameChecksum = last
         ? { offset: offset + walBytes, checksum1: last.checksum1, checksum2: last.checksum2 }
         : undefined;
@@ -888,7 +895,12 @@ export class DB {
    * usual incremental sync) is encoded in memory and written with its directory fsync left to
    * run while it ships (see _l0_file.ts); a large one streams.
    */
-  async #writeL0(header: Header, pgnos: number[], pageMap: Map<number, number>): Promise<void> {
+  async #writeL0(
+    header: Header,
+    pgnos: number[],
+    pageMap: Map<number, number>,
+    walBytes?: WALBytes,
+  ): Promise<void> {
     await this.#settleDirSync();
     const id = { level: 0, minTXID: header.minTXID, maxTXID: header.maxTXID };
     if (pgnos.length * this.#pageSize > SMALL_L0_BYTES) {
@@ -897,7 +909,7 @@ export class DB {
     }
     const collector = new ByteCollector();
     const encoder = new Encoder(collector.writable, header, { encoding: this.#options.encoding });
-    for await (const page of this.#readPages(pgnos, pageMap)) {
+    for await (const page of this.#readPages(pgnos, pageMap, walBytes)) {
       await encoder.encodePage(page.pgno, page.data);
     }
     await encoder.close();
@@ -962,6 +974,7 @@ export class DB {
   async *#readPages(
     pgnos: number[],
     pageMap: Map<number, number>,
+    walBytes?: WALBytes,
   ): AsyncGenerator<{ pgno: number; data: Uint8Array }> {
     const pageSize = this.#pageSize;
     const perChunk = Math.max(1, Math.floor(READ_CHUNK / pageSize));
@@ -972,6 +985,14 @@ export class DB {
       const pgno = pgnos[i];
       const frameOffset = pageMap.get(pgno);
       if (frameOffset !== undefined) {
+        // Already in memory when the WAL reader read it in one go (a small sync): a read per
+        // page is an FFI call on a pool thread each, most of a small sync's CPU.
+        const at = walBytes ? frameOffset + WAL_FRAME_HEADER_SIZE - walBytes.offset : -1;
+        if (walBytes && at >= 0 && at + pageSize <= walBytes.bytes.length) {
+          yield { pgno, data: walBytes.bytes.subarray(at, at + pageSize) };
+          i++;
+          continue;
+        }
         await this.#readFull(this.#walFile!, walPage, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
         yield { pgno, data: walPage };
         i++;

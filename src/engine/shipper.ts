@@ -239,6 +239,17 @@ export class Replica {
     position: number,
     localTXID: number,
   ): Promise<{ position: number; next?: number }> {
+    if (localTXID === position + 1) {
+      // The usual sync: one new file, whose name is known. A stat instead of a listing of the
+      // whole level (a directory read per sync, on every tenant).
+      const next = await this.#localL0File(localTXID);
+      if (next) {
+        await this.#uploadOne(next);
+        this.#position = this.#lastConfirmed = localTXID;
+        this.#oldestPending = undefined;
+        return { position: localTXID };
+      }
+    }
     for await (const file of this.#local.ltxFiles(0, { seekTXID: position + 1 })) {
       if (file.minTXID > localTXID) break;
       if (file.minTXID !== position + 1) return { position, next: file.minTXID };
@@ -249,6 +260,14 @@ export class Replica {
       this.#oldestPending = position >= localTXID ? undefined : this.#oldestPending;
     }
     return { position };
+  }
+
+  /** The local L0 file holding exactly `txid`, as a listing would describe it; or undefined. */
+  async #localL0File(txid: number): Promise<LTXFileInfo | undefined> {
+    const id: LTXFileId = { level: 0, minTXID: txid, maxTXID: txid };
+    const stat = await Deno.stat(this.#local.filePath(id)).catch(() => undefined);
+    if (!stat?.isFile) return undefined;
+    return { ...id, size: stat.size, createdAt: stat.mtime ?? new Date(0) };
   }
 
   /** Whether the local L0 files continue the replica from `position` (none after it: no). */

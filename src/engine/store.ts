@@ -22,7 +22,7 @@ import { attachDatabase, type Attachment } from "./attach.ts";
 import { type ParkedState, statKey, statKeyOf, statKeyOfSync } from "./_park.ts";
 import { WorkQueue } from "./work_queue.ts";
 import { TimerWheel } from "./_timer_wheel.ts";
-import { releaseFreedMemory } from "../sqlite/mod.ts";
+import { releaseFreedMemory, stopIdleCheckpointWorker } from "../sqlite/mod.ts";
 
 /** Default leading-edge sync throttle per backend when `sync-interval` is not set, in ms. */
 export const DEFAULT_SYNC_INTERVAL = {
@@ -1020,6 +1020,10 @@ export class Store {
     clearTimeout(this.#trimTimer);
     this.#trimTimer = setTimeout(() => {
       this.#trimTimer = undefined;
+      // Nothing open, nothing will checkpoint before a wake-up: the worker's isolate goes too.
+      if (this.#managed.size === 0 && this.#parking.size === 0 && this.#opening.size === 0) {
+        stopIdleCheckpointWorker();
+      }
       releaseFreedMemory();
     }, 2000);
     Deno.unrefTimer(this.#trimTimer as unknown as number);

@@ -35,35 +35,44 @@ const pending = new Map<
 >();
 let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
-/** How long an idle worker is kept: 4 s, doubled (to 64 s) while it keeps being needed again. */
-const IDLE_STOP_MIN_MS = 4000;
-const IDLE_STOP_MAX_MS = 64_000;
-let idleStopMs = IDLE_STOP_MIN_MS;
-let stoppedAt = -Infinity;
+/**
+ * How long an idle worker is kept. Starting one costs the main thread tens of milliseconds
+ * (a new V8 isolate), more than a database writing 100 transactions a second costs in a
+ * second of syncs; an idle one costs a few MB. A busy database checkpoints every few seconds
+ * to minutes, so the worker stays while it does; when no database is left open (all parked),
+ * the store lets it go at once ({@linkcode stopIdleCheckpointWorker}).
+ */
+const IDLE_STOP_MS = 60_000;
+
+function stopWorker(): void {
+  clearTimeout(idleTimer);
+  worker?.terminate();
+  worker = undefined;
+}
 
 /**
  * Stops the worker once nothing is pending for a while: it must not keep a process alive, and
- * an idle isolate costs memory. Starting one costs tens of milliseconds of CPU, so a database
- * that checkpoints every few seconds keeps it: a worker needed again soon after it stopped
- * doubles how long the next one waits.
+ * an idle isolate costs memory.
  */
 function scheduleIdleStop(): void {
   clearTimeout(idleTimer);
   if (pending.size > 0) return;
   idleTimer = setTimeout(() => {
-    if (pending.size === 0) {
-      worker?.terminate();
-      worker = undefined;
-      stoppedAt = performance.now();
-    }
-  }, idleStopMs);
+    if (pending.size === 0) stopWorker();
+  }, IDLE_STOP_MS);
   Deno.unrefTimer(Number(idleTimer));
+}
+
+/**
+ * Stops the checkpoint worker now if no checkpoint is pending (the next one starts it again).
+ * For a caller that knows no checkpoint is coming soon: every database it had open is parked.
+ */
+export function stopIdleCheckpointWorker(): void {
+  if (pending.size === 0) stopWorker();
 }
 
 function getWorker(): Worker {
   if (worker) return worker;
-  const neededSoonAgain = performance.now() - stoppedAt < 4 * idleStopMs;
-  idleStopMs = neededSoonAgain ? Math.min(IDLE_STOP_MAX_MS, idleStopMs * 2) : IDLE_STOP_MIN_MS;
   const created = new Worker(new URL("./_checkpoint_worker.ts", import.meta.url), {
     type: "module",
   });

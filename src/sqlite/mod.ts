@@ -20,7 +20,7 @@ export {
   type WALFrameHeader,
   type WALHeader,
 } from "./wal.ts";
-export { readWAL, type WALReadOptions, type WALReadResult } from "./wal_reader.ts";
+export { readWAL, type WALBytes, type WALReadOptions, type WALReadResult } from "./wal_reader.ts";
 export { openRandomAccess, type RandomAccessFile, type RandomAccessFileHandle } from "./file.ts";
 export {
   DATABASE_HEADER_SIZE,
@@ -31,7 +31,12 @@ export {
   pendingBytePage,
 } from "./database.ts";
 export { isBusyError, retryBusy, type RetryOptions } from "./busy.ts";
-export { checkpoint, type CheckpointMode, type CheckpointResult } from "./checkpoint.ts";
+export {
+  checkpoint,
+  type CheckpointMode,
+  type CheckpointResult,
+  stopIdleCheckpointWorker,
+} from "./checkpoint.ts";
 export { releaseFreedMemory } from "./memory.ts";
 export {
   LockedFile,
