@@ -226,15 +226,17 @@ export class FileReplicaClient implements ReplicaClient {
     if (!Number.isFinite(timestamp)) throw new RangeError(`invalid LTX timestamp ${timestamp}`);
     const dir = this.levelDir(file.level);
     const path = this.filePath(file);
+    if (patches.length === 0) {
+      const linked = await this.#linkAsIs(file, sourcePath, dir, path, timestamp);
+      if (linked) return linked;
+    }
     const tmpPath = `${path}.tmp`;
     let out: Deno.FsFile | undefined;
     let size = 0;
     try {
       await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
       if (patches.length === 0 && await linkOrFalse(sourcePath, tmpPath)) {
-        // The same bytes under a second name: LTX files are never changed in place (each is
-        // written to a temporary name and renamed), so sharing the inode is safe, and an
-        // upload of a large snapshot or a new tenant's first file costs no copy.
+        // Linking straight at `path` failed (a stale file there): the link replaces it.
         out = await Deno.open(tmpPath, { read: true });
       } else {
         await Deno.copyFile(sourcePath, tmpPath);
@@ -349,6 +351,43 @@ export class FileReplicaClient implements ReplicaClient {
   }
 
   /** After the rename: fsync the directory, stamp the file with its timestamp. */
+  /**
+   * `copyLTXFile` without patches: the same bytes under a second name, linked straight at
+   * `path` (a link appears whole or not at all, so no temporary name is needed). LTX files are
+   * never changed in place (each is written to a temporary name and renamed), so sharing the
+   * inode is safe, and uploading a large snapshot or a tenant's next small file costs no copy.
+   * The source is on stable storage already (every LTX file a client writes is synced before
+   * it gets its name): only the new directory entry is synced. Undefined where a link cannot
+   * be made (another file system, no links, `path` taken), so that the caller copies.
+   */
+  async #linkAsIs(
+    file: LTXFileId,
+    sourcePath: string,
+    dir: string,
+    path: string,
+    timestamp: number,
+  ): Promise<LTXFileInfo | undefined> {
+    const link = () => Deno.link(sourcePath, path).then(() => true, (err) => err);
+    let outcome = await link();
+    if (outcome instanceof Deno.errors.NotFound) {
+      // The level's directory does not exist yet (a new replica), or the source is gone (the
+      // copy below reports that).
+      await Deno.mkdir(dir, { recursive: true, mode: 0o755 }).catch(() => {});
+      outcome = await link();
+    }
+    if (outcome !== true) return undefined;
+    try {
+      const info = await Deno.stat(path);
+      await syncDirectory(dir);
+      const createdAt = new Date(timestamp);
+      // The source was written with this timestamp as its mtime: usually nothing to do.
+      if (info.mtime?.getTime() !== timestamp) await Deno.utime(path, createdAt, createdAt);
+      return { ...idOf(file), size: info.size, createdAt };
+    } catch (err) {
+      throw this.#error(`link ${path}`, err);
+    }
+  }
+
   async #finish(
     file: LTXFileId,
     dir: string,
