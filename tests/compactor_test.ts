@@ -18,13 +18,14 @@ import {
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import type { LTXFileInfo, ReplicaClient } from "../src/replica/mod.ts";
 import { restore } from "../src/restore/mod.ts";
-import { CHECKSUM_FLAG, crc64, Decoder } from "../src/ltx/mod.ts";
+import { CHECKSUM_FLAG, crc64, Decoder, Encoder } from "../src/ltx/mod.ts";
 import { patchChecksum } from "../src/compaction/mod.ts";
 import {
   buildStates,
   changedPages,
   encodeLTX,
   equalBytes,
+  makeHeader,
   planNames,
   snapshotPages,
   withTempDir,
@@ -416,6 +417,63 @@ Deno.test("compactor: the schedule compacts on its own and stops cleanly", async
     assert.equal(compactor.stats.errors, 0, compactor.stats.lastError);
     const { bytes } = await restoredBytes(client, dir, "latest.db");
     assert.ok(equalBytes(bytes, images[3]));
+  });
+});
+
+Deno.test("promote: the first image of a database (TXID 1) becomes the snapshot as a hard link", async () => {
+  await withTempDir(async (dir) => {
+    const local = new FileReplicaClient(join(dir, "meta"));
+    const client = new FileReplicaClient(join(dir, "replica"));
+    const image = buildStates(join(dir, "source.db"), PAGE_SIZE)[3];
+    const pages = snapshotPages(image, PAGE_SIZE);
+    // A checkpointed database: its first sync read no WAL frame (offset 32, size 0), which
+    // is the snapshot's header too, but for the time.
+    const l0Header = {
+      ...makeHeader({
+        minTXID: 1,
+        maxTXID: 1,
+        pageSize: PAGE_SIZE,
+        commit: image.byteLength / PAGE_SIZE,
+        timestamp: BASE,
+      }),
+      walOffset: 32,
+    };
+    const l0 = { level: 0, minTXID: 1, maxTXID: 1 };
+    const chunks: Uint8Array<ArrayBuffer>[] = [];
+    const encoder = new Encoder(
+      new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
+      l0Header,
+    );
+    for (const page of pages) await encoder.encodePage(page.pgno, page.data);
+    await encoder.close();
+    const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+    await local.writeLTXFile(l0, bytes, BASE);
+    const info = await promoteToSnapshot(
+      { client: local, txid: 1, pageCount: pages.length },
+      client,
+    );
+    assert.ok(info, "promoted");
+    assert.deepEqual([info.level, info.minTXID, info.maxTXID], [9, 1, 1]);
+    assert.equal(info.createdAt.getTime(), BASE, "the L0 file's time, when its image was read");
+    const [a, b] = [await Deno.stat(local.localPath(l0)), await Deno.stat(client.localPath(info))];
+    assert.equal(b.ino, a.ino, "the same file");
+    const decoder = new Decoder(await client.openLTXFile(info), { name: "linked" });
+    const header = await decoder.readHeader();
+    assert.deepEqual([header.minTXID, header.maxTXID, header.timestamp], [1, 1, BASE]);
+    const restored = await restoredBytes(client, dir, "out.db");
+    assert.deepEqual(restored.plan, ["L9:1-1"]);
+    assert.ok(equalBytes(restored.bytes, image));
+
+    // With a time of its own, the snapshot is a copy with its own header.
+    const other = new FileReplicaClient(join(dir, "other"));
+    const copied = await promoteToSnapshot(
+      { client: local, txid: 1, pageCount: pages.length },
+      other,
+      BASE + 1000,
+    );
+    assert.ok(copied);
+    assert.notEqual((await Deno.stat(other.localPath(copied))).ino, a.ino);
+    assert.equal(copied.createdAt.getTime(), BASE + 1000);
   });
 });
 

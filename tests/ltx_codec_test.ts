@@ -152,6 +152,28 @@ for (const pageSize of [512, 4096, 65536]) {
   }
 }
 
+Deno.test("round trip: a page index of several blocks (more than 16,384 pages)", async () => {
+  // 512-byte pages: 40,000 of them span three blocks of the encoder's index, the first grown.
+  const count = 40_000;
+  const pages = Array.from({ length: count }, (_, i) => ({
+    pgno: i + 1,
+    data: new Uint8Array(512).fill(i % 251),
+  }));
+  const h = header({ pageSize: 512, commit: count });
+  const bytes = await encode(h, pages, "frame");
+  const index = decodePageIndex(bytes, { fileSize: bytes.length });
+  assert.equal(index.entries.length, count);
+  let offset = 100; // frames start right after the header
+  for (const [i, entry] of index.entries.entries()) {
+    assert.equal(entry.pgno, i + 1);
+    assert.equal(entry.offset, offset);
+    offset += entry.size;
+  }
+  const out = await decode(ReadableStream.from([bytes]));
+  assert.equal(out.pages.length, count);
+  assert.deepEqual(out.pages[count - 1], pages[count - 1]);
+});
+
 Deno.test("round trip: an incremental file with a sparse page set and WAL fields", async () => {
   const h = header({
     minTXID: 7,

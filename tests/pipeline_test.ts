@@ -21,6 +21,7 @@ import {
 } from "../src/ltx/mod.ts";
 import {
   compactSources,
+  handOffPipe,
   openEncoder,
   type PageSink,
   ParallelEncoder,
@@ -109,17 +110,20 @@ for (const encoding of ["frame", "block"] as PageEncoding[]) {
         timestamp: 1_700_000_000_000,
       };
       const expected = await encodeLTX(fields, pages(pageSize, count), { encoding });
-      const chunks: Uint8Array<ArrayBuffer>[] = [];
-      const encoder = new WorkerEncoder(
-        new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
-        makeHeader(fields),
-        { encoding },
-      );
-      for (const page of pages(pageSize, count)) await encoder.encodePage(page.pgno, page.data);
-      await encoder.close();
-      const actual = new Uint8Array(await new Blob(chunks).arrayBuffer());
-      assert.equal(encoder.bytesWritten, expected.length);
-      assert.ok(actual.length === expected.length && actual.every((b, i) => b === expected[i]));
+      // The sink copies each chunk, so it may also let the encoder reuse its buffers.
+      for (const reuseChunks of [false, true]) {
+        const chunks: Uint8Array<ArrayBuffer>[] = [];
+        const encoder = new WorkerEncoder(
+          new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
+          makeHeader(fields),
+          { encoding, reuseChunks },
+        );
+        for (const page of pages(pageSize, count)) await encoder.encodePage(page.pgno, page.data);
+        await encoder.close();
+        const actual = new Uint8Array(await new Blob(chunks).arrayBuffer());
+        assert.equal(encoder.bytesWritten, expected.length);
+        assert.ok(actual.length === expected.length && actual.every((b, i) => b === expected[i]));
+      }
     }
     assert.equal(runningWorkers(), 0);
   });
@@ -164,17 +168,23 @@ for (const encoding of ["frame", "block"] as PageEncoding[]) {
       // Every case with 4 KiB pages; the other sizes once (each case starts its workers).
       for (const [what, fields, feed, postApply] of pageSize === 4096 ? cases : cases.slice(0, 1)) {
         const expected = await encodeLTX(fields, feed, { encoding, postApplyChecksum: postApply });
-        for (const workers of pageSize === 4096 && feed === cases[0][2] ? [2, 3] : [2]) {
+        // The sink copies each chunk: with reuseChunks the frames are coded into buffers that
+        // go back and forth between the threads instead of fresh pieces.
+        const runs = pageSize === 4096 && feed === cases[0][2]
+          ? [[2, false], [3, false], [1, true], [2, true]] as const
+          : [[2, false], [2, true]] as const;
+        for (const [workers, reuseChunks] of runs) {
           const chunks: Uint8Array<ArrayBuffer>[] = [];
           const encoder = new ParallelEncoder(
             new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
             makeHeader(fields),
-            { encoding, workers },
+            { encoding, workers, reuseChunks },
           );
           for (const page of feed) await encoder.encodePage(page.pgno, page.data);
           const trailer = await encoder.close(postApply);
           const actual = new Uint8Array(await new Blob(chunks).arrayBuffer());
-          const label = `${what}, ${pageSize}-byte pages, ${workers} workers`;
+          const label = `${what}, ${pageSize}-byte pages, ${workers} workers` +
+            (reuseChunks ? ", reused buffers" : "");
           assert.equal(encoder.bytesWritten, expected.length, label);
           assert.equal(encoder.pageCount, feed.length, label);
           assert.ok(
@@ -190,6 +200,60 @@ for (const encoding of ["frame", "block"] as PageEncoding[]) {
   });
 }
 
+Deno.test("pipeline: a handOffPipe write resolves once the consumer reads on; encoders reusing their buffers write the same bytes through it", async () => {
+  const pipe = handOffPipe();
+  const writer = pipe.writable.getWriter();
+  const reader = pipe.readable.getReader();
+  let firstDone = false;
+  const first = writer.write(Uint8Array.of(1, 2)).then(() => firstDone = true);
+  assert.deepEqual((await reader.read()).value, Uint8Array.of(1, 2));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(firstDone, false, "the consumer still holds the first chunk");
+  const next = reader.read();
+  await first;
+  const second = writer.write(Uint8Array.of(3));
+  assert.deepEqual((await next).value, Uint8Array.of(3));
+  const closed = writer.close();
+  assert.equal((await reader.read()).done, true);
+  await Promise.all([second, closed]);
+
+  // A consumer that cancels fails the writes; an aborted writer errors the consumer's read.
+  const cancelled = handOffPipe();
+  const w = cancelled.writable.getWriter();
+  const write = w.write(Uint8Array.of(1));
+  await cancelled.readable.cancel(new Error("consumer gone"));
+  assert.equal(await outcome(() => write), "Error: consumer gone");
+  const aborted = handOffPipe();
+  const read = aborted.readable.getReader().read();
+  await aborted.writable.abort(new Error("encoder failed"));
+  assert.equal(await outcome(() => read), "Error: encoder failed");
+
+  // Every encoder, its buffers reused, through the pipe to a consumer that copies each chunk.
+  const fields = { pageSize: 4096, commit: 600, minTXID: 1, maxTXID: 1, timestamp: 1e12 };
+  const feed = mixedPages(4096, pages(4096, 600).map((page) => page.pgno));
+  const expected = await encodeLTX(fields, feed);
+  for (const where of ["thread", "worker", "parallel"] as const) {
+    const through = handOffPipe();
+    // Copies each chunk before it reads the next, as the directory replica's write does.
+    const collected = (async () => {
+      const copies: Uint8Array<ArrayBuffer>[] = [];
+      for await (const chunk of through.readable) copies.push(chunk.slice());
+      return await new Blob(copies).arrayBuffer();
+    })();
+    const encoder = where === "parallel"
+      ? new ParallelEncoder(through.writable, makeHeader(fields), { workers: 2, reuseChunks: true })
+      : openEncoder(through.writable, makeHeader(fields), { where, reuseChunks: true });
+    for (const page of feed) await encoder.encodePage(page.pgno, page.data);
+    await encoder.close();
+    const actual = new Uint8Array(await collected);
+    assert.ok(
+      actual.length === expected.length && actual.every((b, i) => b === expected[i]),
+      where,
+    );
+  }
+  assert.equal(runningWorkers(), 0);
+});
+
 Deno.test("pipeline: openEncoder spreads a large output over the workers asked for", async () => {
   const header = makeHeader({ pageSize: 4096, commit: 10, minTXID: 1, maxTXID: 1 });
   const open = (options: Parameters<typeof openEncoder>[2]) => {
@@ -197,14 +261,13 @@ Deno.test("pipeline: openEncoder spreads a large output over the workers asked f
     const kind = encoder.constructor.name;
     return encoder.abort().then(() => kind);
   };
-  const cores = navigator.hardwareConcurrency || 1;
   assert.equal(await open({ expectedBytes: 40_000, workers: 2 }), "Encoder");
   assert.equal(await open({ expectedBytes: 16 << 20, workers: 2 }), "WorkerEncoder");
-  assert.equal(
-    await open({ expectedBytes: 64 << 20, workers: 2 }),
-    cores > 1 ? "ParallelEncoder" : "WorkerEncoder",
-  );
-  assert.equal(await open({ expectedBytes: 64 << 20 }), "WorkerEncoder");
+  // A large output is coded in batches of frames, on as many workers as asked for and cores
+  // allow, one at least.
+  assert.equal(await open({ expectedBytes: 64 << 20, workers: 2 }), "ParallelEncoder");
+  assert.equal(await open({ expectedBytes: 64 << 20 }), "ParallelEncoder");
+  assert.equal(await open({ where: "worker" }), "WorkerEncoder");
   assert.equal(runningWorkers(), 0);
 });
 

@@ -20,7 +20,7 @@ import {
   ReplicaError,
 } from "../replica/mod.ts";
 import type { FileReplicaClient } from "../replica/mod.ts";
-import { compactSources, openDecoder, type PageSource } from "../pipeline/mod.ts";
+import { compactSources, handOffPipe, openDecoder, type PageSource } from "../pipeline/mod.ts";
 
 /** A compaction output that does not match its inputs; nothing is deleted because of it. */
 export class CompactionVerifyError extends Error {
@@ -94,14 +94,18 @@ export async function mergeStep(
     throw err;
   }
 
-  // The output streams straight from the merge into the replica's atomic write.
-  const pipe = new TransformStream<Uint8Array, Uint8Array>();
+  // The output streams straight from the merge into the replica's atomic write. A directory
+  // replica writes each chunk out before it reads the next, so the encoder may reuse its
+  // buffers instead of leaving a fresh one per chunk to the GC.
+  const reuseChunks = client.releasesEachChunk === true;
+  const pipe = reuseChunks ? handOffPipe() : new TransformStream<Uint8Array, Uint8Array>();
   const written = client.writeLTXFile(id, pipe.readable, headers[headers.length - 1].timestamp);
   written.catch(() => {}); // awaited below; a failure also surfaces through compact()
   let header: Header;
   try {
     header = await compactSources(decoders, pipe.writable, {
       encoding: options.encoding,
+      reuseChunks,
       expectedBytes: inputs.reduce((sum, file) => sum + file.size, 0),
     });
   } catch (err) {

@@ -52,6 +52,11 @@ export interface PromoteSource {
 /**
  * Writes `9/0000000000000001-<txid>.ltx` to `target` from the full L0 file `txid-txid` of
  * `source.client`: same bytes, snapshot header (FORMAT.md §3.3), patched file checksum.
+ * Without `now`, a snapshot whose header would equal the L0 file's but for the time (the
+ * first image of a database, TXID 1, taken with at most one WAL frame) takes the L0 file's
+ * time, the moment its image was read: it is then the L0 file itself, which a directory
+ * replica links instead of copying.
+ * @param now the snapshot's timestamp; default the L0 file's as above, else the current time.
  * @returns the snapshot's listing entry, or undefined when the L0 file is not a complete
  * NoChecksum image of the database (the caller then encodes the snapshot the usual way).
  * @throws {ReplicaError} from either storage.
@@ -59,7 +64,7 @@ export interface PromoteSource {
 export async function promoteToSnapshot(
   source: PromoteSource,
   target: ReplicaClient,
-  now: number = Date.now(),
+  now?: number,
 ): Promise<LTXFileInfo | undefined> {
   if (!crcPatchWorks()) return undefined;
   const id: LTXFileId = { level: 0, minTXID: source.txid, maxTXID: source.txid };
@@ -91,12 +96,15 @@ export async function promoteToSnapshot(
   const snapshotHeader: Header = {
     ...header,
     minTXID: 1,
-    timestamp: now,
+    timestamp: now ?? Date.now(),
     preApplyChecksum: 0n,
     walOffset: end > WAL_HEADER_SIZE ? lastFrame : WAL_HEADER_SIZE,
     walSize: end > WAL_HEADER_SIZE ? end - lastFrame : 0,
     nodeID: 0n,
   };
+  const unchanged = now === undefined &&
+    equalBytes(encodeHeader({ ...snapshotHeader, timestamp: header.timestamp }), head);
+  if (unchanged) snapshotHeader.timestamp = header.timestamp;
   const newHead = encodeHeader(snapshotHeader);
   const hashedAfterHeader = await hashedLengthAfterHeader(
     source.client,
@@ -113,17 +121,24 @@ export async function promoteToSnapshot(
   const snapshotId = { level: SNAPSHOT_LEVEL, minTXID: 1, maxTXID: source.txid };
   const sourcePath = source.client.localPath?.(id);
   if (sourcePath !== undefined && target.copyLTXFile) {
-    // Directory to directory: a kernel copy with the header and checksum written over it.
-    return await target.copyLTXFile(snapshotId, sourcePath, now, [
-      { offset: 0, bytes: newHead },
-      { offset: size - 8, bytes: newTail },
-    ]);
+    // Directory to directory: a kernel copy with the header and checksum written over it,
+    // or a hard link when both stay as they are.
+    return await target.copyLTXFile(
+      snapshotId,
+      sourcePath,
+      snapshotHeader.timestamp,
+      unchanged ? [] : [{ offset: 0, bytes: newHead }, { offset: size - 8, bytes: newTail }],
+    );
   }
   const body = await source.client.openLTXFile(id, {
     offset: HEADER_SIZE,
     length: size - HEADER_SIZE - 8,
   });
-  return await target.writeLTXFile(snapshotId, concatStreams(newHead, body, newTail), now);
+  return await target.writeLTXFile(
+    snapshotId,
+    concatStreams(newHead, body, newTail),
+    snapshotHeader.timestamp,
+  );
 }
 
 /**
@@ -217,6 +232,10 @@ function crcPatchWorks(): boolean {
     a.length - HEADER_SIZE,
   ) === stored(b);
   return selfTest;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 async function readRange(

@@ -36,6 +36,13 @@ export interface EncoderOptions {
   encoding?: PageEncoding;
   /** The file being written, for error messages. */
   name?: string;
+  /**
+   * Set when the sink is done with each chunk by the time its `write()` resolves (it copies
+   * the bytes or writes them out first, as a `handOffPipe` of src/pipeline guarantees): the
+   * encoder then hands it views of one staging buffer that it reuses, instead of a fresh copy
+   * per chunk that the sink may keep (garbage that only a GC frees). Same bytes either way.
+   */
+  reuseChunks?: boolean;
 }
 
 /**
@@ -128,6 +135,68 @@ function hashedFrameLength(pageSize: number, block: boolean): number {
 }
 
 /**
+ * Checks that a run given to `encodePages` holds whole pages.
+ * @throws {LTXError} when `bytes` is not `count` pages of `pageSize`.
+ */
+function checkRun(name: string, count: number, bytes: number, pageSize: number): void {
+  if (!Number.isInteger(count) || count < 0 || bytes !== count * pageSize) {
+    throw new LTXError(
+      `${name}: encodePages(): ${bytes} bytes are not ${count} pages of ${pageSize} bytes`,
+    );
+  }
+}
+
+/** Entries per block of the page index an encoder builds. */
+const INDEX_BLOCK = 16384;
+
+/** One block of {@linkcode IndexEntries}. */
+interface IndexBlock {
+  pgnos: Uint32Array;
+  offsets: Float64Array;
+  sizes: Uint32Array;
+}
+
+/**
+ * The page index as the encoder builds it: blocks of typed arrays, the first one grown by
+ * doubling up to {@linkcode INDEX_BLOCK} entries, then one more block per that many. A
+ * snapshot of a million pages neither copies a growing array (three number arrays left
+ * their old copies to the GC, megabytes of them) nor costs a small sync more than a few
+ * hundred bytes.
+ */
+class IndexEntries {
+  length = 0;
+  readonly blocks: IndexBlock[] = [];
+
+  push(pgno: number, offset: number, size: number): void {
+    const k = this.length % INDEX_BLOCK;
+    let block = this.blocks[this.blocks.length - 1];
+    if (k === 0 && this.length > 0 || block === undefined) {
+      block = newBlock(this.length === 0 ? 64 : INDEX_BLOCK);
+      this.blocks.push(block);
+    } else if (k === block.pgnos.length) {
+      // Only the first block grows: every other one is allocated at its full size.
+      const grown = newBlock(Math.min(INDEX_BLOCK, k * 2));
+      grown.pgnos.set(block.pgnos);
+      grown.offsets.set(block.offsets);
+      grown.sizes.set(block.sizes);
+      this.blocks[0] = block = grown;
+    }
+    block.pgnos[k] = pgno;
+    block.offsets[k] = offset;
+    block.sizes[k] = size;
+    this.length++;
+  }
+}
+
+function newBlock(entries: number): IndexBlock {
+  return {
+    pgnos: new Uint32Array(entries),
+    offsets: new Float64Array(entries),
+    sizes: new Uint32Array(entries),
+  };
+}
+
+/**
  * Streams one LTX file to `sink`. Feed pages in ascending order with {@linkcode encodePage},
  * then {@linkcode close}. Pages are copied (compressed) before `encodePage` resolves, so the
  * caller may reuse its buffers.
@@ -146,10 +215,9 @@ export class Encoder {
   #maxFrame: number;
   #lockPage: number;
   #prevPgno = 0;
-  #pgnos: number[] = [];
-  #offsets: number[] = [];
-  #sizes: number[] = [];
+  #index = new IndexEntries();
   #rolling = 0n;
+  #reuseChunks: boolean;
   #state: "open" | "closed" | "failed" = "open";
   #busy = false;
 
@@ -178,6 +246,7 @@ export class Encoder {
     }
     this.header = { ...header };
     this.#blockEncoding = encoding === "block";
+    this.#reuseChunks = options.reuseChunks ?? false;
     this.#maxFrame = PAGE_HEADER_SIZE + maxPayloadSize(header.pageSize);
     this.#lockPage = lockPageNumber(header.pageSize);
     this.#writer = sink.getWriter();
@@ -190,7 +259,7 @@ export class Encoder {
 
   /** Pages encoded so far. */
   get pageCount(): number {
-    return this.#pgnos.length;
+    return this.#index.length;
   }
 
   /** Bytes of the file produced so far (handed to the sink or buffered); the file size after `close`. */
@@ -219,9 +288,7 @@ export class Encoder {
         start,
       );
       if (this.#digest.withPageChecksum) this.#rolling ^= this.#digest.pageChecksum;
-      this.#pgnos.push(pgno);
-      this.#offsets.push(this.#flushed + start);
-      this.#sizes.push(size);
+      this.#index.push(pgno, this.#flushed + start, size);
       this.#prevPgno = pgno;
       this.#pos += size;
       if (this.#pos >= CHUNK_SIZE) await this.#flush();
@@ -230,6 +297,27 @@ export class Encoder {
       throw err;
     } finally {
       this.#busy = false;
+    }
+  }
+
+  /**
+   * Compresses and appends `count` consecutive pages, `first` to `first + count - 1`, held
+   * back to back in `data`: the same as `count` calls of {@linkcode encodePage}.
+   * @throws {LTXFormatError} as `encodePage` would for the first page that breaks a rule.
+   * @throws {LTXError} when `data` does not hold `count` pages.
+   */
+  async encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
+    const { pageSize } = this.header;
+    try {
+      checkRun(this.#name, count, data.length, pageSize);
+    } catch (err) {
+      this.#enter("encodePages");
+      await this.#fail(err);
+      this.#busy = false;
+      throw err;
+    }
+    for (let i = 0; i < count; i++) {
+      await this.encodePage(first + i, data.subarray(i * pageSize, (i + 1) * pageSize));
     }
   }
 
@@ -264,9 +352,7 @@ export class Encoder {
       await this.#flush(true);
       let offset = this.#flushed;
       for (let i = 0; i < frames.count; i++) {
-        this.#pgnos.push(frames.pgnos[i]);
-        this.#offsets.push(offset);
-        this.#sizes.push(frames.sizes[i]);
+        this.#index.push(frames.pgnos[i], offset, frames.sizes[i]);
         offset += frames.sizes[i];
       }
       const crc = crc64Combine(crc64Digest(this.#digest.crc), frames.crc, frames.hashedLength);
@@ -322,12 +408,15 @@ export class Encoder {
 
       // Page index: (pgno, absolute offset, frame size)*, 0, then its length as u64 BE.
       let indexLength = 0;
-      for (let i = 0; i < this.#pgnos.length; i++) {
+      const index = this.#index;
+      for (let i = 0; i < index.length; i++) {
         if (this.#buf.length - this.#pos < MAX_INDEX_ENTRY + 1) await this.#flush(true);
         const start = this.#pos;
-        let at = putUvarint(this.#buf, start, this.#pgnos[i]);
-        at = putUvarint(this.#buf, at, this.#offsets[i]);
-        at = putUvarint(this.#buf, at, this.#sizes[i]);
+        const block = index.blocks[Math.floor(i / INDEX_BLOCK)];
+        const k = i % INDEX_BLOCK;
+        let at = putUvarint(this.#buf, start, block.pgnos[k]);
+        at = putUvarint(this.#buf, at, block.offsets[k]);
+        at = putUvarint(this.#buf, at, block.sizes[k]);
         crc64Update(this.#digest.crc, this.#buf.subarray(start, at));
         indexLength += at - start;
         this.#pos = at;
@@ -386,8 +475,12 @@ export class Encoder {
   async #flush(all = false): Promise<void> {
     if (this.#pos === 0 || (!all && this.#pos < CHUNK_SIZE)) return;
     // A copy of exactly the bytes written: the staging buffer stays (warm in cache, no new
-    // 260 KiB allocation per chunk), and the sink may keep the chunk.
-    const chunk = this.#buf.slice(0, this.#pos);
+    // 260 KiB allocation per chunk), and the sink may keep the chunk. A sink that is done
+    // with it when its write resolves gets the staging buffer itself: nothing is written
+    // into it before then (every caller awaits this flush).
+    const chunk = this.#reuseChunks
+      ? this.#buf.subarray(0, this.#pos)
+      : this.#buf.slice(0, this.#pos);
     this.#flushed += this.#pos;
     this.#pos = 0;
     await this.#writer.write(chunk);

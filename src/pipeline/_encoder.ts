@@ -21,6 +21,18 @@ import { type JobChannel, openJob } from "./_pool.ts";
 import { ENCODE_BATCH_BYTES, ENCODE_BATCHES_IN_FLIGHT, type Reply } from "./_protocol.ts";
 
 /**
+ * Checks that a run given to `encodePages` holds whole pages (the in-thread encoder's check).
+ * @throws {LTXError} when `bytes` is not `count` pages of `pageSize`.
+ */
+export function checkRun(name: string, count: number, bytes: number, pageSize: number): void {
+  if (!Number.isInteger(count) || count < 0 || bytes !== count * pageSize) {
+    throw new LTXError(
+      `${name}: encodePages(): ${bytes} bytes are not ${count} pages of ${pageSize} bytes`,
+    );
+  }
+}
+
+/**
  * The {@linkcode Encoder} of src/ltx, run on a codec worker: same calls, same checks, same
  * errors, same bytes. Feed pages in ascending order with {@linkcode encodePage}, then
  * {@linkcode close}. Pages are copied before `encodePage` resolves, so the caller may reuse
@@ -35,6 +47,10 @@ export class WorkerEncoder {
   #capacity: number;
   #data: Uint8Array<ArrayBuffer>;
   #pgnos: Uint32Array<ArrayBuffer>;
+  /** Batch buffers the worker gave back. */
+  #free: { pgnos: Uint32Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> }[] = [];
+  /** Whether the sink is done with a chunk when its write resolves (EncoderOptions). */
+  #reuseChunks: boolean;
   #count = 0;
   #credits = ENCODE_BATCHES_IN_FLIGHT;
   #pageCount = 0;
@@ -57,6 +73,7 @@ export class WorkerEncoder {
     new Encoder(new WritableStream(), header, options);
     this.#name = options.name ?? "LTX output";
     this.header = { ...header };
+    this.#reuseChunks = options.reuseChunks ?? false;
     this.#writer = sink.getWriter();
     this.#capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
     this.#data = new Uint8Array(this.#capacity * header.pageSize);
@@ -66,7 +83,11 @@ export class WorkerEncoder {
       type: "encode",
       id: this.#channel.id,
       header: this.header,
-      options: { encoding: options.encoding ?? "frame", name: this.#name },
+      options: {
+        encoding: options.encoding ?? "frame",
+        name: this.#name,
+        reuseChunks: this.#reuseChunks,
+      },
     });
   }
 
@@ -96,6 +117,42 @@ export class WorkerEncoder {
       this.#prevPgno = pgno;
       this.#pageCount++;
       if (this.#count === this.#capacity) await this.#sendBatch();
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Queues `count` consecutive pages, `first` to `first + count - 1`, held back to back in
+   * `data`: what `count` calls of `encodePage` do, with one copy of the run and no per-page
+   * call (a full image is read in large runs). `data` may be reused once this resolves.
+   * @throws {LTXFormatError} as `encodePage` would for the first page that breaks a rule.
+   * @throws {LTXError} when `data` does not hold `count` pages.
+   * @throws the sink's error when writing the output failed.
+   */
+  async encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
+    this.#enter("encodePages");
+    try {
+      if (this.#error !== undefined) throw this.#error;
+      const { pageSize } = this.header;
+      checkRun(this.#name, count, data.length, pageSize);
+      for (let i = 0; i < count;) {
+        const n = Math.min(count - i, this.#capacity - this.#count);
+        for (let k = 0; k < n; k++) {
+          const pgno = first + i + k;
+          checkNextPage(this.header, this.#name, pgno, pageSize, this.#prevPgno);
+          this.#pgnos[this.#count + k] = pgno;
+          this.#prevPgno = pgno;
+        }
+        this.#data.set(data.subarray(i * pageSize, (i + n) * pageSize), this.#count * pageSize);
+        this.#count += n;
+        this.#pageCount += n;
+        i += n;
+        if (this.#count === this.#capacity) await this.#sendBatch();
+      }
     } catch (err) {
       await this.#fail(err);
       throw err;
@@ -177,14 +234,18 @@ export class WorkerEncoder {
       { type: "pages", id, pgnos: this.#pgnos, data: this.#data.buffer, count: this.#count },
       [this.#data.buffer, this.#pgnos.buffer],
     );
-    this.#data = new Uint8Array(this.#capacity * this.header.pageSize);
-    this.#pgnos = new Uint32Array(this.#capacity);
+    const reused = this.#free.pop();
+    this.#data = reused?.data ?? new Uint8Array(this.#capacity * this.header.pageSize);
+    this.#pgnos = reused?.pgnos ?? new Uint32Array(this.#capacity);
     this.#count = 0;
   }
 
   #onReply(reply: Reply): void {
     switch (reply.type) {
       case "pagesAck":
+        if (reply.data && reply.pgnos) {
+          this.#free.push({ pgnos: reply.pgnos, data: new Uint8Array(reply.data) });
+        }
         this.#credits++;
         break;
       case "output": {
@@ -195,7 +256,12 @@ export class WorkerEncoder {
           try {
             await this.#writer.write(chunk);
             this.#written += chunk.length;
-            this.#channel.send({ type: "outputAck", id });
+            if (this.#reuseChunks) {
+              // The sink is done with the chunk: its buffer goes back for the next one.
+              this.#channel.send({ type: "outputAck", id, buffer: reply.buffer }, [reply.buffer]);
+            } else {
+              this.#channel.send({ type: "outputAck", id });
+            }
           } catch (err) {
             this.#error ??= err;
             this.#wake?.();

@@ -4,7 +4,10 @@
  * their checksum (a stateless request, `encodePageFrames` of src/ltx); the main thread splices
  * the frames into the file in batch order with `Encoder.appendFrames`, which combines the
  * parts' CRCs into the file checksum. The file is byte for byte what one encoder makes. A full
- * image (a snapshot) is coded at the speed of all the workers instead of one.
+ * image (a snapshot) is coded at the speed of all the workers instead of one; on one worker
+ * this is still the cheaper way to code a large file (a call per batch, not per page). With
+ * `reuseChunks`, the frames are coded into buffers that travel with the batches and back, so
+ * a large file allocates nothing per batch.
  *
  * @module
  */
@@ -17,8 +20,10 @@ import {
   type Header,
   HEADER_FLAG_NO_CHECKSUM,
   LTXError,
+  pageFramesBound,
   type Trailer,
 } from "../ltx/mod.ts";
+import { checkRun } from "./_encoder.ts";
 import { fromWire } from "./_errors.ts";
 import { type JobChannel, openJob } from "./_pool.ts";
 import { ENCODE_BATCH_BYTES, FRAME_BATCHES_IN_FLIGHT_PER_WORKER, type Reply } from "./_protocol.ts";
@@ -44,6 +49,14 @@ export class ParallelEncoder {
   #withPageChecksum: boolean;
   #capacity: number;
   #free: { pgnos: Uint32Array<ArrayBuffer>; data: ArrayBuffer }[] = [];
+  /**
+   * Set when the sink is done with a chunk when its write resolves (EncoderOptions): each
+   * batch then travels with a buffer to code its frames into, which comes back with them,
+   * is written as it is, and goes out again with a later batch.
+   */
+  #reuseChunks: boolean;
+  /** Frame buffers written out and free for another batch. */
+  #freeOut: ArrayBuffer[] = [];
   #pgnos: Uint32Array<ArrayBuffer>;
   #data: Uint8Array<ArrayBuffer>;
   #count = 0;
@@ -76,6 +89,7 @@ export class ParallelEncoder {
     this.header = { ...header };
     this.#encoding = options.encoding ?? "frame";
     this.#withPageChecksum = (header.flags & HEADER_FLAG_NO_CHECKSUM) === 0;
+    this.#reuseChunks = options.reuseChunks ?? false;
     this.#capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
     ({ pgnos: this.#pgnos, data: this.#data } = this.#newBatch());
     const workers = Math.max(1, Math.floor(options.workers));
@@ -112,6 +126,42 @@ export class ParallelEncoder {
       this.#prevPgno = pgno;
       this.#pageCount++;
       if (this.#count === this.#capacity) await this.#sendBatch();
+    } catch (err) {
+      await this.#fail(err);
+      throw err;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Queues `count` consecutive pages, `first` to `first + count - 1`, held back to back in
+   * `data`: what `count` calls of `encodePage` do, with one copy of the run and no per-page
+   * call (a full image is read in large runs). `data` may be reused once this resolves.
+   * @throws {LTXFormatError} as `encodePage` would for the first page that breaks a rule.
+   * @throws {LTXError} when `data` does not hold `count` pages.
+   * @throws the sink's error when writing the output failed.
+   */
+  async encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
+    this.#enter("encodePages");
+    try {
+      if (this.#error !== undefined) throw this.#error;
+      const { pageSize } = this.header;
+      checkRun(this.#name, count, data.length, pageSize);
+      for (let i = 0; i < count;) {
+        const n = Math.min(count - i, this.#capacity - this.#count);
+        for (let k = 0; k < n; k++) {
+          const pgno = first + i + k;
+          checkNextPage(this.header, this.#name, pgno, pageSize, this.#prevPgno);
+          this.#pgnos[this.#count + k] = pgno;
+          this.#prevPgno = pgno;
+        }
+        this.#data.set(data.subarray(i * pageSize, (i + n) * pageSize), this.#count * pageSize);
+        this.#count += n;
+        this.#pageCount += n;
+        i += n;
+        if (this.#count === this.#capacity) await this.#sendBatch();
+      }
     } catch (err) {
       await this.#fail(err);
       throw err;
@@ -201,17 +251,25 @@ export class ParallelEncoder {
     }
     this.#coding[pick]++;
     const channel = this.#channels[pick];
-    channel.send({
-      type: "frames",
-      id: channel.id,
-      seq,
-      pageSize: this.header.pageSize,
-      encoding: this.#encoding,
-      withPageChecksum: this.#withPageChecksum,
-      pgnos: this.#pgnos,
-      data: this.#data.buffer,
-      count: this.#count,
-    }, [this.#data.buffer, this.#pgnos.buffer]);
+    const out = this.#reuseChunks
+      ? this.#freeOut.pop() ??
+        new ArrayBuffer(pageFramesBound(this.header.pageSize, this.#capacity))
+      : undefined;
+    channel.send(
+      {
+        type: "frames",
+        id: channel.id,
+        seq,
+        pageSize: this.header.pageSize,
+        encoding: this.#encoding,
+        withPageChecksum: this.#withPageChecksum,
+        pgnos: this.#pgnos,
+        data: this.#data.buffer,
+        count: this.#count,
+        out,
+      },
+      out ? [this.#data.buffer, this.#pgnos.buffer, out] : [this.#data.buffer, this.#pgnos.buffer],
+    );
     ({ pgnos: this.#pgnos, data: this.#data } = this.#newBatch());
     this.#count = 0;
   }
@@ -236,7 +294,9 @@ export class ParallelEncoder {
       const frames: EncodedFrames = {
         pgnos: next.pgnos,
         count: next.count,
-        bytes: next.pieces.map((piece) => new Uint8Array(piece)),
+        bytes: next.output
+          ? new Uint8Array(next.output, 0, next.outputLength)
+          : next.pieces.map((piece) => new Uint8Array(piece)),
         sizes: next.sizes,
         crc: next.crc,
         hashedLength: next.hashedLength,
@@ -249,6 +309,8 @@ export class ParallelEncoder {
           this.#inFlight--;
           // The page numbers were read by appendFrames: both buffers may be refilled now.
           this.#free.push({ pgnos: next.pgnos, data: next.data });
+          // So are the frames' bytes, when the sink is done with them (reuseChunks).
+          if (next.output) this.#freeOut.push(next.output);
         } catch (err) {
           this.#error ??= err;
         }

@@ -76,8 +76,18 @@ export type Request =
     pgnos: Uint32Array<ArrayBuffer>;
     data: ArrayBuffer;
     count: number;
+    /**
+     * Where to code the frames (at least `pageFramesBound` bytes): sent back whole as the
+     * reply's `output` instead of fresh pieces, for a sink that lets the buffer be reused.
+     */
+    out?: ArrayBuffer;
   }
-  | { type: "outputAck"; id: number }
+  | {
+    type: "outputAck";
+    id: number;
+    /** The output chunk's buffer, given back for reuse (the sink is done with it). */
+    buffer?: ArrayBuffer;
+  }
   | { type: "cancel"; id: number };
 
 /** Worker → main thread. */
@@ -98,7 +108,13 @@ export type Reply =
     count: number;
   }
   | { type: "decoded"; id: number; trailer: Trailer }
-  | { type: "pagesAck"; id: number }
+  | {
+    type: "pagesAck";
+    id: number;
+    /** The batch's buffers, given back for reuse (its pages are encoded). */
+    pgnos?: Uint32Array<ArrayBuffer>;
+    data?: ArrayBuffer;
+  }
   | { type: "output"; id: number; buffer: ArrayBuffer; length: number }
   | { type: "closed"; id: number; trailer: Trailer; bytes: number }
   | {
@@ -106,8 +122,11 @@ export type Reply =
     type: "frames";
     id: number;
     seq: number;
-    /** The frames, back to back, in pieces of at most `FRAME_PIECE_BYTES`. */
+    /** The frames, back to back, in pieces of at most `FRAME_PIECE_BYTES` (none with `output`). */
     pieces: ArrayBuffer[];
+    /** The request's `out` buffer with the frames in its first `outputLength` bytes. */
+    output?: ArrayBuffer;
+    outputLength?: number;
     sizes: Uint32Array<ArrayBuffer>;
     crc: bigint;
     hashedLength: number;

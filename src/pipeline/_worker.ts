@@ -65,6 +65,8 @@ interface EncodeJob {
   credit: Credit;
   encoder?: Encoder;
   failed: boolean;
+  /** Output chunk buffers the main thread gave back. */
+  free: ArrayBuffer[];
 }
 
 /**
@@ -175,12 +177,19 @@ scope.onmessage = (event: MessageEvent<Request>) => {
     }
   } else if (job?.kind === "encode") {
     if (message.type === "outputAck") {
+      if (message.buffer) job.free.push(message.buffer);
       job.credit.give();
     } else if (message.type === "pages" || message.type === "close") {
       job.chain = job.chain.then(() => encodeStep(message.id, job, message));
     }
   }
 };
+
+/**
+ * Size of a new output chunk buffer of an encode job: the encoder's chunks are a little over
+ * 256 KiB (at most 256 KiB and one frame of the largest page size), so one size fits all.
+ */
+const OUTPUT_BUFFER_BYTES = 384 << 10;
 
 /** Where "frames" requests are coded, reused: only the pieces sent out are new buffers. */
 let frameStage = new Uint8Array(0);
@@ -190,6 +199,10 @@ function encodeFrames(message: Extract<Request, { type: "frames" }>): void {
   const { id, seq, pageSize, pgnos, count } = message;
   try {
     const bound = pageFramesBound(pageSize, count);
+    if (message.out && message.out.byteLength >= bound) {
+      encodeFramesInto(message, message.out);
+      return;
+    }
     if (frameStage.length < bound) frameStage = new Uint8Array(bound);
     const frames = encodePageFrames(pageSize, pgnos, new Uint8Array(message.data), count, {
       encoding: message.encoding,
@@ -216,6 +229,30 @@ function encodeFrames(message: Extract<Request, { type: "frames" }>): void {
   } catch (err) {
     post({ type: "error", id, error: wire(err) });
   }
+}
+
+/** A "frames" request coded straight into the buffer it came with, which goes back whole. */
+function encodeFramesInto(message: Extract<Request, { type: "frames" }>, out: ArrayBuffer): void {
+  const { id, seq, pageSize, pgnos, count } = message;
+  const frames = encodePageFrames(pageSize, pgnos, new Uint8Array(message.data), count, {
+    encoding: message.encoding,
+    withPageChecksum: message.withPageChecksum,
+  }, new Uint8Array(out));
+  post({
+    type: "frames",
+    id,
+    seq,
+    pieces: [],
+    output: out,
+    outputLength: frames.bytes.length as number,
+    sizes: frames.sizes as Uint32Array<ArrayBuffer>,
+    crc: frames.crc,
+    hashedLength: frames.hashedLength,
+    pageChecksums: frames.pageChecksums,
+    pgnos,
+    data: message.data,
+    count,
+  }, [out, frames.sizes.buffer as ArrayBuffer, pgnos.buffer, message.data]);
 }
 
 function startDecode(id: number, name: string): void {
@@ -265,21 +302,35 @@ async function decode(id: number, job: DecodeJob): Promise<void> {
 
 function startEncode(id: number, message: Extract<Request, { type: "encode" }>): void {
   const credit = new Credit(OUTPUT_CHUNKS_IN_FLIGHT);
-  const job: EncodeJob = { kind: "encode", chain: Promise.resolve(), credit, failed: false };
+  const job: EncodeJob = {
+    kind: "encode",
+    chain: Promise.resolve(),
+    credit,
+    failed: false,
+    free: [],
+  };
   jobs.set(id, job);
   const sink = new WritableStream<Uint8Array>({
     async write(chunk) {
       await credit.take();
       if (job.failed) return;
-      // The encoder hands over a fresh buffer per chunk and never touches it again.
-      const whole = chunk.byteOffset === 0 ? chunk : chunk.slice();
-      post({ type: "output", id, buffer: whole.buffer as ArrayBuffer, length: chunk.length }, [
-        whole.buffer as ArrayBuffer,
-      ]);
+      // The encoder's chunk is a view of its staging buffer (reuseChunks): copied into a
+      // buffer the main thread gave back, or a new one, which moves to the main thread. One
+      // that will come back has room for any later chunk; one that may be kept, no more
+      // than this one needs.
+      let out = job.free.pop();
+      if (out === undefined || out.byteLength < chunk.length) {
+        out = new ArrayBuffer(
+          message.options.reuseChunks ? Math.max(chunk.length, OUTPUT_BUFFER_BYTES) : chunk.length,
+        );
+      }
+      new Uint8Array(out, 0, chunk.length).set(chunk);
+      post({ type: "output", id, buffer: out, length: chunk.length }, [out]);
     },
   });
   try {
-    job.encoder = new Encoder(sink, message.header, message.options);
+    // Its sink copies each chunk: the in-worker encoder may always reuse its buffer.
+    job.encoder = new Encoder(sink, message.header, { ...message.options, reuseChunks: true });
   } catch (err) {
     job.failed = true;
     fail(id, err);
@@ -301,7 +352,10 @@ async function encodeStep(
         await job.encoder.encodePage(pgnos[i], data.subarray(i * pageSize, (i + 1) * pageSize));
         if (job.failed) return;
       }
-      post({ type: "pagesAck", id });
+      post({ type: "pagesAck", id, pgnos: pgnos as Uint32Array<ArrayBuffer>, data: message.data }, [
+        pgnos.buffer as ArrayBuffer,
+        message.data,
+      ]);
     } else {
       const trailer = await job.encoder.close(message.postApplyChecksum);
       if (job.failed) return;

@@ -41,6 +41,7 @@ import { ParallelEncoder } from "./_parallel_encoder.ts";
 export { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 export { WorkerEncoder } from "./_encoder.ts";
 export { ParallelEncoder } from "./_parallel_encoder.ts";
+export { handOffPipe } from "./_hand_off.ts";
 export { MAX_WORKERS, runningWorkers } from "./_pool.ts";
 
 /** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */
@@ -63,7 +64,7 @@ export type PageSource = Pick<
  */
 export type PageSink = Pick<
   Encoder,
-  "header" | "pageCount" | "bytesWritten" | "encodePage" | "close" | "abort"
+  "header" | "pageCount" | "bytesWritten" | "encodePage" | "encodePages" | "close" | "abort"
 >;
 
 /**
@@ -167,7 +168,9 @@ export function openEncoder(
   // More workers than cores only add threads competing for them.
   const parallel = workersFromEnv() ??
     (large || where === "worker" ? Math.min(workers, navigator.hardwareConcurrency || 1) : 1);
-  if (parallel > 1) {
+  // A large output goes the parallel encoder's way even on one worker: a batch is coded in
+  // one call into one buffer, instead of page by page through an in-worker encoder.
+  if (parallel > 1 || large) {
     return new ParallelEncoder(sink, header, { ...encoderOptions, workers: parallel });
   }
   return new WorkerEncoder(sink, header, encoderOptions);

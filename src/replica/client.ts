@@ -109,6 +109,14 @@ export interface ReplicaClient {
   localPath?(file: LTXFileId): string;
 
   /**
+   * True when {@linkcode ReplicaClient.writeLTXFile} is done with each chunk of a streamed
+   * body (written out, no reference kept) before it reads the next: the writer may then reuse
+   * its buffers (`handOffPipe` in src/pipeline). Absent: chunks may be kept (gathered into
+   * upload parts, queued), so each must be a buffer of its own.
+   */
+  readonly releasesEachChunk?: boolean;
+
+  /**
    * Writes `file` as a copy of the local file at `sourcePath` with `patches` written over it,
    * with the guarantees of {@linkcode ReplicaClient.writeLTXFile}, without streaming the bytes
    * through this process (a kernel copy). Absent: stream the file through `writeLTXFile`.

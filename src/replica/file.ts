@@ -50,6 +50,8 @@ export interface FileReplicaOptions {
 export class FileReplicaClient implements ReplicaClient {
   /** Always `"file"`. */
   readonly type = "file";
+  /** Each chunk of a streamed body is written out before the next is read. */
+  readonly releasesEachChunk = true;
   /** `file://` URL of the root directory. */
   readonly location: string;
   /** Absolute path of the root directory (the one holding `ltx/`). */
