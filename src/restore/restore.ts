@@ -5,8 +5,10 @@
  * The plan is Litestream's (same files, same tie-breaks, see {@linkcode calcRestorePlan}). The
  * plan's files are streamed through LTX decoders that verify every file checksum, merged page
  * by page (latest file wins, pages past the final size dropped), and written in order to
- * `<out>.tmp`, which becomes `<out>` only once it is complete and synced. Memory use does not
- * grow with the database size.
+ * `<out>.tmp`, which becomes `<out>` only once it is complete and synced. When every planned
+ * file is on this machine (a directory replica) and they are large, a worker does all of that
+ * byte work instead (`_direct.ts`: same checks, same result) and this thread only waits. Memory
+ * use does not grow with the database size.
  *
  * @module
  */
@@ -19,6 +21,7 @@ import {
   HEADER_FLAG_NO_CHECKSUM,
   HEADER_SIZE,
   LTXChecksumError,
+  LTXError,
   LTXFormatError,
   parseFilename,
   type Trailer,
@@ -30,7 +33,8 @@ import {
   SNAPSHOT_LEVEL,
   syncDirectory,
 } from "../replica/mod.ts";
-import { mergeSources, openDecoder } from "../pipeline/mod.ts";
+import { mergeSources, openDecoder, WORKER_THRESHOLD_BYTES } from "../pipeline/mod.ts";
+import { type DirectFile, restoreDirect } from "./_direct.ts";
 import { calcRestorePlan } from "./_plan.ts";
 import { openSized } from "./_stream.ts";
 import { DatabaseWriter } from "./_writer.ts";
@@ -225,7 +229,7 @@ function findNotFound(err: unknown): NotFoundError | undefined {
   return undefined;
 }
 
-/** One plan, streamed into `<out>.tmp` and installed; removes the temp file on any error. */
+/** One plan, written to `<out>.tmp` and installed; removes the temp file on any error. */
 async function restoreOnce(
   client: ReplicaClient,
   options: RestoreOptions,
@@ -236,13 +240,75 @@ async function restoreOnce(
   plan.forEach((info, i) => checkPlannedFile(info, names[i]));
 
   const tmpPath = `${outputPath}.tmp`;
-  // Large files decode on a codec worker while this thread reads and writes.
+  const local = localFiles(client, plan, names);
+  let file: Deno.FsFile | undefined;
+  const create = async () => {
+    // A leftover temp file (or a symlink planted there) is replaced, never written through.
+    await removeIfExists(tmpPath);
+    file = await Deno.open(tmpPath, { write: true, createNew: true });
+    return file;
+  };
+  let result: RestoreResult;
+  try {
+    const written = local
+      ? await writeDirect(local, tmpPath, create, plan, names, options)
+      : await writeStreamed(client, create, plan, names, options);
+    const { headers, trailers, checksummed } = written;
+    if (checksummed) verifyRollingChecksums(headers, trailers, names, written.databaseChecksum);
+
+    await file!.sync();
+    file!.close();
+    file = undefined;
+    signal?.throwIfAborted();
+    await install(tmpPath, outputPath, options.overwrite ?? false);
+    await syncDirectory(dirname(outputPath));
+    result = {
+      path: outputPath,
+      txid: plan[plan.length - 1].maxTXID,
+      pageSize: written.pageSize,
+      commit: written.commit,
+      files: plan,
+      bytes: written.bytes,
+      checksumsVerified: checksummed,
+    };
+  } catch (err) {
+    try {
+      file?.close();
+    } catch { /* already closed */ }
+    await removeIfExists(tmpPath).catch(() => {});
+    throw err;
+  }
+  return result;
+}
+
+/** What writing the planned files into the temp file produced. */
+interface Written {
+  headers: Header[];
+  trailers: Trailer[];
+  /** Whether some file carries rolling checksums (then `databaseChecksum` is the result's). */
+  checksummed: boolean;
+  databaseChecksum: bigint | undefined;
+  pageSize: number;
+  commit: number;
+  bytes: number;
+}
+
+/**
+ * The streaming path: each planned file is a byte stream decoded through `openDecoder` (a codec
+ * worker for large files while this thread reads and writes), merged, and written in order.
+ */
+async function writeStreamed(
+  client: ReplicaClient,
+  create: () => Promise<Deno.FsFile>,
+  plan: LTXFileInfo[],
+  names: string[],
+  options: RestoreOptions,
+): Promise<Written> {
+  const { signal } = options;
   const decoders = plan.map((info, i) =>
     openDecoder(openSized(client, info, names[i], { signal }), { name: names[i], size: info.size })
   );
-  let file: Deno.FsFile | undefined;
   let writer: DatabaseWriter | undefined;
-  let result: RestoreResult;
   try {
     const headers: Header[] = [];
     for (const [i, decoder] of decoders.entries()) {
@@ -252,10 +318,7 @@ async function restoreOnce(
     const merged = await mergeSources(decoders);
     const { pageSize, commit } = merged.header;
 
-    // A leftover temp file (or a symlink planted there) is replaced, never written through.
-    await removeIfExists(tmpPath);
-    file = await Deno.open(tmpPath, { write: true, createNew: true });
-    writer = new DatabaseWriter(file, {
+    writer = new DatabaseWriter(await create(), {
       pageSize,
       commit,
       checksum: checksummed,
@@ -273,33 +336,122 @@ async function restoreOnce(
         `restore from ${client.location}: not every plan file was read to its end`,
       );
     }
-    if (checksummed) verifyRollingChecksums(headers, trailers, names, databaseChecksum);
-
-    await file.sync();
-    file.close();
-    file = undefined;
-    signal?.throwIfAborted();
-    await install(tmpPath, outputPath, options.overwrite ?? false);
-    await syncDirectory(dirname(outputPath));
-    result = {
-      path: outputPath,
-      txid: plan[plan.length - 1].maxTXID,
+    return {
+      headers,
+      trailers,
+      checksummed,
+      databaseChecksum,
       pageSize,
       commit,
-      files: plan,
       bytes: writer.totalBytes,
-      checksumsVerified: checksummed,
     };
   } catch (err) {
     await Promise.all(decoders.map((decoder) => decoder.cancel().catch(() => {})));
     await writer?.settle().catch(() => {});
-    try {
-      file?.close();
-    } catch { /* already closed */ }
-    await removeIfExists(tmpPath).catch(() => {});
     throw err;
   }
-  return result;
+}
+
+/**
+ * The direct path (`_direct.ts`): a worker reads the local files, decodes, verifies and writes
+ * the temp file itself; this thread checks the headers as they arrive and waits.
+ */
+async function writeDirect(
+  files: DirectFile[],
+  tmpPath: string,
+  create: () => Promise<Deno.FsFile>,
+  plan: LTXFileInfo[],
+  names: string[],
+  options: RestoreOptions,
+): Promise<Written> {
+  const { dev, ino } = await (await create()).stat();
+  if (dev === null || ino === null) throw new Error(`${tmpPath}: no device and inode to check`);
+  let headers: Header[] = [];
+  let total = 0;
+  const done = await restoreDirect(files, { path: tmpPath, dev, ino }, {
+    signal: options.signal,
+    onHeaders(received) {
+      headers = received.map((header, i) => checkHeader(header, plan[i], names[i]));
+      checkSequence(headers, names);
+      const last = headers[headers.length - 1];
+      total = last.commit * last.pageSize;
+    },
+    onProgress: options.onProgress && ((bytes) => options.onProgress!(bytes, total)),
+  });
+  const last = headers[headers.length - 1];
+  if (done.trailers.length !== plan.length || done.trailers.some((t) => t === undefined)) {
+    throw new LTXFormatError(`restore: not every plan file was read to its end`);
+  }
+  return {
+    headers,
+    trailers: done.trailers,
+    checksummed: headers.some((h) => (h.flags & HEADER_FLAG_NO_CHECKSUM) === 0),
+    databaseChecksum: done.databaseChecksum,
+    pageSize: last.pageSize,
+    commit: last.commit,
+    bytes: done.bytes,
+  };
+}
+
+/**
+ * The planned files as paths on this machine, when the direct path applies: every file is
+ * local and stored as is, and together they are large enough to be worth a worker's start-up
+ * (`SLUICE_PIPELINE=worker` takes it for any size, `=thread` never).
+ */
+function localFiles(
+  client: ReplicaClient,
+  plan: LTXFileInfo[],
+  names: string[],
+): DirectFile[] | undefined {
+  const where = placementFromEnv();
+  if (where === "thread" || client.localPath === undefined || client.contentTransformed) {
+    return undefined;
+  }
+  // The worker checks the output's inode, which Windows does not report.
+  if (Deno.build.os === "windows") return undefined;
+  const total = plan.reduce((sum, info) => sum + info.size, 0);
+  if (where !== "worker" && total < WORKER_THRESHOLD_BYTES) return undefined;
+  const files: DirectFile[] = [];
+  for (const [i, info] of plan.entries()) {
+    const path = client.localPath(info);
+    if (path === undefined) return undefined;
+    files.push({ path, name: names[i], size: info.size });
+  }
+  return files;
+}
+
+/** `SLUICE_PIPELINE` (see src/pipeline's `openDecoder`): "worker", "thread" or "auto". */
+function placementFromEnv(): string {
+  try {
+    return Deno.env.get("SLUICE_PIPELINE") ?? "auto";
+  } catch {
+    return "auto";
+  }
+}
+
+/**
+ * The merge's checks of the plan's headers (src/ltx/merge.ts, same messages): one page size,
+ * and each file starting at most one past the previous end and reaching beyond it.
+ */
+function checkSequence(headers: Header[], names: string[]): void {
+  for (let i = 1; i < headers.length; i++) {
+    const prev = headers[i - 1];
+    const cur = headers[i];
+    if (cur.pageSize !== prev.pageSize) {
+      throw new LTXError(
+        `input files have mismatched page sizes: ${names[i - 1]} has ${prev.pageSize}, ` +
+          `${names[i]} has ${cur.pageSize}; the database changed page size, so the ` +
+          `replica must be reset with a new snapshot`,
+      );
+    }
+    if (!(cur.minTXID <= prev.maxTXID + 1 && cur.maxTXID > prev.maxTXID)) {
+      throw new LTXError(
+        `non-contiguous LTX files: ${names[i - 1]} covers TXIDs ${prev.minTXID}…` +
+          `${prev.maxTXID} and ${names[i]} covers ${cur.minTXID}…${cur.maxTXID}; ` +
+          `each file must start at most one past the previous end and reach beyond it`,
+      );
+    }
+  }
 }
 
 /** A name for a replica file in messages: `<min>-<max>.ltx (level N at <location>)`. */
