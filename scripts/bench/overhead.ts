@@ -47,7 +47,11 @@ async function writerRate(mode: Mode, seconds: number): Promise<number> {
       replicator = await startReplicator(mode, dbPath, { type: "file", dir: replicaDir }, dir);
       const ready = await until(() => watcher.seen.size > 0, 30_000);
       await watcher.stop();
-      if (!ready) throw new Error(`${mode} wrote nothing to its replica within 30 s`);
+      if (!ready) {
+        throw new Error(
+          `${mode} wrote nothing to its replica within 30 s; its log:\n${await replicator!.stop()}`,
+        );
+      }
       await sleep(500);
     }
     try {
@@ -72,7 +76,11 @@ async function cpuPer1000(tool: ToolName, seconds: number): Promise<number> {
     try {
       const ready = await until(() => watcher.seen.size > 0, 30_000);
       await watcher.stop();
-      if (!ready) throw new Error(`${tool} wrote nothing to its replica within 30 s`);
+      if (!ready) {
+        throw new Error(
+          `${tool} wrote nothing to its replica within 30 s; its log:\n${await replicator.stop()}`,
+        );
+      }
       await sleep(1500);
       const before = treeCpuSeconds(replicator.pid);
       const run = await runWriter({ db: dbPath, rate: 100, seconds, payloadBytes: 100, firstK: 1 });
