@@ -216,3 +216,28 @@ export async function copyTree(from: string, to: string): Promise<void> {
 export function fixture(path: string): string {
   return new URL(`./fixtures/${path}`, import.meta.url).pathname;
 }
+
+/**
+ * Writes a database that grows without its new pages: TXID 1 holds pages 1 and 2 (Commit 2),
+ * TXID 2 raises Commit to 4 but holds only page 4, so page 3 is in none of the files (pages of
+ * 512 bytes, from {@linkcode patternPage}).
+ */
+export async function writeGrowthWithoutPage3(client: ReplicaClient): Promise<void> {
+  const pageSize = 512;
+  await writeLTX(client, 0, { minTXID: 1, maxTXID: 1, pageSize, commit: 2 }, [
+    { pgno: 1, data: patternPage(pageSize, 1) },
+    { pgno: 2, data: patternPage(pageSize, 2) },
+  ]);
+  await writeLTX(client, 0, { minTXID: 2, maxTXID: 2, pageSize, commit: 4 }, [
+    { pgno: 4, data: patternPage(pageSize, 4) },
+  ]);
+}
+
+/** Files next to `name` (`-wal`, `-shm`, `.tmp`, …) that a restore must not leave behind. */
+export async function leftovers(dir: string, name: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.name !== name && entry.name.startsWith(name)) found.push(entry.name);
+  }
+  return found.sort();
+}

@@ -8,7 +8,15 @@ import { join } from "node:path";
 import { LTXError, type Page } from "../src/ltx/mod.ts";
 import { FileReplicaClient, type ListOptions, type LTXFileInfo } from "../src/replica/mod.ts";
 import { restore, TruncatedFileError } from "../src/restore/mod.ts";
-import { copyTree, fixture, patternPage, withTempDir, writeLTX } from "./_restore_helpers.ts";
+import {
+  copyTree,
+  fixture,
+  leftovers,
+  patternPage,
+  withTempDir,
+  writeGrowthWithoutPage3,
+  writeLTX,
+} from "./_restore_helpers.ts";
 
 const PAGE_SIZE = 4096;
 /** Pages of the snapshot: 12 MiB of random bytes, above the worker threshold as LTX too. */
@@ -72,14 +80,6 @@ async function buildReplica(client: FileReplicaClient): Promise<Uint8Array> {
   return out;
 }
 
-async function leftovers(dir: string, name: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.name !== name && entry.name.startsWith(name)) found.push(entry.name);
-  }
-  return found.sort();
-}
-
 Deno.test("direct: a large local plan restores the merge's bytes, as the streaming path does", async () => {
   await withTempDir(async (dir) => {
     const client = new FileReplicaClient(join(dir, "replica"));
@@ -141,14 +141,7 @@ Deno.test("direct: missing pages, rolling checksums and aborts behave as in the 
   await withPlacement("worker", async () => {
     await withTempDir(async (dir) => {
       const client = new FileReplicaClient(join(dir, "replica"));
-      const pageSize = 512;
-      await writeLTX(client, 0, { minTXID: 1, maxTXID: 1, pageSize, commit: 2 }, [
-        { pgno: 1, data: patternPage(pageSize, 1) },
-        { pgno: 2, data: patternPage(pageSize, 2) },
-      ]);
-      await writeLTX(client, 0, { minTXID: 2, maxTXID: 2, pageSize, commit: 4 }, [
-        { pgno: 4, data: patternPage(pageSize, 4) },
-      ]);
+      await writeGrowthWithoutPage3(client);
       await assert.rejects(
         () => restore(client, { outputPath: join(dir, "out.db") }),
         /page 3 of 4 is in none of the files/,

@@ -6,9 +6,11 @@ import { IntegrityCheckError, OutputExistsError, restore } from "../src/restore/
 import {
   copyTree,
   fixture,
+  leftovers,
   patternPage,
   planNames,
   withTempDir,
+  writeGrowthWithoutPage3,
   writeLTX,
 } from "./_restore_helpers.ts";
 
@@ -189,15 +191,7 @@ Deno.test("corrupt: a file shorter than a header, or than its listed size, is re
 Deno.test("corrupt: a database size grown without its pages is an incomplete restore", async () => {
   await withTempDir(async (dir) => {
     const client = new FileReplicaClient(dir);
-    const pageSize = 512;
-    await writeLTX(client, 0, { minTXID: 1, maxTXID: 1, pageSize, commit: 2 }, [
-      { pgno: 1, data: patternPage(pageSize, 1) },
-      { pgno: 2, data: patternPage(pageSize, 2) },
-    ]);
-    // Commit grows to 4 but page 3 is never sent (no growth pages).
-    await writeLTX(client, 0, { minTXID: 2, maxTXID: 2, pageSize, commit: 4 }, [
-      { pgno: 4, data: patternPage(pageSize, 4) },
-    ]);
+    await writeGrowthWithoutPage3(client);
     await assert.rejects(
       () => restore(client, { outputPath: join(dir, "out.db") }),
       /page 3 of 4 is (missing|in none of the files)/,
@@ -271,15 +265,6 @@ Deno.test("abort: an aborted restore leaves neither output nor temp file", async
     assert.equal(await exists(outputPath), false);
   });
 });
-
-/** Files next to `name` that a restore must not leave behind. */
-async function leftovers(dir: string, name: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.name !== name && entry.name.startsWith(name)) found.push(entry.name);
-  }
-  return found.sort();
-}
 
 async function exists(path: string): Promise<boolean> {
   try {

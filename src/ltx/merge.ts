@@ -50,24 +50,7 @@ export async function mergeDecoders(inputs: Decoder[]): Promise<MergeResult> {
   const headers: Header[] = [];
   try {
     for (const input of inputs) headers.push(await input.readHeader());
-    for (let i = 1; i < inputs.length; i++) {
-      const prev = headers[i - 1];
-      const cur = headers[i];
-      if (cur.pageSize !== prev.pageSize) {
-        throw new LTXError(
-          `input files have mismatched page sizes: ${inputs[i - 1].name} has ${prev.pageSize}, ` +
-            `${inputs[i].name} has ${cur.pageSize}; the database changed page size, so the ` +
-            `replica must be reset with a new snapshot`,
-        );
-      }
-      if (!(cur.minTXID <= prev.maxTXID + 1 && cur.maxTXID > prev.maxTXID)) {
-        throw new LTXError(
-          `non-contiguous LTX files: ${inputs[i - 1].name} covers TXIDs ${prev.minTXID}…` +
-            `${prev.maxTXID} and ${inputs[i].name} covers ${cur.minTXID}…${cur.maxTXID}; ` +
-            `each file must start at most one past the previous end and reach beyond it`,
-        );
-      }
-    }
+    checkSequence(headers, inputs.map((d) => d.name));
   } catch (err) {
     await cancelAll(inputs);
     throw err;
@@ -104,6 +87,33 @@ export async function mergeDecoders(inputs: Decoder[]): Promise<MergeResult> {
       return inputs.map((d) => d.trailer!);
     },
   };
+}
+
+/**
+ * The merge's checks of its inputs' headers (in input order, `names` for the messages): one
+ * page size, and each file starting at most one past the previous end and reaching beyond it
+ * (overlap is fine, a gap is not).
+ * @throws {LTXError} on a page-size mismatch or a TXID gap.
+ */
+export function checkSequence(headers: Header[], names: string[]): void {
+  for (let i = 1; i < headers.length; i++) {
+    const prev = headers[i - 1];
+    const cur = headers[i];
+    if (cur.pageSize !== prev.pageSize) {
+      throw new LTXError(
+        `input files have mismatched page sizes: ${names[i - 1]} has ${prev.pageSize}, ` +
+          `${names[i]} has ${cur.pageSize}; the database changed page size, so the ` +
+          `replica must be reset with a new snapshot`,
+      );
+    }
+    if (!(cur.minTXID <= prev.maxTXID + 1 && cur.maxTXID > prev.maxTXID)) {
+      throw new LTXError(
+        `non-contiguous LTX files: ${names[i - 1]} covers TXIDs ${prev.minTXID}…` +
+          `${prev.maxTXID} and ${names[i]} covers ${cur.minTXID}…${cur.maxTXID}; ` +
+          `each file must start at most one past the previous end and reach beyond it`,
+      );
+    }
+  }
 }
 
 /** Min-heap of input indexes ordered by (current pgno, latest input first). */

@@ -62,7 +62,7 @@ export {
   type PageIndex,
   type PageIndexEntry,
 } from "./page_index.ts";
-export { compact, mergeDecoders, type MergeResult } from "./merge.ts";
+export { checkSequence, compact, mergeDecoders, type MergeResult } from "./merge.ts";
 /**
  * The TypeScript reference of the LZ4 block codec and xxHash32 (pages are coded by the
  * WebAssembly build of the same codec), exported for tests and benchmarks.

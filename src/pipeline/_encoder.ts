@@ -8,29 +8,11 @@
  * @module
  */
 
-import {
-  checkNextPage,
-  Encoder,
-  type EncoderOptions,
-  type Header,
-  LTXError,
-  type Trailer,
-} from "../ltx/mod.ts";
+import { Encoder, type EncoderOptions, type Header, type Trailer } from "../ltx/mod.ts";
 import { fromWire } from "./_errors.ts";
+import { EncoderCalls, PageBatch } from "./_page_batch.ts";
 import { type JobChannel, openJob } from "./_pool.ts";
-import { ENCODE_BATCH_BYTES, ENCODE_BATCHES_IN_FLIGHT, type Reply } from "./_protocol.ts";
-
-/**
- * Checks that a run given to `encodePages` holds whole pages (the in-thread encoder's check).
- * @throws {LTXError} when `bytes` is not `count` pages of `pageSize`.
- */
-export function checkRun(name: string, count: number, bytes: number, pageSize: number): void {
-  if (!Number.isInteger(count) || count < 0 || bytes !== count * pageSize) {
-    throw new LTXError(
-      `${name}: encodePages(): ${bytes} bytes are not ${count} pages of ${pageSize} bytes`,
-    );
-  }
-}
+import { ENCODE_BATCHES_IN_FLIGHT, type Reply } from "./_protocol.ts";
 
 /**
  * The {@linkcode Encoder} of src/ltx, run on a codec worker: same calls, same checks, same
@@ -44,20 +26,12 @@ export class WorkerEncoder {
   #name: string;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #channel: JobChannel;
-  #capacity: number;
-  #data: Uint8Array<ArrayBuffer>;
-  #pgnos: Uint32Array<ArrayBuffer>;
-  /** Batch buffers the worker gave back. */
-  #free: { pgnos: Uint32Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> }[] = [];
+  #batch: PageBatch;
+  #calls: EncoderCalls;
   /** Whether the sink is done with a chunk when its write resolves (EncoderOptions). */
   #reuseChunks: boolean;
-  #count = 0;
   #credits = ENCODE_BATCHES_IN_FLIGHT;
-  #pageCount = 0;
   #written = 0;
-  #prevPgno = 0;
-  #state: "open" | "closed" | "failed" = "open";
-  #busy = false;
   #error: unknown;
   #writes: Promise<void> = Promise.resolve();
   #closed: { trailer: Trailer; bytes: number } | undefined;
@@ -75,9 +49,11 @@ export class WorkerEncoder {
     this.header = { ...header };
     this.#reuseChunks = options.reuseChunks ?? false;
     this.#writer = sink.getWriter();
-    this.#capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
-    this.#data = new Uint8Array(this.#capacity * header.pageSize);
-    this.#pgnos = new Uint32Array(this.#capacity);
+    this.#batch = new PageBatch(this.header, this.#name, () => this.#sendBatch());
+    this.#calls = new EncoderCalls(this.#name, {
+      error: () => this.#error,
+      fail: (reason) => this.#fail(reason),
+    });
     this.#channel = openJob((reply) => this.#onReply(reply));
     this.#channel.send({
       type: "encode",
@@ -93,7 +69,7 @@ export class WorkerEncoder {
 
   /** Pages encoded so far. */
   get pageCount(): number {
-    return this.#pageCount;
+    return this.#batch.pageCount;
   }
 
   /** Bytes of the file handed to the sink so far; the file size after `close`. */
@@ -107,22 +83,8 @@ export class WorkerEncoder {
    *   page out of order, or a gap in a snapshot (FORMAT.md §1.4).
    * @throws the sink's error when writing the output failed.
    */
-  async encodePage(pgno: number, data: Uint8Array): Promise<void> {
-    this.#enter("encodePage");
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      this.#checkPage(pgno, data);
-      this.#data.set(data, this.#count * this.header.pageSize);
-      this.#pgnos[this.#count++] = pgno;
-      this.#prevPgno = pgno;
-      this.#pageCount++;
-      if (this.#count === this.#capacity) await this.#sendBatch();
-    } catch (err) {
-      await this.#fail(err);
-      throw err;
-    } finally {
-      this.#busy = false;
-    }
+  encodePage(pgno: number, data: Uint8Array): Promise<void> {
+    return this.#calls.run("encodePage", () => this.#batch.add(pgno, data));
   }
 
   /**
@@ -133,32 +95,8 @@ export class WorkerEncoder {
    * @throws {LTXError} when `data` does not hold `count` pages.
    * @throws the sink's error when writing the output failed.
    */
-  async encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
-    this.#enter("encodePages");
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      const { pageSize } = this.header;
-      checkRun(this.#name, count, data.length, pageSize);
-      for (let i = 0; i < count;) {
-        const n = Math.min(count - i, this.#capacity - this.#count);
-        for (let k = 0; k < n; k++) {
-          const pgno = first + i + k;
-          checkNextPage(this.header, this.#name, pgno, pageSize, this.#prevPgno);
-          this.#pgnos[this.#count + k] = pgno;
-          this.#prevPgno = pgno;
-        }
-        this.#data.set(data.subarray(i * pageSize, (i + n) * pageSize), this.#count * pageSize);
-        this.#count += n;
-        this.#pageCount += n;
-        i += n;
-        if (this.#count === this.#capacity) await this.#sendBatch();
-      }
-    } catch (err) {
-      await this.#fail(err);
-      throw err;
-    } finally {
-      this.#busy = false;
-    }
+  encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
+    return this.#calls.run("encodePages", () => this.#batch.addRun(first, count, data));
   }
 
   /**
@@ -167,48 +105,31 @@ export class WorkerEncoder {
    * @throws {LTXFormatError} when a snapshot misses its last pages, or the checksum breaks the
    *   trailer rules.
    */
-  async close(postApplyChecksum?: bigint): Promise<Trailer> {
-    this.#enter("close");
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      if (this.#count > 0) await this.#sendBatch();
+  close(postApplyChecksum?: bigint): Promise<Trailer> {
+    return this.#calls.run("close", async () => {
+      if (this.#batch.count > 0) await this.#sendBatch();
       this.#channel.send({ type: "close", id: this.#channel.id, postApplyChecksum });
       while (this.#closed === undefined && this.#error === undefined) await this.#wait();
       await this.#writes;
       if (this.#error !== undefined) throw this.#error;
       await this.#writer.close();
-      this.#state = "closed";
+      this.#calls.state = "closed";
       this.#channel.release();
       return this.#closed!.trailer;
-    } catch (err) {
-      await this.#fail(err);
-      throw err;
-    } finally {
-      this.#busy = false;
-    }
+    });
   }
 
   /** Aborts the sink (nothing more is written) and makes the encoder unusable. */
   async abort(reason?: unknown): Promise<void> {
-    if (this.#state !== "open") return;
-    this.#state = "failed";
+    if (this.#calls.state !== "open") return;
+    this.#calls.state = "failed";
     this.#stopJob();
     await this.#writer.abort(reason);
   }
 
-  #enter(method: string): void {
-    if (this.#state !== "open") {
-      throw new LTXError(`${this.#name}: ${method}() on an encoder that is ${this.#state}`);
-    }
-    if (this.#busy) {
-      throw new LTXError(`${this.#name}: ${method}() while another call is running; await it`);
-    }
-    this.#busy = true;
-  }
-
   async #fail(reason: unknown): Promise<void> {
-    if (this.#state !== "open") return;
-    this.#state = "failed";
+    if (this.#calls.state !== "open") return;
+    this.#calls.state = "failed";
     this.#stopJob();
     await this.#writes.catch(() => {});
     await this.#writer.abort(reason).catch(() => {});
@@ -220,32 +141,22 @@ export class WorkerEncoder {
     this.#wake?.();
   }
 
-  /** The in-thread encoder's page checks, here so that a bad page fails the call it came with. */
-  #checkPage(pgno: number, data: Uint8Array): void {
-    checkNextPage(this.header, this.#name, pgno, data.length, this.#prevPgno);
-  }
-
   async #sendBatch(): Promise<void> {
     while (this.#credits === 0 && this.#error === undefined) await this.#wait();
     if (this.#error !== undefined) throw this.#error;
     this.#credits--;
     const { id } = this.#channel;
-    this.#channel.send(
-      { type: "pages", id, pgnos: this.#pgnos, data: this.#data.buffer, count: this.#count },
-      [this.#data.buffer, this.#pgnos.buffer],
-    );
-    const reused = this.#free.pop();
-    this.#data = reused?.data ?? new Uint8Array(this.#capacity * this.header.pageSize);
-    this.#pgnos = reused?.pgnos ?? new Uint32Array(this.#capacity);
-    this.#count = 0;
+    const { pgnos, data, count } = this.#batch.take();
+    this.#channel.send({ type: "pages", id, pgnos, data: data.buffer, count }, [
+      data.buffer,
+      pgnos.buffer,
+    ]);
   }
 
   #onReply(reply: Reply): void {
     switch (reply.type) {
       case "pagesAck":
-        if (reply.data && reply.pgnos) {
-          this.#free.push({ pgnos: reply.pgnos, data: new Uint8Array(reply.data) });
-        }
+        if (reply.data && reply.pgnos) this.#batch.giveBack(reply.pgnos, reply.data);
         this.#credits++;
         break;
       case "output": {

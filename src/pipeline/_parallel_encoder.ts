@@ -13,7 +13,6 @@
  */
 
 import {
-  checkNextPage,
   type EncodedFrames,
   Encoder,
   type EncoderOptions,
@@ -23,10 +22,10 @@ import {
   pageFramesBound,
   type Trailer,
 } from "../ltx/mod.ts";
-import { checkRun } from "./_encoder.ts";
 import { fromWire } from "./_errors.ts";
+import { EncoderCalls, PageBatch } from "./_page_batch.ts";
 import { type JobChannel, openJob } from "./_pool.ts";
-import { ENCODE_BATCH_BYTES, FRAME_BATCHES_IN_FLIGHT_PER_WORKER, type Reply } from "./_protocol.ts";
+import { FRAME_BATCHES_IN_FLIGHT_PER_WORKER, type Reply } from "./_protocol.ts";
 
 type FramesReply = Extract<Reply, { type: "frames" }>;
 
@@ -47,8 +46,8 @@ export class ParallelEncoder {
   #coding: number[] = [];
   #encoding: "frame" | "block";
   #withPageChecksum: boolean;
-  #capacity: number;
-  #free: { pgnos: Uint32Array<ArrayBuffer>; data: ArrayBuffer }[] = [];
+  #batch: PageBatch;
+  #calls: EncoderCalls;
   /**
    * Set when the sink is done with a chunk when its write resolves (EncoderOptions): each
    * batch then travels with a buffer to code its frames into, which comes back with them,
@@ -57,9 +56,6 @@ export class ParallelEncoder {
   #reuseChunks: boolean;
   /** Frame buffers written out and free for another batch. */
   #freeOut: ArrayBuffer[] = [];
-  #pgnos: Uint32Array<ArrayBuffer>;
-  #data: Uint8Array<ArrayBuffer>;
-  #count = 0;
   #maxInFlight: number;
   /** Batches sent and not yet written to the file. */
   #inFlight = 0;
@@ -67,10 +63,6 @@ export class ParallelEncoder {
   #nextToWrite = 0;
   #done = new Map<number, FramesReply>();
   #writes: Promise<void> = Promise.resolve();
-  #pageCount = 0;
-  #prevPgno = 0;
-  #state: "open" | "closed" | "failed" = "open";
-  #busy = false;
   #error: unknown;
   #wake: (() => void) | undefined;
 
@@ -90,8 +82,11 @@ export class ParallelEncoder {
     this.#encoding = options.encoding ?? "frame";
     this.#withPageChecksum = (header.flags & HEADER_FLAG_NO_CHECKSUM) === 0;
     this.#reuseChunks = options.reuseChunks ?? false;
-    this.#capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
-    ({ pgnos: this.#pgnos, data: this.#data } = this.#newBatch());
+    this.#batch = new PageBatch(this.header, this.#name, () => this.#sendBatch());
+    this.#calls = new EncoderCalls(this.#name, {
+      error: () => this.#error,
+      fail: (reason) => this.#fail(reason),
+    });
     const workers = Math.max(1, Math.floor(options.workers));
     this.#maxInFlight = workers * FRAME_BATCHES_IN_FLIGHT_PER_WORKER;
     for (let i = 0; i < workers; i++) {
@@ -102,7 +97,7 @@ export class ParallelEncoder {
 
   /** Pages encoded so far. */
   get pageCount(): number {
-    return this.#pageCount;
+    return this.#batch.pageCount;
   }
 
   /** Bytes of the file handed to the sink so far; the file size after `close`. */
@@ -116,22 +111,8 @@ export class ParallelEncoder {
    *   page out of order, or a gap in a snapshot (FORMAT.md §1.4).
    * @throws the sink's error when writing the output failed.
    */
-  async encodePage(pgno: number, data: Uint8Array): Promise<void> {
-    this.#enter("encodePage");
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      checkNextPage(this.header, this.#name, pgno, data.length, this.#prevPgno);
-      this.#data.set(data, this.#count * this.header.pageSize);
-      this.#pgnos[this.#count++] = pgno;
-      this.#prevPgno = pgno;
-      this.#pageCount++;
-      if (this.#count === this.#capacity) await this.#sendBatch();
-    } catch (err) {
-      await this.#fail(err);
-      throw err;
-    } finally {
-      this.#busy = false;
-    }
+  encodePage(pgno: number, data: Uint8Array): Promise<void> {
+    return this.#calls.run("encodePage", () => this.#batch.add(pgno, data));
   }
 
   /**
@@ -142,32 +123,8 @@ export class ParallelEncoder {
    * @throws {LTXError} when `data` does not hold `count` pages.
    * @throws the sink's error when writing the output failed.
    */
-  async encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
-    this.#enter("encodePages");
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      const { pageSize } = this.header;
-      checkRun(this.#name, count, data.length, pageSize);
-      for (let i = 0; i < count;) {
-        const n = Math.min(count - i, this.#capacity - this.#count);
-        for (let k = 0; k < n; k++) {
-          const pgno = first + i + k;
-          checkNextPage(this.header, this.#name, pgno, pageSize, this.#prevPgno);
-          this.#pgnos[this.#count + k] = pgno;
-          this.#prevPgno = pgno;
-        }
-        this.#data.set(data.subarray(i * pageSize, (i + n) * pageSize), this.#count * pageSize);
-        this.#count += n;
-        this.#pageCount += n;
-        i += n;
-        if (this.#count === this.#capacity) await this.#sendBatch();
-      }
-    } catch (err) {
-      await this.#fail(err);
-      throw err;
-    } finally {
-      this.#busy = false;
-    }
+  encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
+    return this.#calls.run("encodePages", () => this.#batch.addRun(first, count, data));
   }
 
   /**
@@ -176,48 +133,31 @@ export class ParallelEncoder {
    * @throws {LTXFormatError} when a snapshot misses its last pages, or the checksum breaks the
    *   trailer rules.
    */
-  async close(postApplyChecksum?: bigint): Promise<Trailer> {
-    this.#enter("close");
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      if (this.#count > 0) await this.#sendBatch();
+  close(postApplyChecksum?: bigint): Promise<Trailer> {
+    return this.#calls.run("close", async () => {
+      if (this.#batch.count > 0) await this.#sendBatch();
       while (this.#inFlight > 0 && this.#error === undefined) await this.#wait();
       await this.#writes;
       if (this.#error !== undefined) throw this.#error;
       this.#release();
       const trailer = await this.#file.close(postApplyChecksum);
-      this.#state = "closed";
+      this.#calls.state = "closed";
       return trailer;
-    } catch (err) {
-      await this.#fail(err);
-      throw err;
-    } finally {
-      this.#busy = false;
-    }
+    });
   }
 
   /** Aborts the sink (nothing more is written) and makes the encoder unusable. */
   async abort(reason?: unknown): Promise<void> {
-    if (this.#state !== "open") return;
-    this.#state = "failed";
+    if (this.#calls.state !== "open") return;
+    this.#calls.state = "failed";
     this.#error ??= reason ?? new LTXError(`${this.#name}: aborted`);
     this.#release();
     await this.#file.abort(reason);
   }
 
-  #enter(method: string): void {
-    if (this.#state !== "open") {
-      throw new LTXError(`${this.#name}: ${method}() on an encoder that is ${this.#state}`);
-    }
-    if (this.#busy) {
-      throw new LTXError(`${this.#name}: ${method}() while another call is running; await it`);
-    }
-    this.#busy = true;
-  }
-
   async #fail(reason: unknown): Promise<void> {
-    if (this.#state !== "open") return;
-    this.#state = "failed";
+    if (this.#calls.state !== "open") return;
+    this.#calls.state = "failed";
     this.#error ??= reason;
     this.#release();
     await this.#writes.catch(() => {});
@@ -227,15 +167,6 @@ export class ParallelEncoder {
   #release(): void {
     for (const channel of this.#channels) channel.release();
     this.#wake?.();
-  }
-
-  #newBatch(): { pgnos: Uint32Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> } {
-    const reused = this.#free.pop();
-    if (reused) return { pgnos: reused.pgnos, data: new Uint8Array(reused.data) };
-    return {
-      pgnos: new Uint32Array(this.#capacity),
-      data: new Uint8Array(this.#capacity * this.header.pageSize),
-    };
   }
 
   async #sendBatch(): Promise<void> {
@@ -253,8 +184,9 @@ export class ParallelEncoder {
     const channel = this.#channels[pick];
     const out = this.#reuseChunks
       ? this.#freeOut.pop() ??
-        new ArrayBuffer(pageFramesBound(this.header.pageSize, this.#capacity))
+        new ArrayBuffer(pageFramesBound(this.header.pageSize, this.#batch.capacity))
       : undefined;
+    const { pgnos, data, count } = this.#batch.take();
     channel.send(
       {
         type: "frames",
@@ -263,15 +195,13 @@ export class ParallelEncoder {
         pageSize: this.header.pageSize,
         encoding: this.#encoding,
         withPageChecksum: this.#withPageChecksum,
-        pgnos: this.#pgnos,
-        data: this.#data.buffer,
-        count: this.#count,
+        pgnos,
+        data: data.buffer,
+        count,
         out,
       },
-      out ? [this.#data.buffer, this.#pgnos.buffer, out] : [this.#data.buffer, this.#pgnos.buffer],
+      out ? [data.buffer, pgnos.buffer, out] : [data.buffer, pgnos.buffer],
     );
-    ({ pgnos: this.#pgnos, data: this.#data } = this.#newBatch());
-    this.#count = 0;
   }
 
   #onReply(worker: number, reply: Reply): void {
@@ -308,7 +238,7 @@ export class ParallelEncoder {
           await this.#file.appendFrames(frames);
           this.#inFlight--;
           // The page numbers were read by appendFrames: both buffers may be refilled now.
-          this.#free.push({ pgnos: next.pgnos, data: next.data });
+          this.#batch.giveBack(next.pgnos, next.data);
           // So are the frames' bytes, when the sink is done with them (reuseChunks).
           if (next.output) this.#freeOut.push(next.output);
         } catch (err) {

@@ -194,30 +194,34 @@ const OUTPUT_BUFFER_BYTES = 384 << 10;
 /** Where "frames" requests are coded, reused: only the pieces sent out are new buffers. */
 let frameStage = new Uint8Array(0);
 
-/** One batch of a parallel encoder: stateless, done as soon as it arrives. */
+/**
+ * One batch of a parallel encoder: stateless, done as soon as it arrives. Coded straight into
+ * the buffer the request came with when it has room (that buffer goes back whole), else into
+ * the stage, whose frames go back in new pieces.
+ */
 function encodeFrames(message: Extract<Request, { type: "frames" }>): void {
   const { id, seq, pageSize, pgnos, count } = message;
   try {
     const bound = pageFramesBound(pageSize, count);
-    if (message.out && message.out.byteLength >= bound) {
-      encodeFramesInto(message, message.out);
-      return;
-    }
-    if (frameStage.length < bound) frameStage = new Uint8Array(bound);
+    const out = message.out && message.out.byteLength >= bound ? message.out : undefined;
+    if (out === undefined && frameStage.length < bound) frameStage = new Uint8Array(bound);
     const frames = encodePageFrames(pageSize, pgnos, new Uint8Array(message.data), count, {
       encoding: message.encoding,
       withPageChecksum: message.withPageChecksum,
-    }, frameStage);
+    }, out ? new Uint8Array(out) : frameStage);
     const bytes = frames.bytes as Uint8Array;
     const pieces: ArrayBuffer[] = [];
-    for (let at = 0; at < bytes.length; at += FRAME_PIECE_BYTES) {
-      pieces.push(bytes.slice(at, at + FRAME_PIECE_BYTES).buffer);
+    if (out === undefined) {
+      for (let at = 0; at < bytes.length; at += FRAME_PIECE_BYTES) {
+        pieces.push(bytes.slice(at, at + FRAME_PIECE_BYTES).buffer);
+      }
     }
     post({
       type: "frames",
       id,
       seq,
       pieces,
+      ...(out ? { output: out, outputLength: bytes.length } : {}),
       sizes: frames.sizes as Uint32Array<ArrayBuffer>,
       crc: frames.crc,
       hashedLength: frames.hashedLength,
@@ -225,34 +229,10 @@ function encodeFrames(message: Extract<Request, { type: "frames" }>): void {
       pgnos,
       data: message.data,
       count,
-    }, [...pieces, frames.sizes.buffer as ArrayBuffer, pgnos.buffer, message.data]);
+    }, [...(out ? [out] : pieces), frames.sizes.buffer as ArrayBuffer, pgnos.buffer, message.data]);
   } catch (err) {
     post({ type: "error", id, error: wire(err) });
   }
-}
-
-/** A "frames" request coded straight into the buffer it came with, which goes back whole. */
-function encodeFramesInto(message: Extract<Request, { type: "frames" }>, out: ArrayBuffer): void {
-  const { id, seq, pageSize, pgnos, count } = message;
-  const frames = encodePageFrames(pageSize, pgnos, new Uint8Array(message.data), count, {
-    encoding: message.encoding,
-    withPageChecksum: message.withPageChecksum,
-  }, new Uint8Array(out));
-  post({
-    type: "frames",
-    id,
-    seq,
-    pieces: [],
-    output: out,
-    outputLength: frames.bytes.length as number,
-    sizes: frames.sizes as Uint32Array<ArrayBuffer>,
-    crc: frames.crc,
-    hashedLength: frames.hashedLength,
-    pageChecksums: frames.pageChecksums,
-    pgnos,
-    data: message.data,
-    count,
-  }, [out, frames.sizes.buffer as ArrayBuffer, pgnos.buffer, message.data]);
 }
 
 function startDecode(id: number, name: string): void {

@@ -42,6 +42,12 @@ export { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 export { WorkerEncoder } from "./_encoder.ts";
 export { ParallelEncoder } from "./_parallel_encoder.ts";
 export { handOffPipe } from "./_hand_off.ts";
+/**
+ * An error that crossed a worker boundary as its class name and message, rebuilt as the
+ * `LTXError` subclass it was, or a plain `Error` of that name (for other workers of
+ * the project, so that their errors are the in-thread codec's too).
+ */
+export { fromWire } from "./_errors.ts";
 export { MAX_WORKERS, runningWorkers } from "./_pool.ts";
 
 /** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */

@@ -8,23 +8,17 @@
  * @module
  */
 
-import {
-  type Header,
-  LTXChecksumError,
-  LTXError,
-  LTXFormatError,
-  type Trailer,
-} from "../ltx/mod.ts";
+import type { Header, Trailer } from "../ltx/mod.ts";
+import { fromWire as codecErrorFromWire } from "../pipeline/mod.ts";
 import { NotFoundError } from "../replica/mod.ts";
-import { TruncatedFileError } from "./_stream.ts";
 import {
   type DirectFile,
   type DirectReply,
   type DirectRequest,
   type DirectWireError,
   NOT_FOUND_ERROR_NAME,
-  TRUNCATED_ERROR_NAME,
 } from "./_direct_protocol.ts";
+import { TruncatedFileError } from "./_truncated.ts";
 
 export type { DirectFile } from "./_direct_protocol.ts";
 
@@ -120,13 +114,7 @@ export function restoreDirect(
 /** The worker's error as the class the streaming path would have thrown. */
 function fromWire(wire: DirectWireError): Error {
   switch (wire.name) {
-    case "LTXChecksumError":
-      return new LTXChecksumError(wire.message);
-    case "LTXFormatError":
-      return new LTXFormatError(wire.message);
-    case "LTXError":
-      return new LTXError(wire.message);
-    case TRUNCATED_ERROR_NAME: {
+    case "TruncatedFileError": {
       const err = new TruncatedFileError("", 0, 0);
       err.message = wire.message;
       return err;
@@ -134,7 +122,5 @@ function fromWire(wire: DirectWireError): Error {
     case NOT_FOUND_ERROR_NAME:
       return new NotFoundError(wire.message);
   }
-  const err = new Error(wire.message);
-  err.name = wire.name;
-  return err;
+  return codecErrorFromWire(wire);
 }

@@ -49,7 +49,17 @@ export type DirectReply =
   | { type: "done"; trailers: Trailer[]; databaseChecksum?: bigint; bytes: number }
   | { type: "error"; error: DirectWireError };
 
-/** Names the worker gives errors that the main thread turns back into restore's classes. */
-export const TRUNCATED_ERROR_NAME = "TruncatedFileError";
-/** A planned file that is gone (compaction or retention removed it): a re-plan may help. */
+/**
+ * The name the worker gives a planned file that is gone (compaction or retention removed it),
+ * which the main thread turns back into the replica's `NotFoundError`: a re-plan may help.
+ */
 export const NOT_FOUND_ERROR_NAME = "NotFound";
+
+/** `err` (thrown in the worker) as it crosses to the main thread. */
+export function toWire(err: unknown): DirectWireError {
+  if (err instanceof Deno.errors.NotFound) {
+    return { name: NOT_FOUND_ERROR_NAME, message: err.message };
+  }
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: "Error", message: String(err) };
+}

@@ -28,10 +28,9 @@ import {
   type DirectFile,
   type DirectReply,
   type DirectRequest,
-  type DirectWireError,
-  NOT_FOUND_ERROR_NAME,
-  TRUNCATED_ERROR_NAME,
+  toWire,
 } from "./_direct_protocol.ts";
+import { TruncatedFileError } from "./_truncated.ts";
 
 /** This worker's global scope (the project is type-checked with the window's lib). */
 const scope = self as unknown as {
@@ -75,17 +74,9 @@ scope.onmessage = (event: MessageEvent<DirectRequest>) => {
   scope.onmessage = null;
   restore(event.data).then(
     (done) => scope.postMessage(done),
-    (err) => scope.postMessage({ type: "error", error: wire(err) }),
+    (err) => scope.postMessage({ type: "error", error: toWire(err) }),
   );
 };
-
-function wire(err: unknown): DirectWireError {
-  if (err instanceof Deno.errors.NotFound) {
-    return { name: NOT_FOUND_ERROR_NAME, message: err.message };
-  }
-  if (err instanceof Error) return { name: err.name, message: err.message };
-  return { name: "Error", message: String(err) };
-}
 
 async function restore(request: DirectRequest): Promise<DirectReply> {
   const ring = new ReadRing();
@@ -175,14 +166,7 @@ function openLocal(file: DirectFile, ring: ReadRing): ReadableStream<Uint8Array>
       }
       if (n === null) {
         close();
-        if (received < file.size) {
-          const err = new Error(
-            `${file.name}: read ${received} of ${file.size} bytes before the stream ended; ` +
-              `the replica file is truncated or was replaced while restoring`,
-          );
-          err.name = TRUNCATED_ERROR_NAME;
-          throw err;
-        }
+        if (received < file.size) throw new TruncatedFileError(file.name, received, file.size);
         controller.close();
         return;
       }

@@ -8,23 +8,12 @@
  */
 
 import { type LTXFileInfo, type ReplicaClient, ReplicaError } from "../replica/mod.ts";
+import { TruncatedFileError } from "./_truncated.ts";
 
 /** Options of {@linkcode openSized}. */
 export interface SizedStreamOptions {
   /** Stops reading when aborted. */
   signal?: AbortSignal;
-}
-
-/** A replica file ended before its listed size. */
-export class TruncatedFileError extends Error {
-  /** Builds an error naming the file and both sizes. */
-  constructor(name: string, read: number, expected: number) {
-    super(
-      `${name}: read ${read} of ${expected} bytes before the stream ended; ` +
-        `the replica file is truncated or was replaced while restoring`,
-    );
-    this.name = "TruncatedFileError";
-  }
 }
 
 /**

@@ -15,13 +15,13 @@
 
 import { dirname } from "node:path";
 import {
+  checkSequence,
   formatFilename,
   formatTXID,
   type Header,
   HEADER_FLAG_NO_CHECKSUM,
   HEADER_SIZE,
   LTXChecksumError,
-  LTXError,
   LTXFormatError,
   parseFilename,
   type Trailer,
@@ -52,7 +52,7 @@ export {
 } from "./_plan.ts";
 import { pathExists, removeIfExists } from "./_fs.ts";
 export { IncompleteDatabaseError } from "./_writer.ts";
-export { TruncatedFileError } from "./_stream.ts";
+export { TruncatedFileError } from "./_truncated.ts";
 export type { IntegrityCheckMode } from "./_integrity.ts";
 
 /** Options of {@linkcode restore}. */
@@ -426,31 +426,6 @@ function placementFromEnv(): string {
     return Deno.env.get("SLUICE_PIPELINE") ?? "auto";
   } catch {
     return "auto";
-  }
-}
-
-/**
- * The merge's checks of the plan's headers (src/ltx/merge.ts, same messages): one page size,
- * and each file starting at most one past the previous end and reaching beyond it.
- */
-function checkSequence(headers: Header[], names: string[]): void {
-  for (let i = 1; i < headers.length; i++) {
-    const prev = headers[i - 1];
-    const cur = headers[i];
-    if (cur.pageSize !== prev.pageSize) {
-      throw new LTXError(
-        `input files have mismatched page sizes: ${names[i - 1]} has ${prev.pageSize}, ` +
-          `${names[i]} has ${cur.pageSize}; the database changed page size, so the ` +
-          `replica must be reset with a new snapshot`,
-      );
-    }
-    if (!(cur.minTXID <= prev.maxTXID + 1 && cur.maxTXID > prev.maxTXID)) {
-      throw new LTXError(
-        `non-contiguous LTX files: ${names[i - 1]} covers TXIDs ${prev.minTXID}…` +
-          `${prev.maxTXID} and ${names[i]} covers ${cur.minTXID}…${cur.maxTXID}; ` +
-          `each file must start at most one past the previous end and reach beyond it`,
-      );
-    }
   }
 }
 
