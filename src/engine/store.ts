@@ -170,6 +170,9 @@ const HEAVY_SNAPSHOT_BYTES = 16 * 1024 * 1024;
 /** Longest delay of a new database's compaction behind other databases' opens, ms. */
 const COMPACTOR_DEFER_MS = 10_000;
 
+/** First retry of a failed open, ms; doubled per failure up to `openRetryDelay`. */
+const FIRST_OPEN_RETRY_MS = 100;
+
 /** Delays between the trims of freed memory after the last park, ms (see `#scheduleMemoryRelease`). */
 const MEMORY_RELEASE_DELAYS = [2000, 13_000, 45_000];
 
@@ -272,6 +275,8 @@ export class Store {
   #managed = new Map<string, Managed>();
   #opening = new Map<string, Promise<Managed | undefined>>();
   #retryTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Consecutive failed opens per path, for the growing delay of `#scheduleRetry`. */
+  #openFailures = new Map<string, number>();
   #watcher: WALWatcher;
   /** Databases being opened at once (`openConcurrency`). */
   #openSlots: WorkQueue;
@@ -361,7 +366,8 @@ export class Store {
    */
   get trackedPaths(): number {
     return this.#managed.size + this.#opening.size + this.#retryTimers.size + this.#refused.size +
-      this.#closing.size + this.#restarting.size + this.#parked.size + this.#parking.size;
+      this.#closing.size + this.#restarting.size + this.#parked.size + this.#parking.size +
+      this.#openFailures.size;
   }
 
   /**
@@ -593,6 +599,7 @@ export class Store {
         }
       }
       this.#managed.set(entry.path, managed);
+      this.#openFailures.delete(entry.path);
       const fileKey = db.fileKey;
       if (fileKey) {
         this.#byFile.set(fileKey, managed);
@@ -700,19 +707,32 @@ export class Store {
     });
   }
 
+  /** Cancels a scheduled retry of `path` and forgets its failures (it is being removed). */
   #cancelRetry(path: string): void {
     clearTimeout(this.#retryTimers.get(path));
     this.#retryTimers.delete(path);
+    this.#openFailures.delete(path);
   }
 
+  /**
+   * Retries a failed open: after {@linkcode FIRST_OPEN_RETRY_MS}, doubling to `openRetryDelay`.
+   * A wake-up that raced the application's own close (its WAL deleted under the open: one in
+   * fifty wake-ups of the parked bench) then costs a tenth of a second, not five.
+   */
   #scheduleRetry(entry: DatabaseEntry): void {
     if (this.#closed || this.#retryTimers.has(entry.path)) return;
+    const failures = (this.#openFailures.get(entry.path) ?? 0) + 1;
+    this.#openFailures.set(entry.path, failures);
+    const delay = Math.min(
+      this.#options.openRetryDelay,
+      FIRST_OPEN_RETRY_MS * 2 ** Math.min(failures - 1, 16),
+    );
     this.#retryTimers.set(
       entry.path,
       setTimeout(() => {
         this.#retryTimers.delete(entry.path);
         this.add(entry);
-      }, this.#options.openRetryDelay),
+      }, delay),
     );
   }
 
