@@ -22,6 +22,7 @@ import {
 import {
   compactSources,
   handOffPipe,
+  keepIdleWorkers,
   openEncoder,
   type PageSink,
   ParallelEncoder,
@@ -487,4 +488,22 @@ Deno.test("pipeline: compactSources writes what ltx's compact writes", async () 
   );
   assert.ok(actual.length === expected.length && actual.every((b, i) => b === expected[i]));
   assert.equal(runningWorkers(), 0);
+});
+
+Deno.test("pipeline: keepIdleWorkers keeps one worker for the next job, and 0 lets it go", async () => {
+  const bytes = await Deno.readFile(join(
+    ROOT,
+    "tests/fixtures/node-written-go-verified/rep-block/ltx/9/0000000000000001-0000000000000001.ltx",
+  ));
+  const decode = () => pagesOf(new WorkerDecoder(streamOf(bytes), { name: "fixture" }));
+  keepIdleWorkers(60_000);
+  try {
+    const first = await decode();
+    assert.equal(runningWorkers(), 1, "the worker waits for the next job");
+    assert.deepEqual(await decode(), first);
+    assert.equal(runningWorkers(), 1, "the next job ran on the same worker");
+  } finally {
+    keepIdleWorkers(0);
+  }
+  assert.equal(runningWorkers(), 0, "terminated once lingering is turned off");
 });

@@ -17,6 +17,10 @@ import { ControlServer, snapshotHandler } from "../daemon/mod.ts";
 import { checkHealth, type DaemonStatus, type HTTPServer, serveHTTP } from "../daemon/mod.ts";
 import { Metrics } from "../daemon/mod.ts";
 import { VERSION } from "./version.ts";
+import { keepIdleWorkers } from "../pipeline/mod.ts";
+
+/** How long `replicate` keeps an idle codec worker for the next large sync, ms. */
+const CODEC_WORKER_LINGER_MS = 10_000;
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -57,6 +61,8 @@ export async function run(args: string[]): Promise<number> {
   });
   // One heavy-work queue for the process: snapshots and compactions of all databases share it.
   const work = new WorkQueue(config.backgroundJobs);
+  // A daemon's large syncs come every interval: the codec worker waits for the next one.
+  keepIdleWorkers(CODEC_WORKER_LINGER_MS);
   const takeover = options.takeover ?? false;
   const store = new Store({ logger, controlSocket: control?.path, work, takeover });
 

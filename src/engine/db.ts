@@ -290,7 +290,9 @@ export class DB {
       // One connection does it all at open: the switch to WAL mode, the helper tables, then
       // the long read transaction. The writer is opened on demand (each connection costs a
       // synchronous open on the event loop: a burst of new tenants pays it a thousand times).
-      const reader = this.#reader = this.#connect();
+      // Its first statement reads the schema: busy while an application's last close holds the
+      // database exclusively (checkpointing and deleting its WAL), which a woken tenant races.
+      const reader = this.#reader = await this.#retry(() => this.#connect());
       const mode = await this.#retry(() =>
         reader.prepare("PRAGMA journal_mode = wal").get() as { journal_mode: string }
       );
@@ -309,8 +311,11 @@ export class DB {
           { db: this.path },
         );
       }
-      this.#pageSize = (reader.prepare("PRAGMA page_size").get() as { page_size: number })
-        .page_size;
+      // Every statement that reads may meet an application's lock (its last close checkpoints
+      // and deletes the WAL under an exclusive lock: a woken tenant's open races exactly that).
+      this.#pageSize =
+        (await this.#retry(() => reader.prepare("PRAGMA page_size").get() as { page_size: number }))
+          .page_size;
       // Make sure a WAL with a header exists before opening the descriptor on it.
       if ((await fileSize(this.path + "-wal")) < WAL_HEADER_SIZE) {
         await this.#retry(() => startWAL(reader));
@@ -1402,9 +1407,14 @@ export class DB {
     // per database opened or woken. Nothing relies on them being durable: the application's
     // next commit syncs the WAL they are in, checkpoints still sync (SQLite does at NORMAL),
     // and a WAL lost to a power cut is a WAL the cursor no longer matches: a snapshot.
-    conn.exec(
-      "PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;",
-    );
+    try {
+      conn.exec(
+        "PRAGMA busy_timeout = 0; PRAGMA wal_autocheckpoint = 0; PRAGMA synchronous = NORMAL;",
+      );
+    } catch (err) {
+      conn.close(); // the caller may try again (a busy error): no connection left behind
+      throw err;
+    }
     return conn;
   }
 

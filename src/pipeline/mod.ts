@@ -48,7 +48,7 @@ export { handOffPipe } from "./_hand_off.ts";
  * the project, so that their errors are the in-thread codec's too).
  */
 export { fromWire } from "./_errors.ts";
-export { MAX_WORKERS, runningWorkers } from "./_pool.ts";
+export { keepIdleWorkers, MAX_WORKERS, runningWorkers } from "./_pool.ts";
 
 /** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */
 export type PageSource = Pick<
