@@ -1052,8 +1052,10 @@ export class Store {
       if (this.#managed.size === 0 && this.#parking.size === 0 && this.#opening.size === 0) {
         stopIdleCheckpointWorker();
       }
-      releaseFreedMemory();
-      this.#scheduleMemoryRelease(later);
+      releaseFreedMemory().finally(() => {
+        // Unless a park meanwhile started the sequence over, or the store closed.
+        if (this.#trimTimer === undefined && !this.#closed) this.#scheduleMemoryRelease(later);
+      });
     }, delay);
     Deno.unrefTimer(this.#trimTimer as unknown as number);
   }

@@ -23,7 +23,8 @@ const SYMBOLS = {
   fcntl: { parameters: ["i32", "i32", "buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
-  malloc_trim: { parameters: ["usize"], result: "i32" },
+  // On a pool thread: trimming arenas of a hundred MB takes ~130 ms, a frozen event loop here.
+  malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
