@@ -144,6 +144,13 @@ const DEFAULT_MAX_SYNC_WAL_BYTES = 64 * 1024 * 1024;
  * spaced.
  */
 const MIN_CHECKPOINT_SPACING_MS = 1000;
+/**
+ * WAL bytes a checkpoint leaves to its sync under the application's write lock, at most: the
+ * rest is synced before the lock is taken (a backlog of 60 MB held the lock for a second).
+ */
+const MAX_LOCKED_SYNC_BYTES = 1 << 20;
+/** Syncs a checkpoint makes to get there before it gives up for this time. */
+const MAX_CATCH_UP_SYNCS = 8;
 const READ_CHUNK = 1 << 20;
 /** L0 files up to this many page bytes are encoded in memory and written in one go. */
 const SMALL_L0_BYTES = 4 << 20;
@@ -1196,6 +1203,20 @@ export class DB {
     }
   }
 
+  /**
+   * Syncs without the write lock until at most {@linkcode MAX_LOCKED_SYNC_BYTES} of WAL are
+   * left for the sync that runs under it. False when a writer outpaces the syncs: the lock
+   * would then be held for as long as the backlog takes to encode and write.
+   */
+  async #catchUp(): Promise<boolean> {
+    for (let i = 0; i < MAX_CATCH_UP_SYNCS; i++) {
+      const left = (await this.#walFile!.size()) - this.walBytesSynced;
+      if (left <= MAX_LOCKED_SYNC_BYTES) return true;
+      await this.#syncOnce();
+    }
+    return false;
+  }
+
   /** The checkpoint procedure of FORMAT.md §4.4. */
   async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
     this.#options.logger?.debug("checkpoint start", { mode, synced: this.walBytesSynced });
@@ -1209,12 +1230,18 @@ export class DB {
         // the checkpoint then backfills exactly what is on L0 files, and no writer can restart
         // the WAL while it runs (our read mark is on it). The lock is held for that short step
         // only, not for the checkpoint's copying and fsyncs, so applications keep committing.
+        if (!(await this.#catchUp())) {
+          this.#options.logger?.debug("checkpoint deferred: the writer outpaces the syncs");
+          return;
+        }
         lockHeldMs += await this.#moveReadTxUnderWriteLock();
         // In a worker: a large checkpoint would freeze the event loop for hundreds of ms.
         await this.#retry(() => checkpoint(this.path, "PASSIVE"));
         // Move it again so the WAL can restart (our mark drops to 0 when all was backfilled);
         // under the lock, so no frame we have not synced can be backfilled and discarded.
-        lockHeldMs += await this.#moveReadTxUnderWriteLock();
+        // Skipped when what was committed during the checkpoint is too much to sync under the
+        // lock: our mark then stays where it was (safe; the WAL only cannot restart yet).
+        if (await this.#catchUp()) lockHeldMs += await this.#moveReadTxUnderWriteLock();
       } else {
         // TRUNCATE needs no reader at all; what commits meanwhile is caught by the snapshot
         // below.
