@@ -24,7 +24,7 @@
 import { join } from "node:path";
 import { createDatabase, freePort, ROOT } from "../tests/_sluice.ts";
 import { startFaultProxy } from "../tests/_proxy.ts";
-import { AZURITE_ACCOUNT } from "../tests/_azurite.ts";
+import { AZURITE_ACCOUNT, azuriteArgs } from "../tests/_azurite.ts";
 import { killProcessTree, sshdUnavailable, startSshd } from "../tests/_sshd.ts";
 import { startWebDAVServer } from "../tests/_webdav_server.ts";
 import { FAUXQS_CREDENTIALS, startS3Server } from "./s3_server.ts";
@@ -652,29 +652,7 @@ async function startAzuriteOnDisk(dataDir: string): Promise<OutageServer & { end
 /** Starts Azurite and waits for its "listens on" line (30 s at most). */
 async function spawnAzurite(port: number, dataDir: string): Promise<Deno.ChildProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--config",
-      join(ROOT, "deno.json"),
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      `--allow-write=${dataDir}`,
-      "--allow-env",
-      "--allow-sys",
-      join(ROOT, "node_modules/azurite/dist/src/blob/main.js"),
-      "--blobHost",
-      "127.0.0.1",
-      "--blobPort",
-      String(port),
-      "--location",
-      dataDir,
-      "--skipApiVersionCheck",
-      "--loose",
-      "--disableProductStyleUrl",
-      "--disableTelemetry",
-    ],
+    args: azuriteArgs(port, dataDir, true),
     cwd: dataDir,
     env: { NO_COLOR: "1" },
     stdin: "null",

@@ -45,6 +45,35 @@ export interface AzuriteOptions {
 }
 
 /**
+ * The `deno` arguments that run Azurite's blob service on 127.0.0.1:`port` (0: any free port),
+ * writing only under `dataDir`; blobs kept there when `onDisk`, else in memory.
+ */
+export function azuriteArgs(port: number, dataDir: string, onDisk: boolean): string[] {
+  return [
+    "run",
+    "--quiet",
+    "--no-prompt",
+    "--config",
+    join(ROOT, "deno.json"),
+    "--allow-net=127.0.0.1",
+    "--allow-read",
+    `--allow-write=${dataDir}`,
+    "--allow-env",
+    "--allow-sys",
+    join(ROOT, "node_modules/azurite/dist/src/blob/main.js"),
+    "--blobHost",
+    "127.0.0.1",
+    "--blobPort",
+    String(port),
+    ...(onDisk ? ["--location", dataDir] : ["--inMemoryPersistence"]),
+    "--skipApiVersionCheck",
+    "--loose",
+    "--disableProductStyleUrl",
+    "--disableTelemetry", // and it could not reach out anyway: --allow-net=127.0.0.1
+  ];
+}
+
+/**
  * Starts Azurite and waits for its "listens on" line.
  * @throws {Error} with Azurite's output when it does not start within `timeoutMs`.
  */
@@ -52,28 +81,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
   const timeoutMs = options.timeoutMs ?? 30_000;
   const dataDir = await Deno.makeTempDir({ prefix: "sluice-azurite-" });
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--config",
-      join(ROOT, "deno.json"),
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      `--allow-write=${dataDir}`,
-      "--allow-env",
-      "--allow-sys",
-      join(ROOT, "node_modules/azurite/dist/src/blob/main.js"),
-      "--blobHost",
-      "127.0.0.1",
-      "--blobPort",
-      "0",
-      ...(options.onDisk ? ["--location", dataDir] : ["--inMemoryPersistence"]),
-      "--skipApiVersionCheck",
-      "--loose",
-      "--disableProductStyleUrl",
-      "--disableTelemetry", // and it could not reach out anyway: --allow-net=127.0.0.1
-    ],
+    args: azuriteArgs(0, dataDir, options.onDisk ?? false),
     cwd: dataDir, // in memory, Azurite writes nothing, but it checks that it could
     env: { NO_COLOR: "1" },
     stdin: "null",
