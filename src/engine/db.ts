@@ -921,8 +921,8 @@ export class DB {
     }
     const collector = new ByteCollector();
     const encoder = new Encoder(collector.writable, header, { encoding: this.#options.encoding });
-    for await (const page of this.#readPages(pgnos, pageMap, walBytes)) {
-      await encoder.encodePage(page.pgno, page.data);
+    for await (const run of this.#readRuns(pgnos, pageMap, walBytes)) {
+      await encoder.encodePages(run.pgno, run.count, run.data);
     }
     await encoder.close();
     const { dirSynced } = await writeL0File(
@@ -985,16 +985,18 @@ export class DB {
   }
 
   /**
-   * The pages of {@linkcode #readPages} as runs of consecutive pages, each a view of one of
-   * two buffers reused for the whole call (the consumer must be done with a run before it
-   * asks for the one after next): a run of the database file is one read of up to
-   * `READ_CHUNK` bytes, read while the consumer still works on the run before; a page from
-   * the WAL is a run of one. A full image then costs the main thread a read and a copy per
-   * megabyte instead of work per page (issue 15).
+   * The pages to write, ascending, from the WAL (when in the page map) or the database file,
+   * as runs of consecutive pages, each a view of one of two buffers reused for the whole call
+   * or of `walBytes` (the consumer must be done with a run before it asks for the one after
+   * next): a run is one read of up to `READ_CHUNK` bytes, read while the consumer still works
+   * on the run before, or no read at all when `walBytes` (what the WAL reader read) holds it.
+   * A full image then costs the main thread a read and a copy per megabyte instead of work
+   * per page (issue 15), and its memory stays bounded.
    */
   async *#readRuns(
     pgnos: number[],
     pageMap: Map<number, number>,
+    walBytes?: WALBytes,
   ): AsyncGenerator<{ pgno: number; count: number; data: Uint8Array }> {
     const pageSize = this.#pageSize;
     const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
@@ -1022,21 +1024,37 @@ export class DB {
       ) count++;
       next += count;
       const slot = turn++ % 2;
-      const data = buffers[slot].subarray(0, count * pageSize);
+      let data: Uint8Array = buffers[slot].subarray(0, count * pageSize);
       let read: Promise<void>;
       if (frameOffset === undefined) {
         read = this.#readFull(this.#dbFile!, data, (pgno - 1) * pageSize, "database");
-      } else if (count === 1) {
-        read = this.#readFull(this.#walFile!, data, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
       } else {
-        frameBuffers[slot] ??= new Uint8Array(runPages * frameSize);
-        const frames = frameBuffers[slot].subarray(0, count * frameSize);
-        read = this.#readFull(this.#walFile!, frames, frameOffset, "wal").then(() => {
-          for (let k = 0; k < count; k++) {
-            const at = k * frameSize + WAL_FRAME_HEADER_SIZE;
-            data.set(frames.subarray(at, at + pageSize), k * pageSize);
-          }
-        });
+        // The frames are in memory when the WAL reader read them in one go (a small sync).
+        const at = walBytes ? frameOffset - walBytes.offset : -1;
+        const inMemory = walBytes && at >= 0 && at + count * frameSize <= walBytes.bytes.length
+          ? walBytes.bytes.subarray(at, at + count * frameSize)
+          : undefined;
+        if (count === 1 && inMemory) {
+          data = inMemory.subarray(WAL_FRAME_HEADER_SIZE, frameSize);
+          read = Promise.resolve();
+        } else if (count === 1) {
+          read = this.#readFull(this.#walFile!, data, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
+        } else {
+          const frames = inMemory ??
+            (frameBuffers[slot] ??= new Uint8Array(runPages * frameSize)).subarray(
+              0,
+              count * frameSize,
+            );
+          const filled = inMemory
+            ? Promise.resolve()
+            : this.#readFull(this.#walFile!, frames, frameOffset, "wal");
+          read = filled.then(() => {
+            for (let k = 0; k < count; k++) {
+              const at = k * frameSize + WAL_FRAME_HEADER_SIZE;
+              data.set(frames.subarray(at, at + pageSize), k * pageSize);
+            }
+          });
+        }
       }
       const run = read.then(() => ({ pgno, count, data }));
       run.catch(() => {}); // awaited in turn below; a read ahead may fail unobserved
@@ -1048,55 +1066,6 @@ export class DB {
       // The other buffers are free again: the consumer is done with the run read into them.
       if (next < pgnos.length) startRead();
       yield run;
-    }
-  }
-
-  /**
-   * Reads pages from the WAL (when in the page map) or the database file, in order. Each page
-   * is a view into one of two buffers reused for the whole call: the consumer must be done
-   * with it before asking for the next (the encoder copies it into its output). A full image
-   * of a large database then allocates nothing per page, and its memory stays bounded.
-   */
-  async *#readPages(
-    pgnos: number[],
-    pageMap: Map<number, number>,
-    walBytes?: WALBytes,
-  ): AsyncGenerator<{ pgno: number; data: Uint8Array }> {
-    const pageSize = this.#pageSize;
-    const perChunk = Math.max(1, Math.floor(READ_CHUNK / pageSize));
-    const walPage = new Uint8Array(pageSize);
-    let chunk: Uint8Array | undefined;
-    let i = 0;
-    while (i < pgnos.length) {
-      const pgno = pgnos[i];
-      const frameOffset = pageMap.get(pgno);
-      if (frameOffset !== undefined) {
-        // Already in memory when the WAL reader read it in one go (a small sync): a read per
-        // page is an FFI call on a pool thread each, most of a small sync's CPU.
-        const at = walBytes ? frameOffset + WAL_FRAME_HEADER_SIZE - walBytes.offset : -1;
-        if (walBytes && at >= 0 && at + pageSize <= walBytes.bytes.length) {
-          yield { pgno, data: walBytes.bytes.subarray(at, at + pageSize) };
-          i++;
-          continue;
-        }
-        await this.#readFull(this.#walFile!, walPage, frameOffset + WAL_FRAME_HEADER_SIZE, "wal");
-        yield { pgno, data: walPage };
-        i++;
-        continue;
-      }
-      // A run of consecutive pages that live in the database file: one read for all of them.
-      let run = 1;
-      while (
-        run < perChunk && i + run < pgnos.length && pgnos[i + run] === pgno + run &&
-        !pageMap.has(pgno + run)
-      ) run++;
-      chunk ??= new Uint8Array(Math.min(perChunk, pgnos.length) * pageSize);
-      const view = chunk.subarray(0, run * pageSize);
-      await this.#readFull(this.#dbFile!, view, (pgno - 1) * pageSize, "database");
-      for (let k = 0; k < run; k++) {
-        yield { pgno: pgno + k, data: view.subarray(k * pageSize, (k + 1) * pageSize) };
-      }
-      i += run;
     }
   }
 
