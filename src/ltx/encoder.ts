@@ -12,6 +12,7 @@ import { crc64Update, encodePageFrame, type PageDigest, referenceCodec } from ".
 import { LTXError, LTXFormatError } from "./errors.ts";
 import {
   checkNextPage,
+  checkRun,
   encodeHeader,
   type Header,
   HEADER_FLAG_NO_CHECKSUM,
@@ -132,18 +133,6 @@ export function encodePageFrames(
 /** Bytes one page adds to the file checksum stream (FORMAT.md §1.8). */
 function hashedFrameLength(pageSize: number, block: boolean): number {
   return PAGE_HEADER_SIZE + (block ? 4 : 0) + pageSize;
-}
-
-/**
- * Checks that a run given to `encodePages` holds whole pages.
- * @throws {LTXError} when `bytes` is not `count` pages of `pageSize`.
- */
-function checkRun(name: string, count: number, bytes: number, pageSize: number): void {
-  if (!Number.isInteger(count) || count < 0 || bytes !== count * pageSize) {
-    throw new LTXError(
-      `${name}: encodePages(): ${bytes} bytes are not ${count} pages of ${pageSize} bytes`,
-    );
-  }
 }
 
 /** Entries per block of the page index an encoder builds. */

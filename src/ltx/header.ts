@@ -5,7 +5,7 @@
  * @module
  */
 
-import { LTXFormatError } from "./errors.ts";
+import { LTXError, LTXFormatError } from "./errors.ts";
 
 /** Size of the file header in bytes. */
 export const HEADER_SIZE = 100;
@@ -80,6 +80,18 @@ export function isSnapshot(h: Header): boolean {
 /** SQLite's lock page (the one holding PENDING_BYTE), never stored: `floor(2^30/size) + 1`. */
 export function lockPageNumber(pageSize: number): number {
   return Math.floor(0x40000000 / pageSize) + 1;
+}
+
+/**
+ * Checks that a run of pages given to an encoder's `encodePages` holds whole pages.
+ * @throws {LTXError} when `bytes` is not `count` pages of `pageSize`.
+ */
+export function checkRun(name: string, count: number, bytes: number, pageSize: number): void {
+  if (!Number.isInteger(count) || count < 0 || bytes !== count * pageSize) {
+    throw new LTXError(
+      `${name}: encodePages(): ${bytes} bytes are not ${count} pages of ${pageSize} bytes`,
+    );
+  }
 }
 
 /**

@@ -17,6 +17,7 @@
 
 export {
   checkNextPage,
+  checkRun,
   decodeHeader,
   encodeHeader,
   type Header,

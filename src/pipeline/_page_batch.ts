@@ -6,20 +6,8 @@
  * @module
  */
 
-import { checkNextPage, type Header, LTXError } from "../ltx/mod.ts";
+import { checkNextPage, checkRun, type Header, LTXError } from "../ltx/mod.ts";
 import { ENCODE_BATCH_BYTES } from "./_protocol.ts";
-
-/**
- * Checks that a run given to `encodePages` holds whole pages (the in-thread encoder's check).
- * @throws {LTXError} when `bytes` is not `count` pages of `pageSize`.
- */
-export function checkRun(name: string, count: number, bytes: number, pageSize: number): void {
-  if (!Number.isInteger(count) || count < 0 || bytes !== count * pageSize) {
-    throw new LTXError(
-      `${name}: encodePages(): ${bytes} bytes are not ${count} pages of ${pageSize} bytes`,
-    );
-  }
-}
 
 /** The buffers of one batch: its page numbers, and its pages back to back. */
 export interface BatchBuffers {
