@@ -22,7 +22,7 @@
  */
 
 import { join } from "node:path";
-import { createDatabase, freePort, ROOT } from "../tests/_sluice.ts";
+import { createDatabase, freePort } from "../tests/_sluice.ts";
 import { startFaultProxy } from "../tests/_proxy.ts";
 import { AZURITE_ACCOUNT, azuriteArgs } from "../tests/_azurite.ts";
 import { killProcessTree, sshdUnavailable, startSshd } from "../tests/_sshd.ts";
