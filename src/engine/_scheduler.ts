@@ -35,12 +35,20 @@ export interface ThrottledJobOptions {
   retryMax?: number;
   /** Called with each failure; the job is retried after a backoff. */
   onError?: (err: unknown, attempt: number) => void;
+  /**
+   * Called when a run found nothing to do: the quiet time {@linkcode ThrottledJob.quietUntil}
+   * reported while it ran is void (an idle run opens no window), so a watcher that paused
+   * until then must read on now.
+   */
+  onQuietEnded?: () => void;
 }
 
 /** A job that runs on request, serialized and throttled. */
 export class ThrottledJob {
   #job: () => Promise<JobResult>;
-  #options: Required<Omit<ThrottledJobOptions, "onError">> & ThrottledJobOptions;
+  #options:
+    & Required<Omit<ThrottledJobOptions, "onError" | "onQuietEnded">>
+    & ThrottledJobOptions;
   #running?: Promise<void>;
   #pending = false;
   #timer?: ReturnType<typeof setTimeout>;
@@ -88,7 +96,12 @@ export class ThrottledJob {
    * repeated change events in the kernel instead of waking for each.
    */
   quietUntil(): number {
-    return this.#timer !== undefined ? this.#timerDueAt : 0;
+    if (this.#timer !== undefined) return this.#timerDueAt;
+    // While a run is on, a request only marks another one, which starts an interval after this
+    // one did at the earliest: events until then change nothing (a busy database's watcher
+    // woke several times per sync for its own commits' writes). An idle run ends this early.
+    if (this.#running) return this.#lastStart + this.#options.interval;
+    return 0;
   }
 
   /** Runs the job now (ignoring the throttle) and resolves when it is done; for shutdown. */
@@ -122,7 +135,10 @@ export class ThrottledJob {
       const result = await this.#job();
       this.#failures = 0;
       if (result === true) this.#pending = true;
-      if (result === "idle") this.#lastStart = this.#previousStart;
+      if (result === "idle") {
+        this.#lastStart = this.#previousStart;
+        this.#options.onQuietEnded?.();
+      }
     } catch (err) {
       this.#failures++;
       this.#options.onError?.(err, this.#failures);

@@ -71,6 +71,11 @@ export class WALWatcher {
     };
   }
 
+  /** Reads `dbPath`'s directory's events now, ending a pause its quiet times asked for. */
+  resume(dbPath: string): void {
+    this.#dirs.get(dirname(dbPath))?.watcher.resume();
+  }
+
   /** Stops every watch. */
   close(): void {
     for (const entry of this.#dirs.values()) entry.watcher.close();

@@ -189,9 +189,10 @@ export class Replica {
    * files cannot continue (the files after its position were deleted locally once shipped),
    * first gets a new snapshot; the files after it follow.
    * @throws {ReplicaGapError} when a needed local file is missing and no snapshot can be taken.
+   * `newest`, when given, describes the local L0 file just written (saves its stat).
    * @throws the client's error; the cached position is then forgotten and re-listed next time.
    */
-  async upload(localTXID: number): Promise<number> {
+  async upload(localTXID: number, newest?: LTXFileInfo): Promise<number> {
     let position = 0;
     try {
       // Inside the try: a replica that cannot even be listed is an upload error too (metrics).
@@ -205,7 +206,7 @@ export class Replica {
         this.#position = this.#lastConfirmed = position;
       }
       for (let snapshotted = false; position < localTXID;) {
-        const reached = await this.#uploadFrom(position, localTXID);
+        const reached = await this.#uploadFrom(position, localTXID, newest);
         position = reached.position;
         if (reached.next === undefined) break;
         const reason = `it ends at TXID ${formatTXID(position)} and the local L0 files in ` +
@@ -238,11 +239,15 @@ export class Replica {
   async #uploadFrom(
     position: number,
     localTXID: number,
+    newest?: LTXFileInfo,
   ): Promise<{ position: number; next?: number }> {
     if (localTXID === position + 1) {
-      // The usual sync: one new file, whose name is known. A stat instead of a listing of the
-      // whole level (a directory read per sync, on every tenant).
-      const next = await this.#localL0File(localTXID);
+      // The usual sync: one new file, which the database just described, or whose name is
+      // known: no listing of the whole level (a directory read per sync, on every tenant).
+      const next = newest?.level === 0 && newest.minTXID === localTXID &&
+          newest.maxTXID === localTXID
+        ? newest
+        : await this.#localL0File(localTXID);
       if (next) {
         await this.#uploadOne(next);
         this.#position = this.#lastConfirmed = localTXID;

@@ -569,6 +569,7 @@ export class Store {
         interval: entry.syncInterval,
         onError: (err, attempt) =>
           logger.error("sync failed", { error: (err as Error).message, attempt }),
+        onQuietEnded: () => this.#watcher.resume(entry.path),
       });
       const managed: Managed = {
         entry,
@@ -765,7 +766,7 @@ export class Store {
     }
     const shipped = replica.knownPosition === undefined || replica.knownPosition < db.txid;
     if (shipped) {
-      await replica.upload(db.txid);
+      await replica.upload(db.txid, db.newestL0File);
       // With a compactor, its L0 retention removes local L0 files (once level 1 covers them).
       if (!managed.compactor && entry.l0Retention !== undefined) {
         await replica.cleanupLocal(entry.l0Retention);

@@ -26,6 +26,12 @@ export interface RandomAccessFile {
    * Reads `buffer.length` bytes at `position`. Returns fewer only at end of file (0 past it).
    */
   readAt(buffer: Uint8Array, position: number): Promise<number>;
+  /**
+   * One read of up to `buffer.length` bytes at `position`, where a regular file returns fewer
+   * only at its end: a caller that treats a short read as the end (the WAL reader) saves the
+   * second read that {@linkcode readAt} needs to learn it. Optional; `readAt` otherwise.
+   */
+  readOnce?(buffer: Uint8Array, position: number): Promise<number>;
   /** Current size of the file in bytes. */
   size(): Promise<number>;
 }
@@ -88,18 +94,25 @@ class PreadFile implements RandomAccessFileHandle {
 
   async readAt(buffer: Uint8Array, position: number): Promise<number> {
     checkPosition(this.path, position);
+    return await readFully(buffer, position, (into, at) => this.#pread(into, at));
+  }
+
+  async readOnce(buffer: Uint8Array, position: number): Promise<number> {
+    checkPosition(this.path, position);
+    return await this.#pread(buffer, position);
+  }
+
+  async #pread(into: Uint8Array, at: number): Promise<number> {
     const fd = this.#descriptor();
-    return await readFully(buffer, position, async (into, at) => {
-      const n = Number(await this.#c.pread(fd, into, BigInt(into.length), BigInt(at)));
-      if (n < 0) {
-        // errno belongs to the pool thread that ran it: ask once more here to learn why.
-        const again = Number(this.#c.preadHere(fd, into, BigInt(into.length), BigInt(at)));
-        if (again >= 0) return again;
-        const why = lastError(this.#c).message;
-        throw new Error(`${this.path}: read of ${into.length} bytes at ${at} failed: ${why}`);
-      }
-      return n;
-    });
+    const n = Number(await this.#c.pread(fd, into, BigInt(into.length), BigInt(at)));
+    if (n < 0) {
+      // errno belongs to the pool thread that ran it: ask once more here to learn why.
+      const again = Number(this.#c.preadHere(fd, into, BigInt(into.length), BigInt(at)));
+      if (again >= 0) return again;
+      const why = lastError(this.#c).message;
+      throw new Error(`${this.path}: read of ${into.length} bytes at ${at} failed: ${why}`);
+    }
+    return n;
   }
 
   async size(): Promise<number> {

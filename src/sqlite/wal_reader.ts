@@ -30,11 +30,26 @@ export interface WALReadOptions {
    * (Litestream's MaxSyncWALBytes). 0 or absent: read to the end of the valid WAL.
    */
   maxBytes?: number;
+  /**
+   * The WAL header, when the caller has just read it: saves reading it again. The frames are
+   * checked against it as against one read here (a stale one only ends the read early).
+   */
+  header?: WALHeader;
+  /**
+   * The stored checksum of the frame before `offset`, when the caller has just read that frame
+   * and found `salt1`/`salt2` in it: it seeds the running checksum without another read.
+   */
+  previousChecksum?: { checksum1: number; checksum2: number };
+  /**
+   * Gives the buffer the frames are read into (`bytes` long; its contents may be stale), for a
+   * caller that reuses buffers across reads. Default: a new one each call.
+   */
+  allocate?: (bytes: number) => Uint8Array;
 }
 
 /** What {@linkcode readWAL} found. */
 export interface WALReadResult {
-  /** The WAL header (read from offset 0 even when resuming). */
+  /** The WAL header (read from offset 0 even when resuming, unless given). */
   header: WALHeader;
   /** pgno → offset of the frame holding the latest committed copy of the page. */
   pageMap: Map<number, number>;
@@ -62,6 +77,9 @@ export interface WALBytes {
 /** Read the WAL in chunks of about this many bytes (whole frames), not frame by frame. */
 const READ_CHUNK_BYTES = 1 << 20;
 
+/** Frames beyond the file's size that the first chunk makes room for (appended meanwhile). */
+const GROWTH_FRAMES = 8;
+
 /**
  * Reads the committed frames of the WAL in `file`, starting at `options.offset`.
  *
@@ -83,9 +101,7 @@ export async function readWAL(
   file: RandomAccessFile,
   options: WALReadOptions = {},
 ): Promise<WALReadResult | null> {
-  const headerBytes = new Uint8Array(WAL_HEADER_SIZE);
-  const headerLength = await file.readAt(headerBytes, 0);
-  const header = parseWALHeader(headerBytes.subarray(0, headerLength));
+  const header = options.header ?? await readHeader(file);
   if (!header) return null;
 
   const { pageSize, bigEndianChecksums } = header;
@@ -111,7 +127,10 @@ export async function readWAL(
     }
     salt1 = options.salt1 >>> 0;
     salt2 = options.salt2 >>> 0;
-    [s0, s1] = await seedFromPreviousFrame(file, startOffset - frameSize, frameSize, salt1, salt2);
+    const known = options.previousChecksum;
+    [s0, s1] = known
+      ? [known.checksum1 >>> 0, known.checksum2 >>> 0]
+      : await seedFromPreviousFrame(file, startOffset - frameSize, frameSize, salt1, salt2);
   }
 
   const maxBytes = options.maxBytes ?? 0;
@@ -119,21 +138,30 @@ export async function readWAL(
   let txPages = new Map<number, number>();
   let commit = 0;
 
-  // Sized to what the file holds (plus one frame, for a WAL still growing): a zeroed 1 MiB
-  // buffer per call cost a tenant's sync ~1 ms for a WAL of three frames.
-  const framesInFile = Math.ceil(Math.max(0, (await file.size()) - startOffset) / frameSize) + 1;
+  // Sized to what the file holds, plus a few frames for a WAL still growing (a commit that
+  // lands between the size and the read then still fits in one read, whose buffer the caller
+  // can take over): a zeroed 1 MiB buffer per call cost a tenant's sync ~1 ms for a WAL of
+  // three frames.
+  const framesInFile = Math.ceil(Math.max(0, (await file.size()) - startOffset) / frameSize) +
+    GROWTH_FRAMES;
   const framesPerChunk = Math.max(
     1,
     Math.min(Math.floor(READ_CHUNK_BYTES / frameSize), framesInFile),
   );
-  const chunk = new Uint8Array(framesPerChunk * frameSize);
+  const chunkBytes = framesPerChunk * frameSize;
+  const chunk = options.allocate?.(chunkBytes) ?? new Uint8Array(chunkBytes);
   const view = new DataView(chunk.buffer);
   const checksum = new FrameChecksum(chunk, bigEndianChecksums);
   let chunkOffset = startOffset;
   let chunksRead = 0;
+  let lastReadBytes = 0;
+  // One read per chunk: a short one ends the valid WAL anyway, and learning that it was the
+  // end from a second read (as readAt does) costs a round trip to a pool thread per sync.
+  const read = file.readOnce?.bind(file) ?? file.readAt.bind(file);
   reading: for (;;) {
     chunksRead++;
-    const n = await file.readAt(chunk, chunkOffset);
+    const n = await read(chunk, chunkOffset);
+    lastReadBytes = n;
     const frames = Math.floor(n / frameSize);
     for (let i = 0; i < frames; i++) {
       const at = i * frameSize;
@@ -169,8 +197,11 @@ export async function readWAL(
   let lastOffset = 0;
   for (const offset of pageMap.values()) if (offset > lastOffset) lastOffset = offset;
   const endOffset = lastOffset + frameSize;
-  // The buffer is this call's own and sized to the WAL: handing it over costs nothing.
-  const frames = chunksRead === 1 ? { offset: startOffset, bytes: chunk } : undefined;
+  // The buffer is this call's (or the caller's, from `allocate`) and sized to the WAL: handing
+  // it over costs nothing.
+  const frames = chunksRead === 1
+    ? { offset: startOffset, bytes: chunk.subarray(0, lastReadBytes) }
+    : undefined;
   return { header, pageMap, commit, endOffset, salt1, salt2, frames };
 }
 
@@ -221,6 +252,12 @@ class FrameChecksum {
  * Reads the whole frame at `offset` unverified and returns its stored checksum, the seed for
  * the frames after it.
  */
+async function readHeader(file: RandomAccessFile): Promise<WALHeader | null> {
+  const headerBytes = new Uint8Array(WAL_HEADER_SIZE);
+  const headerLength = await file.readAt(headerBytes, 0);
+  return parseWALHeader(headerBytes.subarray(0, headerLength));
+}
+
 async function seedFromPreviousFrame(
   file: RandomAccessFile,
   offset: number,
