@@ -8,7 +8,8 @@
  *    for sluice, its one-time level-1 compaction of those files is done.
  * 2. Time from a database's creation (WAL mode, one table, connection closed) to its first file
  *    on the replica, for 1 and for 1,000 databases created at once into the watched directory
- *    (100 with `--quick`). Litestream v0.3.13 cannot discover new databases: `n/a`.
+ *    (100 with `--quick`), one after the other by a worker thread while this one stamps the
+ *    replica files. Litestream v0.3.13 cannot discover new databases: `n/a`.
  * 3. S3 requests per hour for an idle database and for a busy one (10 writes/s), through a
  *    counting HTTP proxy in front of a local S3 server (fauxqs), extrapolated from a window of
  *    30 s (5 s with `--quick`); both tools run side by side, each through its own proxy, after
@@ -39,7 +40,6 @@ import {
   exists,
   formatTable,
   LITESTREAM,
-  nowMs,
   percentile,
   progress,
   result,
@@ -59,6 +59,7 @@ import {
   type ToolName,
 } from "./_replicators.ts";
 import { watchReplica } from "./_watch.ts";
+import type { Created, CreateRequest } from "./_tenant_worker.ts";
 
 /** A tenant database: WAL mode, one small table with one row. */
 function createTenant(path: string): void {
@@ -204,11 +205,9 @@ export async function discovery(count: number): Promise<{ lags: number[]; missin
     const created = new Map<string, number>();
     try {
       await sleep(2000); // started and watching (an empty directory)
-      for (let i = 0; i < count; i++) {
-        const name = tenantName(i);
-        createTenant(join(dbDir, name));
-        created.set(name, nowMs());
-      }
+      // On a worker: this thread stamps the replica files as they appear (_tenant_worker.ts).
+      const names = Array.from({ length: count }, (_, i) => tenantName(i));
+      for (const [name, at] of await createInWorker(dbDir, names)) created.set(name, at);
       await until(allReplicated(replicaDir, [...created.keys()]), 120_000, 100);
       await sleep(300);
     } finally {
@@ -228,6 +227,20 @@ export async function discovery(count: number): Promise<{ lags: number[]; missin
       else lags.push(seen - at);
     }
     return { lags, missing };
+  });
+}
+
+/** Creates the tenants `names` in `dbDir` on a worker thread; resolves to their creation times. */
+function createInWorker(dbDir: string, names: string[]): Promise<Created> {
+  const worker = new Worker(new URL("./_tenant_worker.ts", import.meta.url), { type: "module" });
+  return new Promise<Created>((resolve, reject) => {
+    worker.onmessage = (event: MessageEvent<Created>) => resolve(event.data);
+    worker.onerror = (event) => {
+      event.preventDefault();
+      worker.terminate();
+      reject(new Error(`tenant worker: ${event.message}`));
+    };
+    worker.postMessage({ dbDir, names } satisfies CreateRequest);
   });
 }
 

@@ -69,6 +69,11 @@ export interface LeaseOptions {
   logger?: Logger;
   /** Who is asking; default this host and process (tests pose as other hosts). */
   identity?: { host: string; pid: number };
+  /**
+   * The replica's directory was created just now: it has no owner marker to read, so the
+   * marker is created straight away (losing that race to another claimant still reads its).
+   */
+  markerAbsent?: boolean;
 }
 
 /** The replica is leased by another live replicator (or belongs to another database). */
@@ -130,7 +135,7 @@ export async function claimOwnership(
 ): Promise<HeldLease | undefined> {
   const store = client.lease?.();
   if (store === undefined) {
-    await claimReplica(client, dbPath);
+    await claimReplica(client, dbPath, undefined, { absent: options.markerAbsent });
     return undefined;
   }
   if (!(await store.enforcesConditions())) {

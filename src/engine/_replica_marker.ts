@@ -44,17 +44,19 @@ export class ReplicaInUseError extends Error {
 /**
  * Claims the replica of `client` for the database at `dbPath` (absolute), or checks that it is
  * already ours. A marker that cannot be parsed is treated as foreign: refusing is safe, guessing
- * is not.
+ * is not. `options.absent`: the replica was created just now, so the first read is skipped (the
+ * exclusive creation still fails if another claimant won, and its marker is then read).
  * @throws {ReplicaInUseError} when the replica belongs to another database.
  */
 export async function claimReplica(
   client: ReplicaClient,
   dbPath: string,
   store: OwnerMarker | undefined = client.ownerMarker?.(),
+  options: { absent?: boolean } = {},
 ): Promise<void> {
   if (!store) return;
   for (let attempt = 0; attempt < 2; attempt++) {
-    const text = await store.read();
+    const text = attempt === 0 && options.absent ? undefined : await store.read();
     if (text !== undefined) {
       const owner = parseOwner(text);
       if (owner.db === dbPath) return;

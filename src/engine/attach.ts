@@ -6,7 +6,9 @@
  * In order: the meta directory lock (one writer of the L0 files), the database opened for
  * replication, the replica client, the replica's owner marker (one database per replica),
  * temporary files of a killed writer removed (a client capability), and the replica position:
- * a database behind its replica continues the replica's TXID sequence.
+ * a database behind its replica continues the replica's TXID sequence. A new database's
+ * directory replica that does not exist yet is created first and known empty: its marker is
+ * created without a read, and there are no temporary files to remove nor levels to list.
  *
  * @module
  */
@@ -20,7 +22,7 @@ import {
   SNAPSHOT_LEVEL,
 } from "../replica/mod.ts";
 import { DB, type DBOptions } from "./db.ts";
-import { Replica } from "./shipper.ts";
+import { createNewLocalReplica, Replica } from "./shipper.ts";
 import type { MetaLock } from "./meta_lock.ts";
 import { claimOwnership, leasedClient } from "./_lease.ts";
 
@@ -69,16 +71,26 @@ export async function attachDatabase(
   try {
     // One process at a time may write a database's L0 files (meta_lock.ts). Locked before
     // opening, but only for an existing file: nothing is created beside a missing database.
-    if (await Deno.stat(entry.path).then(() => true, () => false)) lock = await options.lock();
+    if (exists(entry.path)) lock = await options.lock();
     await db.open();
     lock ??= await options.lock();
     client = entry.createClient();
+    // A database without local history (a new tenant) whose directory replica does not exist
+    // yet: the replica is new and empty, which spares the attach a marker read, a temp-file
+    // sweep and a level listing (each a failed file-system call, with its error, on the event
+    // loop) and the first upload a failed link.
+    const fresh = db.txid === 0 && await createNewLocalReplica(client);
     // Two databases writing one replica would interleave their TXIDs: the first one owns it
     // (the owner marker, or on object storage a renewed lease, src/engine/_lease.ts).
-    const lease = await claimOwnership(client, entry.path, { takeover: options.takeover, logger });
+    const lease = await claimOwnership(client, entry.path, {
+      takeover: options.takeover,
+      logger,
+      markerAbsent: fresh,
+    });
     if (lease?.mode === "lease") client = leasedClient(client, lease);
-    await client.removeTempFiles?.();
-    const replica = new Replica(client, db.local, { logger });
+    // A fresh replica was ours (claimed above) from its creation on: nobody left temp files.
+    if (!fresh) await client.removeTempFiles?.();
+    const replica = new Replica(client, db.local, { logger, empty: fresh });
     // A database behind its replica (restored from an older backup, or a lost meta dir)
     // continues the replica's TXID sequence instead of colliding with it.
     const remote = await replica.position();
@@ -103,6 +115,16 @@ export async function attachDatabase(
     await client?.close().catch(() => {});
     lock?.release();
     throw err;
+  }
+}
+
+/** Whether `path` exists (synchronous: a stat of a local file takes microseconds). */
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -50,6 +50,11 @@ export interface ReplicaOptions {
    * settable later ({@linkcode Replica.setLossSnapshot}).
    */
   lossSnapshot?: () => Promise<{ txid: number }>;
+  /**
+   * The replica was created just now and is empty (see {@linkcode createNewLocalReplica}): its
+   * position is 0 without a listing.
+   */
+  empty?: boolean;
 }
 
 /** How far a replica is behind its database: what is not shipped yet. */
@@ -107,6 +112,7 @@ export class Replica {
     this.#local = local;
     this.#logger = options.logger;
     this.#lossSnapshot = options.lossSnapshot;
+    if (options.empty) this.#position = this.#lastConfirmed = 0;
   }
 
   /** Sets how a replica that lost files is snapshotted (see {@linkcode ReplicaOptions}). */
@@ -456,6 +462,31 @@ async function presentLevels(client: ReplicaClient): Promise<ReadonlySet<number>
     return ALL_LEVELS; // the listing of each level reports what is wrong
   }
   return levels;
+}
+
+/**
+ * For a replica in a local directory (`localPath`, laid out as `<root>/ltx/<level>/<file>`)
+ * whose root does not exist yet: creates the root and its level-0 directory, so that the first
+ * upload links its file straight into place. @returns true when this call created the root: the
+ * replica is new and empty (no owner marker, no temporary files, no level to list). False for
+ * other backends and whenever the root exists (or cannot be created: the claim then says why).
+ */
+export async function createNewLocalReplica(client: ReplicaClient): Promise<boolean> {
+  const path = client.localPath?.({ level: 0, minTXID: 1, maxTXID: 1 });
+  if (path === undefined) return false;
+  const levelDir = dirname(path);
+  const root = dirname(dirname(levelDir));
+  // Not recursive: only a root this call created makes the replica new.
+  const create = () => Deno.mkdir(root).then(() => true, (err) => err);
+  let created = await create();
+  if (created instanceof Deno.errors.NotFound) {
+    // The parent is missing too (the first tenant of a `dir:` entry's replica).
+    await Deno.mkdir(dirname(root), { recursive: true }).catch(() => {});
+    created = await create();
+  }
+  if (created !== true) return false;
+  await Deno.mkdir(levelDir, { recursive: true, mode: 0o755 });
+  return true;
 }
 
 async function maxTXID(client: ReplicaClient, level: number): Promise<number> {

@@ -330,9 +330,13 @@ export class FileReplicaClient implements ReplicaClient {
         }
       },
       async createExclusive(text) {
-        await Deno.mkdir(root, { recursive: true });
         const tmp = `${path}.${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.tmp`;
-        await Deno.writeTextFile(tmp, text);
+        // The root usually exists (a new tenant's attach creates it): created only when missing.
+        await Deno.writeTextFile(tmp, text).catch(async (err) => {
+          if (!(err instanceof Deno.errors.NotFound)) throw err;
+          await Deno.mkdir(root, { recursive: true });
+          await Deno.writeTextFile(tmp, text);
+        });
         try {
           // link() fails if the marker exists: atomic and never half-written.
           await Deno.link(tmp, path);
