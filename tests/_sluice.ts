@@ -27,7 +27,19 @@ export async function sluice(...args: string[]): Promise<RunResult> {
     stderr: "piped",
   }).output();
   const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+  const stderr = withoutDenoNotices(decoder.decode(out.stderr));
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr };
+}
+
+/**
+ * stderr without the notice Deno itself prints when another process holds the project's
+ * `node_modules` lock at start-up ("Blocking waiting for file lock on node_modules directory",
+ * seen in CI with tests starting many processes at once): not sluice's output.
+ */
+function withoutDenoNotices(stderr: string): string {
+  return stderr.split("\n").filter((line) => !line.includes("waiting for file lock on")).join(
+    "\n",
+  );
 }
 
 /** A `sluice replicate` running in the background. */
