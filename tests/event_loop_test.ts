@@ -3,7 +3,9 @@
  * store runs here, in the test process, while a writer process commits transactions of more than
  * 1000 pages, and a 5 ms timer records how late it fires. The measured figures are printed (and
  * recorded in docs/BENCHMARKS.md); the assertion is the issue's 50 ms bound with room for this
- * shared 2-core machine's scheduling noise, so that only a real blocking call fails it.
+ * shared 2-core machine's scheduling noise, so that only a real blocking call fails it. Time the
+ * thread spent waiting for a CPU (the kernel's run-queue figure) is taken out of each delay: a
+ * clean-clone CI run failed at 223 ms with other test files loading both cores.
  */
 
 import assert from "node:assert/strict";
@@ -17,15 +19,32 @@ const TICK_MS = 5;
 /** The bound is 50 ms; a loaded 2-core runner adds scheduling delay of its own. */
 const STALL_LIMIT_MS = 150;
 
+/**
+ * How long this thread has waited on a run queue so far, in ms (the second field of
+ * /proc/thread-self/schedstat); 0 where the kernel does not tell (every delay then counts).
+ */
+function queuedMs(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/thread-self/schedstat").split(" ")[1]) / 1e6;
+  } catch {
+    return 0;
+  }
+}
+
 Deno.test("event loop: replicating large transactions never stalls it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-loop-" });
   const store = new Store({ logger: createLogger({ level: "error", type: "text" }) });
   const delays: number[] = [];
   let last = performance.now();
+  let lastQueued = queuedMs();
   const timer = setInterval(() => {
     const now = performance.now();
-    delays.push(now - last - TICK_MS);
+    const queued = queuedMs();
+    // Time this thread sat runnable in the kernel's run queue is the machine's load, not a
+    // blocking call of ours (that one runs, or sleeps in a syscall): not counted as a stall.
+    delays.push(now - last - TICK_MS - (queued - lastQueued));
     last = now;
+    lastQueued = queued;
   }, TICK_MS);
   try {
     const dbPath = join(dir, "app.db");
