@@ -34,8 +34,20 @@ async function healthz(port: number): Promise<Health | undefined> {
 Deno.test("healthz: 200, 503 naming the database while its replica fails, 200 again", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-healthz-" });
   const db = join(dir, "app.db");
+  // The replica path is a symbolic link, swapped atomically (rename over it) to break the replica
+  // and to mend it: removing and renaming a directory back raced sluice's own retry, which could
+  // recreate `replica/ltx/0` in between (ENOTEMPTY in a CI run).
   const replica = join(dir, "replica");
-  const away = join(dir, "replica.away");
+  const realReplica = join(dir, "replica.real");
+  const blocker = join(dir, "not-a-directory");
+  const swap = async (target: string) => {
+    const link = join(dir, "replica.next");
+    await Deno.symlink(target, link);
+    await Deno.rename(link, replica);
+  };
+  await Deno.mkdir(realReplica);
+  await Deno.writeTextFile(blocker, "not a directory\n");
+  await Deno.symlink(realReplica, replica);
   const port = freePort();
   const config = join(dir, "sluice.yml");
   await Deno.writeTextFile(
@@ -60,8 +72,7 @@ Deno.test("healthz: 200, 503 naming the database while its replica fails, 200 ag
     await waitFor("/healthz 200", expect(200, (h) => h.body.databases === 1), 15_000);
     assert.deepEqual(last!.body, { status: "ok", databases: 1, unhealthy: 0, failing: [] });
 
-    await Deno.rename(replica, away);
-    await Deno.writeTextFile(replica, "not a directory\n");
+    await swap(blocker);
     await waitFor(
       "/healthz 503 naming the database",
       expect(503, (h) => h.body.failing.some((f) => f.path === db)),
@@ -70,8 +81,7 @@ Deno.test("healthz: 200, 503 naming the database while its replica fails, 200 ag
     assert.equal(last!.body.status, "unhealthy");
     assert.equal(last!.body.unhealthy, 1);
 
-    await Deno.remove(replica);
-    await Deno.rename(away, replica);
+    await swap(realReplica);
     await waitFor("/healthz 200 after recovery", expect(200), 20_000);
   } catch (err) {
     const stopped = await replicator.stop();
