@@ -293,6 +293,31 @@ Deno.test("metrics: the event-loop delay meter samples slowly after a quiet spel
   assert.equal(monitor.lastSeconds, 0.1);
 });
 
+Deno.test("metrics: the event-loop delay meter keeps sampling slowly through a loaded machine's timer jitter", () => {
+  let clock = 0;
+  const monitor = new LoopDelayMonitor({
+    resolution: 100,
+    idleResolution: 5000,
+    idleAfter: 500,
+    window: 60_000,
+    now: () => clock,
+  });
+  monitor.start();
+  monitor.stop(); // driven by hand below
+  for (clock = 100; clock <= 600; clock += 100) monitor.record(clock);
+  clock = 5630; // due at 5600: 30 ms late, a timer waiting for a CPU, not a stall
+  monitor.record(clock);
+  assert.equal(monitor.lastSeconds, 0.03);
+  clock = 10_630; // still sampled every 5 s: due at 10630, on time
+  monitor.record(clock);
+  assert.equal(monitor.lastSeconds, 0);
+  clock = 15_700; // due at 15630: 70 ms late, a stall: back to the fine resolution
+  monitor.record(clock);
+  clock = 15_900; // due at 15800 (100 ms after the stall): 100 ms late
+  monitor.record(clock);
+  assert.equal(monitor.lastSeconds, 0.1);
+});
+
 Deno.test("metrics: above per-database-limit only aggregates are exported, and they add up", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-metrics-limit-" });
   let replicate: ReturnType<typeof startReplicate> | undefined;

@@ -377,6 +377,15 @@ function openDescriptors(pid: number): { main: number; tree: number } {
 interface ParkedFigures extends IdleFigures {
   /** Seconds from sluice's start until every database was parked. */
   parkedAfterSeconds: number;
+  /**
+   * The window's CPU split: its first {@linkcode PARKED_SETTLE_SECONDS} (V8's memory-reducing
+   * collections and the trims of freed memory after a mass parking fall there) and the rest,
+   * each as % of one core over its own span.
+   */
+  settlingPercent: number;
+  settledPercent: number;
+  /** The span of `settlingPercent`, s. */
+  settleSeconds: number;
   fds: { main: number; tree: number };
   /** A parked tenant's first write → its first new replica file, ms (when asked for). */
   wakeLags: number[];
@@ -407,6 +416,9 @@ function parkedTenantNames(count: number, perDir?: number): string[] {
 
 /** `park-after` of the parked rows: short, so that the run is. */
 const BENCH_PARK_AFTER = "5s";
+
+/** The first part of the parked rows' CPU window, reported apart (see ParkedFigures). */
+const PARKED_SETTLE_SECONDS = 15;
 
 /**
  * RSS, idle CPU and descriptors of sluice with `count` tenants parked (`park-after: 5s`), on a
@@ -439,12 +451,19 @@ async function parkedIdle(options: ParkedOptions): Promise<ParkedFigures> {
       await sleep(2000);
       const cpuBefore = treeCpuSeconds(sluice.pid);
       const start = performance.now();
-      await sleep(windowSeconds * 1000);
+      const settle = Math.min(PARKED_SETTLE_SECONDS, windowSeconds / 2);
+      await sleep(settle * 1000);
+      const cpuSettling = treeCpuSeconds(sluice.pid) - cpuBefore;
+      const settling = (performance.now() - start) / 1000;
+      await sleep((windowSeconds - settle) * 1000);
       const cpu = treeCpuSeconds(sluice.pid) - cpuBefore;
       const seconds = (performance.now() - start) / 1000;
       const figures: ParkedFigures = {
         rssMB: treeRssBytes(sluice.pid) / 2 ** 20,
         cpuPercent: (cpu / seconds) * 100,
+        settlingPercent: (cpuSettling / settling) * 100,
+        settledPercent: ((cpu - cpuSettling) / (seconds - settling)) * 100,
+        settleSeconds: settle,
         parkedAfterSeconds,
         fds: openDescriptors(sluice.pid),
         wakeLags: [],
@@ -706,7 +725,9 @@ async function runSections(
           p.cpuPercent,
           l?.cpuPercent ?? NaN,
           LITESTREAM,
-          note,
+          `${note}; of which ${p.settlingPercent.toFixed(2)} % over the first ` +
+            `${p.settleSeconds} s (V8's memory-reducing collections, malloc_trim) and ` +
+            `${p.settledPercent.toFixed(2)} % over the rest`,
         ),
         result(
           `open fds, ${count} parked dbs (main process / with watcher)`,

@@ -13,6 +13,7 @@
 
 import { join } from "node:path";
 import { isCandidateName, matchesPattern } from "../config/mod.ts";
+import { readVisibleEntries } from "./_readdir.ts";
 
 /** What decides whether a path under the monitored directory may be a database. */
 export interface PathRules {
@@ -84,4 +85,163 @@ export async function* walkCandidates(
       }
     }
   }
+}
+
+/**
+ * A directory read within this long of its last change is read again at the next refresh even
+ * when its stat is unchanged, ms: a file created in the same tick of the file system's coarse
+ * clock (or within the 1–2 s granularity of older file systems) would not change the times.
+ */
+export const RECENT_CHANGE_MS = 5000;
+
+/** One directory of a {@linkcode CandidateListing}, as it was when last read. */
+interface ListedDirectory {
+  /** Device, inode, modification and change time of the directory, taken before reading it. */
+  key: string;
+  /** False when it was read too soon after a change to trust `key` (see RECENT_CHANGE_MS). */
+  settled: boolean;
+  /** Absolute paths of its candidate files. */
+  files: string[];
+  /** Paths (relative to the root) of its subdirectories that may hold databases. */
+  subdirs: string[];
+}
+
+/**
+ * The candidate files of a tree (those {@linkcode walkCandidates} yields), kept between walks.
+ * A {@linkcode refresh} stats every directory of the tree and reads again only those whose stat
+ * changed since they were read: creating, removing or renaming an entry changes its directory's
+ * modification and change times, so an idle tree of 10,000 databases in one directory costs one
+ * stat, not a listing of its 20,000 entries (the databases and their meta directories). Files
+ * written in place do not change their directory, and are not what a listing says anyway.
+ * Directories are never opened but to be read, and files never.
+ */
+export class CandidateListing {
+  #root: string;
+  #options: WalkOptions;
+  /** By path relative to the root ("" for the root itself). */
+  #dirs = new Map<string, ListedDirectory>();
+  /** Every candidate of every listed directory. */
+  #files = new Set<string>();
+  #refreshing: Promise<unknown> = Promise.resolve();
+  #now: () => number;
+
+  /**
+   * An empty listing of the tree at `root` (absolute and normalized); see {@linkcode refresh}.
+   * `now`: the wall clock file times are compared with (tests move it on).
+   */
+  constructor(root: string, options: WalkOptions, now: () => number = Date.now) {
+    this.#root = root;
+    this.#options = options;
+    this.#now = now;
+  }
+
+  /** The candidate files found by the last {@linkcode refresh}. */
+  get paths(): ReadonlySet<string> {
+    return this.#files;
+  }
+
+  /** Whether the last {@linkcode refresh} found `path`. */
+  has(path: string): boolean {
+    return this.#files.has(path);
+  }
+
+  /**
+   * Brings the listing up to date: every directory is stat'ed, and read when it changed since
+   * it was read, or was read too soon after a change, or `rereadAll`. Refreshes run one at a
+   * time. Resolves to the number of directories read.
+   * @throws {Deno.errors.NotFound} when the root does not exist; other errors reading it too
+   * (the listing is then empty).
+   */
+  refresh(rereadAll = false): Promise<number> {
+    const run = this.#refreshing.then(() => this.#refresh(rereadAll));
+    this.#refreshing = run.catch(() => {});
+    return run;
+  }
+
+  async #refresh(rereadAll: boolean): Promise<number> {
+    const present = new Set<string>();
+    const pending = [""];
+    let read = 0;
+    try {
+      while (pending.length > 0) {
+        const rel = pending.pop()!;
+        const absDir = rel === "" ? this.#root : join(this.#root, rel);
+        let listed: ListedDirectory | undefined;
+        try {
+          const info = Deno.statSync(absDir);
+          if (!info.isDirectory) throw new Deno.errors.NotFound(`${absDir} is not a directory`);
+          const key = `${info.dev}:${info.ino}:${info.mtime?.getTime()}:${info.ctime?.getTime()}`;
+          listed = this.#dirs.get(rel);
+          if (rereadAll || !listed || !listed.settled || listed.key !== key) {
+            const changedAt = Math.max(info.mtime?.getTime() ?? 0, info.ctime?.getTime() ?? 0);
+            const settled = this.#now() - changedAt >= RECENT_CHANGE_MS;
+            listed = await this.#read(absDir, rel, key, settled);
+            read++;
+          }
+        } catch (err) {
+          if (rel === "") throw err;
+          if (!(err instanceof Deno.errors.NotFound)) this.#options.onError?.(absDir, err);
+          continue; // forgotten below, with what it held
+        }
+        present.add(rel);
+        this.#set(rel, listed);
+        for (const sub of listed.subdirs) pending.push(sub);
+      }
+    } catch (err) {
+      this.#dirs.clear();
+      this.#files.clear();
+      throw err;
+    }
+    for (const rel of [...this.#dirs.keys()]) if (!present.has(rel)) this.#set(rel, undefined);
+    return read;
+  }
+
+  async #read(
+    absDir: string,
+    rel: string,
+    key: string,
+    settled: boolean,
+  ): Promise<ListedDirectory> {
+    const files: string[] = [];
+    const subdirs: string[] = [];
+    const prefix = absDir.endsWith("/") ? absDir : `${absDir}/`; // join()'s result, faster
+    // Hidden entries are never candidates nor walked (sluice's meta directories are hidden).
+    const entries = await readVisibleEntries(absDir);
+    for (const name of entries.dirs) {
+      const relPath = rel === "" ? name : `${rel}/${name}`;
+      if (isWalkableDir(relPath, this.#options)) subdirs.push(relPath);
+    }
+    for (const name of entries.files) {
+      if (isCandidatePath(rel === "" ? name : `${rel}/${name}`, this.#options)) {
+        files.push(prefix + name);
+      }
+    }
+    return { key, settled, files, subdirs };
+  }
+
+  /** Replaces (or, with undefined, forgets) the listing of one directory. */
+  #set(rel: string, listed: ListedDirectory | undefined): void {
+    const before = this.#dirs.get(rel);
+    if (before === listed) return;
+    if (before && listed && sameItems(before.files, listed.files)) {
+      // Read again, found the same (a WAL came and went): the set stays as it is, and the
+      // strings just read die young instead of replacing 10,000 long-lived ones.
+      this.#dirs.set(rel, { ...listed, files: before.files });
+      return;
+    }
+    if (before) { for (const file of before.files) this.#files.delete(file); }
+    if (listed) {
+      this.#dirs.set(rel, listed);
+      for (const file of listed.files) this.#files.add(file);
+    } else {
+      this.#dirs.delete(rel);
+    }
+  }
+}
+
+/** Whether two lists hold the same strings in the same order. */
+function sameItems(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -7,3 +7,6 @@
 
 export * from "./discover.ts";
 export * from "./monitor.ts";
+/** The reconcile scan's listing and its directory reader, exported for their unit tests. */
+export { CandidateListing, RECENT_CHANGE_MS } from "./_walk.ts";
+export { readVisibleEntries, type VisibleEntries } from "./_readdir.ts";

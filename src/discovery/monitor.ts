@@ -40,7 +40,13 @@
 import { dirname, resolve } from "node:path";
 import { type DatabaseEntry, WorkQueue } from "../engine/mod.ts";
 import type { Logger } from "../log/mod.ts";
-import { isCandidatePath, isWalkableDir, type PathRules, walkCandidates } from "./_walk.ts";
+import {
+  CandidateListing,
+  isCandidatePath,
+  isWalkableDir,
+  type PathRules,
+  walkCandidates,
+} from "./_walk.ts";
 import { probe } from "./_probe.ts";
 import { type FsWatcher, watchFs, WatchLimitError } from "../watch/mod.ts";
 
@@ -100,6 +106,11 @@ export const DEFAULT_RECONCILE_INTERVAL = 30_000;
  * large tree (100,000 databases take seconds to walk) costs at most 0.5 % of the time.
  */
 const RECONCILE_IDLE_FACTOR = 200;
+/**
+ * Every this many periodic reconcile scans, one reads every directory again, whatever their
+ * stats say (the others read only the directories that changed; see `CandidateListing`).
+ */
+const FULL_READ_EVERY = 10;
 /** Default period of the scans of directories a kernel limit left unwatched, ms. */
 export const DEFAULT_SCAN_INTERVAL = 1000;
 /** Shortest time between two watcher restarts, ms (a watcher that keeps failing must not spin). */
@@ -152,6 +163,12 @@ export class DirectoryMonitor {
   #recovering = false;
   #reconciling?: Promise<number>;
   #reconcileAgain = false;
+  /** The next reconcile scan reads every directory (not only those whose stat changed). */
+  #rereadAll = false;
+  /** Periodic reconcile scans so far (every {@linkcode FULL_READ_EVERY}th reads everything). */
+  #periodicScans = 0;
+  /** The tree's candidate files as of the last reconcile scan. */
+  #listing: CandidateListing;
   #timer?: ReturnType<typeof setTimeout>;
   #sleepers = new Set<() => void>();
   #started = false;
@@ -182,6 +199,11 @@ export class DirectoryMonitor {
     this.#rules = { pattern: options.pattern, recursive: options.recursive };
     this.#probeSlots = new WorkQueue(Math.max(1, this.#options.probeConcurrency));
     this.#logger = options.logger.child({ dir: this.dir });
+    this.#listing = new CandidateListing(this.dir, {
+      ...this.#rules,
+      onError: (path, err) =>
+        this.#logger.warn("cannot scan directory", { path, error: (err as Error).message }),
+    });
   }
 
   /** Paths of the databases handed to the store and not removed since. */
@@ -233,7 +255,7 @@ export class DirectoryMonitor {
     }
     // Watch first, then scan: a database created during the scan is seen by one or the other.
     if (this.#startWatcher(info.ino)) await this.#watcher?.ready;
-    const found = await this.#track(this.#reconcileOnce());
+    const found = await this.#track(this.#reconcileOnce(true));
     if (!this.#options.watch && found === 0) {
       await this.close();
       const where = this.#rules.recursive
@@ -257,27 +279,35 @@ export class DirectoryMonitor {
 
   /**
    * Arms the next periodic reconcile: `reconcileInterval` after the last one, or longer when
-   * the last walk took long ({@linkcode RECONCILE_IDLE_FACTOR}).
+   * the last walk took long ({@linkcode RECONCILE_IDLE_FACTOR}). It reads only the directories
+   * whose stat changed since they were read, and every one each {@linkcode FULL_READ_EVERY}th
+   * time.
    */
   #scheduleReconcile(lastMs: number): void {
     if (this.#closed) return;
     const delay = Math.max(this.#options.reconcileInterval, lastMs * RECONCILE_IDLE_FACTOR);
     this.#timer = setTimeout(async () => {
       const started = performance.now();
-      await this.reconcile();
+      await this.#requestReconcile(++this.#periodicScans % FULL_READ_EVERY === 0);
       this.#scheduleReconcile(performance.now() - started);
     }, delay);
     Deno.unrefTimer(this.#timer);
   }
 
   /**
-   * Scans the whole tree now: adds the databases the watcher missed, removes the ones that
-   * vanished, and restarts the watcher if the directory was replaced. Concurrent calls share
-   * one scan (and one more runs after it when asked for during it). Resolves to the number of
-   * databases found.
+   * Scans the whole tree now, every directory read: adds the databases the watcher missed,
+   * removes the ones that vanished, and restarts the watcher if the directory was replaced.
+   * Concurrent calls share one scan (and one more runs after it when asked for during it).
+   * Resolves to the number of databases found.
    */
   reconcile(): Promise<number> {
+    return this.#requestReconcile(true);
+  }
+
+  /** {@linkcode reconcile}; `rereadAll` false reads only the directories that changed. */
+  #requestReconcile(rereadAll: boolean): Promise<number> {
     if (this.#closed) return Promise.resolve(this.#known.size);
+    if (rereadAll) this.#rereadAll = true;
     if (this.#reconciling) {
       this.#reconcileAgain = true;
       return this.#reconciling;
@@ -292,7 +322,9 @@ export class DirectoryMonitor {
       let found = 0;
       do {
         this.#reconcileAgain = false;
-        found = await this.#reconcileOnce();
+        const rereadAll = this.#rereadAll;
+        this.#rereadAll = false;
+        found = await this.#reconcileOnce(rereadAll);
       } while (this.#reconcileAgain && !this.#closed);
       return found;
     } catch (err) {
@@ -737,8 +769,8 @@ export class DirectoryMonitor {
     });
   }
 
-  /** One full scan; see {@linkcode reconcile}. */
-  async #reconcileOnce(): Promise<number> {
+  /** One scan of the tree; see {@linkcode reconcile} and `CandidateListing.refresh`. */
+  async #reconcileOnce(rereadAll: boolean): Promise<number> {
     let info: Deno.FileInfo | undefined;
     try {
       info = await Deno.stat(this.dir);
@@ -761,25 +793,28 @@ export class DirectoryMonitor {
         if (!this.#closed && this.#startWatcher(info.ino)) await this.#watcher?.ready;
       }
     }
-    const seen = new Set<string>();
+    const listing = this.#listing;
     const pending: Promise<boolean>[] = [];
     try {
-      for await (const path of this.#walk(this.dir)) {
-        if (this.#closed) break;
-        seen.add(path);
-        if (!this.#known.has(path)) pending.push(this.#consider(path));
-      }
+      await listing.refresh(rereadAll);
     } catch (err) {
       this.#logger.warn("cannot scan monitored directory", { error: (err as Error).message });
       return this.#known.size;
     }
+    // Files not handed to the store are looked at again (one written into a database in place
+    // changes no directory); known ones cost a set lookup each.
+    for (const path of listing.paths) {
+      if (this.#closed) break;
+      if (!this.#known.has(path)) pending.push(this.#consider(path));
+    }
     // A skipped file removed without an event (a lost one) is forgotten here.
     for (const path of [...this.#skipped, ...this.#notYet.keys()]) {
-      if (!seen.has(path)) this.#unskip(path);
+      if (!listing.has(path)) this.#unskip(path);
     }
     if (this.#options.watch && this.#started) {
-      for (const path of [...this.#known]) {
-        if (seen.has(path)) continue;
+      const unlisted: string[] = [];
+      for (const path of this.#known) if (!listing.has(path)) unlisted.push(path);
+      for (const path of unlisted) {
         // Created after the walk passed its directory, or really gone? Ask the file system.
         const exists = await Deno.lstat(path).then(() => true, () => false);
         if (!exists) this.#forget(path, "vanished (found by the reconcile scan)");
@@ -787,7 +822,7 @@ export class DirectoryMonitor {
     }
     await Promise.all(pending);
     let found = 0;
-    for (const path of seen) if (this.#known.has(path)) found++;
+    for (const path of listing.paths) if (this.#known.has(path)) found++;
     return found;
   }
 

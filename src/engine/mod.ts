@@ -28,6 +28,8 @@ export {
   type LeaseRecord,
   ReplicaLeasedError,
 } from "./_lease.ts";
+/** What the sweep over parked databases compares, exported for its unit tests. */
+export { type FileState, fileStateChanged, fileStateOf } from "./_park.ts";
 /** The WAL position decisions of {@linkcode DB.sync}, exported for their unit tests. */
 export {
   afterLastFrameCheck,
