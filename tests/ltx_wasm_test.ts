@@ -15,10 +15,13 @@ import {
   CHECKSUM_FLAG,
   crc64,
   Decoder,
+  encodePageFrames,
   Encoder,
   type Header,
   LTXError,
   pageChecksum,
+  SHARED_CODER_RESERVED_BYTES,
+  SharedFrameEncoder,
 } from "../src/ltx/mod.ts";
 import {
   compressBlock,
@@ -324,6 +327,100 @@ Deno.test("wasm codec: identical to the TypeScript reference on thousands of pag
   assert.ok(pages >= 2000, `only ${pages} pages`);
   for (const size of PAGE_SIZES) assert.ok(sizes.has(size), `no ${size}-byte page`);
   console.log(`${pages} pages, ${damaged} damaged blocks`);
+});
+
+Deno.test("wasm codec: batches of page frames (encodePageFrames) are the reference's frames", () => {
+  // Several calls per batch for small pages, one page per call for the largest; counts that
+  // end mid-call; each batch's bytes, sizes, file-checksum part and page checksums.
+  for (const size of PAGE_SIZES) {
+    const generated = generatedPages(size, size * 7 + 1);
+    const count = Math.min(size <= 4096 ? 700 : 60, Math.floor((4 << 20) / size)) + 3;
+    const data = new Uint8Array(count * size);
+    for (let i = 0; i < count; i++) data.set(generated[(i * 5) % generated.length], i * size);
+    const pgnos = Uint32Array.from({ length: count }, (_, i) => 3 + i * 2);
+    for (const encoding of ["frame", "block"] as const) {
+      for (const withPageChecksum of [false, true]) {
+        for (const n of [1, 2, count - 1, count]) {
+          const options = { encoding, withPageChecksum };
+          const what = `${size}-byte pages, ${encoding}, ${n} pages` +
+            (withPageChecksum ? ", page checksums" : "");
+          const actual = encodePageFrames(size, pgnos, data, n, options);
+          useReferenceCodec(true);
+          let expected;
+          try {
+            expected = encodePageFrames(size, pgnos, data, n, options);
+          } finally {
+            useReferenceCodec(false);
+          }
+          assert.deepStrictEqual(actual.bytes, expected.bytes, `${what}: frames`);
+          assert.deepStrictEqual(actual.sizes, expected.sizes, `${what}: sizes`);
+          assert.equal(actual.crc, expected.crc, `${what}: file checksum part`);
+          assert.equal(actual.hashedLength, expected.hashedLength, what);
+          assert.equal(actual.pageChecksums, expected.pageChecksums, `${what}: page checksums`);
+        }
+      }
+    }
+  }
+});
+
+Deno.test("wasm codec: the shared build codes frames in a shared memory as the reference does", () => {
+  const memory = new WebAssembly.Memory({ initial: 80, maximum: 80, shared: true });
+  const encoder = new SharedFrameEncoder(memory);
+  const buffer = memory.buffer as SharedArrayBuffer;
+  for (const size of [512, 4096, 65536]) {
+    const generated = generatedPages(size, size + 5);
+    const count = Math.min(40, Math.floor((1 << 20) / size));
+    const layout = {
+      pgnos: SHARED_CODER_RESERVED_BYTES,
+      sizes: SHARED_CODER_RESERVED_BYTES + 1024,
+    };
+    const src = SHARED_CODER_RESERVED_BYTES + 2048;
+    const dst = src + count * size;
+    const pgnos = Uint32Array.from({ length: count }, (_, i) => 100 + i * 3);
+    const data = new Uint8Array(count * size);
+    for (let i = 0; i < count; i++) data.set(generated[(i * 3) % generated.length], i * size);
+    for (const encoding of ["frame", "block"] as const) {
+      for (const withPageChecksum of [false, true]) {
+        for (const reference of [false, true]) {
+          const what = `${size}, ${encoding}${withPageChecksum ? ", checksums" : ""}` +
+            (reference ? ", reference codec" : "");
+          new Uint32Array(buffer, layout.pgnos, count).set(pgnos);
+          new Uint8Array(buffer, src, data.length).set(data);
+          useReferenceCodec(reference);
+          let actual;
+          try {
+            actual = encoder.encode({ ...layout, src, dst }, count, size, {
+              encoding,
+              withPageChecksum,
+            });
+          } finally {
+            useReferenceCodec(false);
+          }
+          useReferenceCodec(true);
+          let expected;
+          try {
+            expected = encodePageFrames(size, pgnos, data, count, { encoding, withPageChecksum });
+          } finally {
+            useReferenceCodec(false);
+          }
+          const frames = new Uint8Array(buffer, dst, actual.bytes);
+          assert.deepStrictEqual(Uint8Array.from(frames), expected.bytes, `${what}: frames`);
+          assert.deepStrictEqual(
+            Uint32Array.from(new Uint32Array(buffer, layout.sizes, count)),
+            expected.sizes,
+            `${what}: sizes`,
+          );
+          assert.equal(actual.crc, expected.crc, `${what}: file checksum part`);
+          assert.equal(actual.hashedLength, expected.hashedLength, what);
+          assert.equal(actual.pageChecksums, expected.pageChecksums, `${what}: page checksums`);
+        }
+      }
+    }
+  }
+  assert.throws(
+    () => new SharedFrameEncoder(new WebAssembly.Memory({ initial: 80, maximum: 80 })),
+    RangeError,
+  );
 });
 
 Deno.test("wasm codec: XXH32 and CRC-64 of every short length and alignment", () => {

@@ -20,6 +20,7 @@ import {
   type PageEncoding,
 } from "../src/ltx/mod.ts";
 import {
+  codeOnMainThreadToo,
   compactSources,
   handOffPipe,
   keepIdleWorkers,
@@ -201,6 +202,59 @@ for (const encoding of ["frame", "block"] as PageEncoding[]) {
   });
 }
 
+Deno.test("pipeline: the parallel encoder's shared slots take a new batch only once the last one's frames are written", async () => {
+  // Small batches: many more than the slots of each worker's memory, so every slot is used
+  // again and again; consumers that take their time (and keep what they read, or not).
+  const fields = { pageSize: 4096, commit: 700, minTXID: 1, maxTXID: 1, timestamp: 1e12 };
+  const feed = mixedPages(4096, pages(4096, 700).map((page) => page.pgno));
+  const expected = await encodeLTX(fields, feed);
+  const slowly = () => new Promise((resolve) => setTimeout(resolve, 0));
+  const runs = [1, 2, 3].flatMap((workers) =>
+    [true, false].flatMap((reuseChunks) =>
+      [false, true].map((helps) => ({ workers, reuseChunks, helps }))
+    )
+  );
+  for (const { workers, reuseChunks, helps } of runs) {
+    const label = `${workers} workers${reuseChunks ? ", reused chunks" : ""}` +
+      (helps ? ", the main thread helps" : "");
+    const pause = helps ? () => Promise.resolve() : slowly;
+    const through = reuseChunks ? handOffPipe() : new TransformStream<Uint8Array, Uint8Array>();
+    const collected = (async () => {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of through.readable) {
+        await slowly();
+        // A consumer that may keep chunks keeps them as they are, and checks them at the end.
+        chunks.push(reuseChunks ? chunk.slice() : chunk);
+      }
+      return new Uint8Array(await new Blob(chunks as Uint8Array<ArrayBuffer>[]).arrayBuffer());
+    })();
+    // The main thread codes a batch itself whenever its worker has two to code: fed
+    // without pauses, it does so often. (Read when the encoder opens.)
+    codeOnMainThreadToo(helps);
+    const encoder = new ParallelEncoder(through.writable, makeHeader(fields), {
+      workers,
+      reuseChunks,
+      batchBytes: 3 * 4096,
+    });
+    codeOnMainThreadToo(false);
+    for (let at = 0; at < feed.length;) {
+      const n = Math.min(feed.length - at, 1 + (at % 7));
+      await encoder.encodePagesFrom(feed[at].pgno, n, async (into, first, count) => {
+        await pause();
+        for (let i = 0; i < count; i++) into.set(feed[first - 1 + i].data, i * 4096);
+      });
+      at += n;
+    }
+    await encoder.close();
+    const actual = await collected;
+    assert.ok(
+      actual.length === expected.length && actual.every((b, i) => b === expected[i]),
+      label,
+    );
+  }
+  assert.equal(runningWorkers(), 0);
+});
+
 Deno.test("pipeline: a handOffPipe write resolves once the consumer reads on; encoders reusing their buffers write the same bytes through it", async () => {
   const pipe = handOffPipe();
   const writer = pipe.writable.getWriter();
@@ -251,6 +305,87 @@ Deno.test("pipeline: a handOffPipe write resolves once the consumer reads on; en
       actual.length === expected.length && actual.every((b, i) => b === expected[i]),
       where,
     );
+  }
+  assert.equal(runningWorkers(), 0);
+});
+
+Deno.test("pipeline: encodePagesFrom fills the encoders' own batches and writes encodePage's bytes", async () => {
+  const pageSize = 4096;
+  const count = 900; // three 1 MiB batches and a short one, split across fills at odd places
+  const fields = { pageSize, commit: count + 5, minTXID: 2, maxTXID: 2, timestamp: 1e12 };
+  const feed = mixedPages(pageSize, Array.from({ length: count }, (_, i) => 3 + i));
+  const expected = await encodeLTX(fields, feed);
+  const image = new Uint8Array(count * pageSize);
+  feed.forEach((page, i) => image.set(page.data, i * pageSize));
+  const fills: [number, number][] = [];
+  /** Writes the pages as a read of `image` would, recording the calls. */
+  const fill = (into: Uint8Array, first: number, n: number) => {
+    fills.push([first, n]);
+    assert.equal(into.length, n * pageSize);
+    into.set(image.subarray((first - 3) * pageSize, (first - 3 + n) * pageSize));
+    return Promise.resolve();
+  };
+  const encoders: [string, (sink: WritableStream<Uint8Array>) => PageSink][] = [
+    ["in-thread", (sink) => new Encoder(sink, makeHeader(fields))],
+    ["worker", (sink) => new WorkerEncoder(sink, makeHeader(fields))],
+    ["parallel, 1 worker", (sink) => new ParallelEncoder(sink, makeHeader(fields), { workers: 1 })],
+    [
+      "parallel, 2 workers",
+      (sink) => new ParallelEncoder(sink, makeHeader(fields), { workers: 2 }),
+    ],
+  ];
+  for (const [what, open] of encoders) {
+    const chunks: Uint8Array<ArrayBuffer>[] = [];
+    const encoder = open(new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }));
+    fills.length = 0;
+    await encoder.encodePage(3, feed[0].data);
+    await encoder.encodePagesFrom(4, 400, fill);
+    await encoder.encodePages(404, 2, image.subarray(401 * pageSize, 403 * pageSize));
+    await encoder.encodePagesFrom(406, count - 403, fill);
+    await encoder.close();
+    const actual = new Uint8Array(await new Blob(chunks).arrayBuffer());
+    assert.equal(encoder.pageCount, count, what);
+    assert.ok(
+      actual.length === expected.length && actual.every((b, i) => b === expected[i]),
+      what,
+    );
+    // Every page filled once, in order, at most a batch (1 MiB) per call.
+    let next = 4;
+    for (const [first, n] of fills) {
+      if (first === 406) next = 406;
+      assert.equal(first, next, what);
+      assert.ok(n >= 1 && n <= 256, what);
+      next += n;
+    }
+    assert.equal(next, count + 3, what);
+  }
+
+  // A failing fill fails the call and the encoder, and aborts the sink; a page that may not
+  // come next is refused before anything is filled.
+  for (const [what, open] of encoders) {
+    let aborted: unknown;
+    const encoder = open(new WritableStream({ abort: (reason) => void (aborted = reason) }));
+    const failure = new Error("disk gone");
+    assert.equal(
+      await outcome(() => encoder.encodePagesFrom(1, 300, () => Promise.reject(failure))),
+      "Error: disk gone",
+      what,
+    );
+    assert.equal(aborted, failure, what);
+    assert.match(await outcome(() => encoder.encodePage(2, feed[0].data)), /failed/, what);
+
+    const other = open(new WritableStream());
+    let filled = 0;
+    const counting = () => {
+      filled++;
+      return Promise.resolve();
+    };
+    assert.match(
+      await outcome(() => other.encodePagesFrom(fields.commit, 2, counting)),
+      /LTXFormatError: .*page 904.*beyond Commit 905|LTXFormatError: .*page 906.*beyond Commit/,
+      what,
+    );
+    assert.equal(filled, 0, what);
   }
   assert.equal(runningWorkers(), 0);
 });

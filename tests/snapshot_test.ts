@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import {
   createDatabase,
   digest,
@@ -21,6 +22,7 @@ import {
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import type { LTXFileInfo } from "../src/replica/mod.ts";
 import { formatTXID } from "../src/ltx/mod.ts";
+import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
 import { ControlError, ControlServer, requestSnapshot } from "../src/daemon/mod.ts";
 import {
   lockMetaDir,
@@ -135,6 +137,63 @@ Deno.test("snapshot: while a writer commits, the snapshot is a consistent commit
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("snapshot: a large image (codec workers, pages read into their batches, pages in the WAL) restores byte-identical, in Litestream too", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-snapshot-large-" });
+  // The test keeps a connection open so that the WAL stays (a last close checkpoints it).
+  let db: DatabaseSync | undefined;
+  try {
+    const dbPath = join(dir, "app.db");
+    const replica = join(dir, "replica");
+    createDatabase(dbPath);
+    db = new DatabaseSync(dbPath);
+    db.exec("PRAGMA wal_autocheckpoint = 0");
+    // ~40 MiB (above the parallel encoder's 32 MiB) of random and repetitive rows, in the
+    // database file; then updates of scattered rows and more rows, left in the WAL: the
+    // image is runs of database-file pages and of WAL pages, interleaved.
+    const insert = db.prepare("INSERT INTO t (n, payload) VALUES (?, ?)");
+    db.exec("BEGIN");
+    for (let n = 1; n <= 2600; n++) {
+      insert.run(n, n % 4 === 0 ? new Uint8Array(16_000).fill(n % 251) : randomBytes(16_000));
+    }
+    db.exec("COMMIT");
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    db.exec("BEGIN");
+    for (let id = 7; id <= 2600; id += 97) {
+      db.prepare("UPDATE t SET payload = ? WHERE id = ?").run(randomBytes(16_000), id);
+    }
+    for (let n = 2601; n <= 2900; n++) insert.run(n, randomBytes(9_000));
+    db.exec("COMMIT");
+    assert.ok((await Deno.stat(`${dbPath}-wal`)).size > 2 << 20, "pages in the WAL");
+    const source = await digest(dbPath);
+
+    const result = await sluice("snapshot", dbPath, `file://${replica}`);
+    assert.equal(result.code, 0, result.stderr);
+    const txid = reportedTXID(result.stdout);
+    assert.equal((await listLevel(replica, 9)).at(-1)!.maxTXID, txid);
+    const ours = join(dir, "sluice.db");
+    await restoreTo(replica, ours);
+    const restored = await digest(ours);
+    assert.equal(restored.integrity, "ok");
+    assert.equal(restored.rows, 2900);
+    assert.equal(restored.sha256, source.sha256);
+    if (oracleAvailable()) {
+      const theirs = join(dir, "litestream.db");
+      await litestreamRestore(replica, theirs, { timeoutMs: 120_000 });
+      assert.deepEqual(await Deno.readFile(theirs), await Deno.readFile(ours));
+    }
+  } finally {
+    db?.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** `n` random bytes (crypto.getRandomValues fills at most 64 KiB at a time). */
+function randomBytes(n: number): Uint8Array {
+  const bytes = new Uint8Array(n);
+  for (let at = 0; at < n; at += 65536) crypto.getRandomValues(bytes.subarray(at, at + 65536));
+  return bytes;
+}
 
 Deno.test("snapshot: two in a row continue the TXID sequence; retention applies", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sluice-snapshot2-" });

@@ -17,10 +17,7 @@ import { ControlServer, snapshotHandler } from "../daemon/mod.ts";
 import { checkHealth, type DaemonStatus, type HTTPServer, serveHTTP } from "../daemon/mod.ts";
 import { Metrics } from "../daemon/mod.ts";
 import { VERSION } from "./version.ts";
-import { keepIdleWorkers } from "../pipeline/mod.ts";
-
-/** How long `replicate` keeps an idle codec worker for the next large sync, ms. */
-const CODEC_WORKER_LINGER_MS = 10_000;
+import { CODEC_WORKER_LINGER_MS, keepIdleWorkers } from "../pipeline/mod.ts";
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {

@@ -35,8 +35,7 @@ import {
   promoteToSnapshot,
 } from "../compaction/mod.ts";
 import type { ReplicaClient } from "../replica/mod.ts";
-import { ControlError, requestSnapshot } from "../daemon/mod.ts";
-import { scanDirectory } from "../discovery/mod.ts";
+import { codeOnMainThreadToo, imageEncoding, prestartEncoder } from "../pipeline/mod.ts";
 import { compactionSettings, databaseEntry } from "./_engine.ts";
 import { loadCommandConfig, parseSnapshotArgs } from "./args.ts";
 
@@ -73,6 +72,9 @@ export interface SnapshotOutcome {
  */
 export async function run(args: string[]): Promise<number> {
   const options = parseSnapshotArgs(args);
+  // This process does nothing else meanwhile: the main thread codes batches of a large image
+  // too whenever the codec worker is behind, instead of waiting for it.
+  codeOnMainThreadToo(true);
   const config = await loadCommandConfig(options);
   // A cron job should be quiet when all goes well: warnings and errors only, unless debugging.
   const level: LogLevel = config.logging.level === "debug" ? "debug" : "warn";
@@ -86,6 +88,8 @@ export async function run(args: string[]): Promise<number> {
       continue;
     }
     try {
+      // Loaded only for a directory entry: most snapshots name their databases.
+      const { scanDirectory } = await import("../discovery/mod.ts");
       const found = scanDirectory(dbConfig.dir!, {
         pattern: dbConfig.pattern,
         recursive: dbConfig.recursive,
@@ -170,9 +174,13 @@ export async function snapshotDatabase(
       });
     });
     if (lock) {
+      // The full image is coded on codec workers: they start while the database is
+      // attached and synced, instead of after.
+      const workers = prestartEncoder(databaseBytes, imageEncoding());
       try {
         return await snapshotLocally(entry, lock, settings, options.logger, onProgress);
       } finally {
+        workers.release();
         lock.release();
       }
     }
@@ -185,6 +193,9 @@ export async function snapshotDatabase(
       );
     }
     if (holder?.command === "replicate" && holder.socket !== undefined) {
+      // The daemon's modules (its HTTP server, metrics) load only to talk to one: a snapshot
+      // taken here starts ~0.05 s sooner without them.
+      const { ControlError, requestSnapshot } = await import("../daemon/mod.ts");
       try {
         const replica = await replicaLocation(entry);
         const { txid } = await requestSnapshot(holder.socket, path, { onProgress, replica });

@@ -56,7 +56,7 @@ import { fileIdentity, markIdentityAdopted, readIdentity, writeIdentity } from "
 import type { Logger } from "../log/mod.ts";
 import { type ParkedState, statKey } from "./_park.ts";
 import { ByteCollector, writeL0File } from "./_l0_file.ts";
-import { handOffPipe, openEncoder } from "../pipeline/mod.ts";
+import { handOffPipe, imageEncoding, openEncoder } from "../pipeline/mod.ts";
 
 /** Longest step of the clock file times come from (the kernel's tick), with a margin. */
 const MTIME_TICK_MS = 20;
@@ -1017,15 +1017,31 @@ export class DB {
       encoding: this.#options.encoding,
       reuseChunks,
       expectedBytes: pgnos.length * this.#pageSize,
-      // A second codec worker pays only with a core to spare for it: on two cores the main
-      // thread's reads and writes and the kernel's copies keep one busy, and a 1 GiB
-      // snapshot took the same CPU and wall time on one worker as on two, with 15 MB less
-      // peak memory (issue 15). The output is the same.
-      workers: navigator.hardwareConcurrency > 2 ? 2 : 1,
+      ...imageEncoding(),
     });
     try {
-      for await (const run of this.#readRuns(pgnos, pageMap)) {
-        await encoder.encodePages(run.pgno, run.count, run.data);
+      // Runs of pages from the database file are read straight into the encoder's batches,
+      // which move to the codec worker as they are: no copy on this thread (a full image is
+      // all such runs). Pages in the WAL go through #readRuns, which takes them out of their
+      // frames.
+      const pageSize = this.#pageSize;
+      const fromFile = (into: Uint8Array, first: number) =>
+        this.#readFull(this.#dbFile!, into, (first - 1) * pageSize, "database");
+      for (let at = 0, end = 0; at < pgnos.length; at = end) {
+        const inWAL = pageMap.has(pgnos[at]);
+        end = at + 1;
+        while (
+          end < pgnos.length && pageMap.has(pgnos[end]) === inWAL &&
+          (inWAL || pgnos[end] === pgnos[end - 1] + 1)
+        ) end++;
+        if (!inWAL) {
+          await encoder.encodePagesFrom(pgnos[at], end - at, fromFile);
+          continue;
+        }
+        const wal = at === 0 && end === pgnos.length ? pgnos : pgnos.slice(at, end);
+        for await (const run of this.#readRuns(wal, pageMap)) {
+          await encoder.encodePages(run.pgno, run.count, run.data);
+        }
       }
       await encoder.close();
     } catch (err) {

@@ -13,8 +13,8 @@
  * @module
  */
 
-import { CODEC_WASM_BASE64 } from "./_codec_wasm.ts";
-import { compressBlock, decompressBlock, LZ4CorruptError } from "./_lz4_block.ts";
+import { CODEC_SHARED_WASM_BASE64, CODEC_WASM_BASE64 } from "./_codec_wasm.ts";
+import { compressBlock, compressBound, decompressBlock, LZ4CorruptError } from "./_lz4_block.ts";
 import { crc64UpdateReference } from "./_crc64_ref.ts";
 import { xxh32 } from "./_xxh32.ts";
 
@@ -36,6 +36,20 @@ interface CodecExports {
     windowStart: number,
   ): number;
   encodePage(pgno: number, len: number, block: number, withChecksum: number): number;
+  batchPtr(): number;
+  maxBatch(): number;
+  encodePages(count: number, len: number, block: number, withChecksum: number): number;
+  encodeFramesAt(
+    src: number,
+    pgnos: number,
+    count: number,
+    len: number,
+    dst: number,
+    sizes: number,
+    block: number,
+    withChecksum: number,
+  ): number;
+  heapBase(): number;
   digestPage(pgno: number, len: number, withChecksum: number, withXXH32: number): number;
 }
 
@@ -58,6 +72,11 @@ const STATE = wasm.statePtr();
 const REGION = wasm.ioSize() - 256;
 /** Largest page (or block input) handled in WebAssembly; its compressed bound fits a region. */
 const MAX_PAGE = 65536;
+/** Where `encodePages` takes its page numbers, and how many at most; its sizes follow them. */
+const BATCH = wasm.batchPtr();
+const MAX_BATCH = wasm.maxBatch();
+/** The LTX page header before each frame (FORMAT.md §1.3). */
+const PAGE_HEADER_BYTES = 6;
 /** Below this many bytes a CRC update stays in TypeScript: the call and copy cost more. */
 const SMALL_CRC = 64;
 
@@ -75,6 +94,7 @@ export function useReferenceCodec(on: boolean): void {
 let bytes = new Uint8Array(wasm.memory.buffer);
 let words = new Int32Array(wasm.memory.buffer);
 let longs = new BigUint64Array(wasm.memory.buffer);
+let batchWords = new Uint32Array(wasm.memory.buffer, BATCH, 2 * MAX_BATCH);
 
 /** The memory views, taken again should the memory ever have grown (its buffer is then new). */
 function memory(): Uint8Array {
@@ -82,6 +102,7 @@ function memory(): Uint8Array {
     bytes = new Uint8Array(wasm.memory.buffer);
     words = new Int32Array(wasm.memory.buffer);
     longs = new BigUint64Array(wasm.memory.buffer);
+    batchWords = new Uint32Array(wasm.memory.buffer, BATCH, 2 * MAX_BATCH);
   }
   return bytes;
 }
@@ -239,6 +260,130 @@ export function encodePageFrame(
   if (digest.withPageChecksum) digest.pageChecksum = lastPageChecksum();
   dst.set(mem.subarray(OUT, OUT + size), pos);
   return size;
+}
+
+/**
+ * {@linkcode encodePageFrame} for `count` pages of `pageSize` bytes, `data` holding them back to
+ * back and `pgnos` their numbers: the frames back to back into `dst` from `pos` (room:
+ * `count` times the page header plus `maxPayloadSize(pageSize)`), each frame's size into
+ * `sizes`, the file checksum into `digest`. A few calls per batch instead of one per page, each
+ * copying a run of pages in and its frames out once.
+ * @returns the bytes written and, with `digest.withPageChecksum`, the XOR of the page
+ *   checksums (else 0).
+ */
+export function encodePageFrames(
+  pageSize: number,
+  pgnos: Uint32Array,
+  data: Uint8Array,
+  count: number,
+  block: boolean,
+  digest: PageDigest,
+  dst: Uint8Array,
+  pos: number,
+  sizes: Uint32Array,
+): { bytes: number; pageChecksums: bigint } {
+  // A frame's room, as _page_codec.ts's maxPayloadSize gives it (that module imports this one).
+  const frameBound = PAGE_HEADER_BYTES + Math.max(4 + compressBound(pageSize), 19 + pageSize);
+  // Pages per call: their input fits the input region and their frames the output region.
+  const perCall = Math.min(MAX_BATCH, Math.floor(REGION / frameBound));
+  const mem = memory();
+  const withChecksum = digest.withPageChecksum ? 1 : 0;
+  let pageChecksums = 0n;
+  const start = pos;
+  loadState(digest.crc);
+  for (let first = 0; first < count; first += perCall) {
+    const n = Math.min(perCall, count - first);
+    mem.set(data.subarray(first * pageSize, (first + n) * pageSize), IN);
+    batchWords.set(pgnos.subarray(first, first + n));
+    const written = wasm.encodePages(n, pageSize, block ? 1 : 0, withChecksum);
+    if (withChecksum) pageChecksums ^= longs[(STATE >>> 3) + 3];
+    sizes.set(batchWords.subarray(MAX_BATCH, MAX_BATCH + n), first);
+    dst.set(mem.subarray(OUT, OUT + written), pos);
+    pos += written;
+  }
+  saveState(digest.crc);
+  return { bytes: pos - start, pageChecksums };
+}
+
+/**
+ * Bytes at the start of a memory given to {@linkcode SharedPageCoder} that the codec keeps for
+ * itself (its tables, hash table, buffers and state words): pages and frames go above.
+ */
+export const SHARED_CODER_RESERVED_BYTES = 512 << 10;
+
+/** The shared build, compiled on first use (only codec workers need it). */
+let sharedModule: WebAssembly.Module | undefined;
+
+/**
+ * The codec instantiated on a shared `WebAssembly.Memory` (one per thread that codes with it),
+ * whose pages another thread reads into the memory and whose frames it writes out from there:
+ * a batch of pages crosses no copy between the threads and none into or out of WebAssembly.
+ */
+export class SharedPageCoder {
+  readonly #wasm: CodecExports;
+  readonly #state: Int32Array;
+  readonly #longs: BigUint64Array;
+
+  /**
+   * Instantiates the shared build of the codec on `memory` (shared, at least
+   * {@linkcode SHARED_CODER_RESERVED_BYTES} long; the codec's own part is initialized here).
+   * @throws {RangeError} when the memory is too small or not shared.
+   */
+  constructor(memory: WebAssembly.Memory) {
+    if (!(memory.buffer instanceof SharedArrayBuffer)) {
+      throw new RangeError("SharedPageCoder: the memory is not shared");
+    }
+    sharedModule ??= new WebAssembly.Module(fromBase64(CODEC_SHARED_WASM_BASE64));
+    this.#wasm = new WebAssembly.Instance(sharedModule, { env: { memory } })
+      .exports as unknown as CodecExports;
+    if (
+      this.#wasm.heapBase() > SHARED_CODER_RESERVED_BYTES ||
+      memory.buffer.byteLength < SHARED_CODER_RESERVED_BYTES
+    ) {
+      throw new RangeError("SharedPageCoder: the memory is smaller than the codec needs");
+    }
+    const state = this.#wasm.statePtr();
+    this.#state = new Int32Array(memory.buffer, state, 2);
+    this.#longs = new BigUint64Array(memory.buffer, state, 4);
+  }
+
+  /**
+   * {@linkcode encodePageFrames} in the memory: `count` pages of `pageSize` bytes at byte
+   * offset `src`, their numbers in the `count` u32 at `pgnos`; the frames go to `dst` (room:
+   * `count` times the page header plus `maxPayloadSize(pageSize)`, and 256 bytes of slack),
+   * their sizes to the `count` u32 at `sizes`.
+   * @returns the bytes of the frames, the CRC-64 state of the file checksum stream they add
+   *   (from the start value, complemented; `crc64Digest` gives the checksum) and, with
+   *   `withPageChecksum`, the XOR of the pages' checksums (else 0).
+   */
+  encodeFrames(
+    src: number,
+    pgnos: number,
+    count: number,
+    pageSize: number,
+    dst: number,
+    sizes: number,
+    block: boolean,
+    withPageChecksum: boolean,
+  ): { bytes: number; crc: Int32Array; pageChecksums: bigint } {
+    this.#state[0] = -1;
+    this.#state[1] = -1;
+    const bytes = this.#wasm.encodeFramesAt(
+      src,
+      pgnos,
+      count,
+      pageSize,
+      dst,
+      sizes,
+      block ? 1 : 0,
+      withPageChecksum ? 1 : 0,
+    );
+    return {
+      bytes,
+      crc: Int32Array.of(this.#state[0], this.#state[1]),
+      pageChecksums: withPageChecksum ? this.#longs[3] : 0n,
+    };
+  }
 }
 
 /** What {@linkcode decodePage} made of a page's bytes. */

@@ -8,7 +8,14 @@
 
 import { CHECKSUM_FLAG, crc64Digest } from "./crc64.ts";
 import { crc64Combine } from "./_crc64_combine.ts";
-import { crc64Update, encodePageFrame, type PageDigest, referenceCodec } from "./_codec.ts";
+import {
+  crc64Update,
+  encodePageFrame,
+  encodePageFrames as encodePageFramesWasm,
+  type PageDigest,
+  referenceCodec,
+  SharedPageCoder,
+} from "./_codec.ts";
 import { LTXError, LTXFormatError } from "./errors.ts";
 import {
   checkNextPage,
@@ -71,6 +78,16 @@ export interface EncodedFrames {
   pageChecksums: bigint;
 }
 
+/**
+ * Writes `count` pages, `first` to `first + count - 1`, back to back into `into` (exactly
+ * `count` pages long), for an encoder's `encodePagesFrom`: straight from where they are kept
+ * (a file read) into the encoder's own buffer.
+ */
+export type PageFill = (into: Uint8Array, first: number, count: number) => Promise<void>;
+
+/** `encodePagesFrom` fills at most this many bytes of pages per call. */
+const FILL_BYTES = 1 << 20;
+
 /** Options of {@linkcode encodePageFrames}. */
 export interface EncodePageFramesOptions {
   /** Page encoding; default "frame". */
@@ -109,15 +126,28 @@ export function encodePageFrames(
     withPageChecksum: options.withPageChecksum ?? false,
     pageChecksum: 0n,
   };
-  const encode = referenceCodec ? encodePageFrameReference : encodePageFrame;
   let pos = 0;
   let pageChecksums = 0n;
-  for (let i = 0; i < count; i++) {
-    const page = data.subarray(i * pageSize, (i + 1) * pageSize);
-    const size = encode(pgnos[i], page, block, digest, bytes, pos);
-    if (digest.withPageChecksum) pageChecksums ^= digest.pageChecksum;
-    sizes[i] = size;
-    pos += size;
+  if (referenceCodec) {
+    for (let i = 0; i < count; i++) {
+      const page = data.subarray(i * pageSize, (i + 1) * pageSize);
+      const size = encodePageFrameReference(pgnos[i], page, block, digest, bytes, pos);
+      if (digest.withPageChecksum) pageChecksums ^= digest.pageChecksum;
+      sizes[i] = size;
+      pos += size;
+    }
+  } else {
+    ({ bytes: pos, pageChecksums } = encodePageFramesWasm(
+      pageSize,
+      pgnos,
+      data,
+      count,
+      block,
+      digest,
+      bytes,
+      0,
+      sizes,
+    ));
   }
   return {
     pgnos,
@@ -130,59 +160,124 @@ export function encodePageFrames(
   };
 }
 
+/** Where a batch of {@linkcode SharedFrameEncoder.encode} is, as byte offsets in its memory. */
+export interface SharedBatchLayout {
+  /** The pages, back to back. */
+  src: number;
+  /** Their numbers, u32 each. */
+  pgnos: number;
+  /** Where the frames go: {@linkcode pageFramesBound} bytes and 256 of slack. */
+  dst: number;
+  /** Where each frame's size goes, u32 each. */
+  sizes: number;
+}
+
+/**
+ * {@linkcode encodePageFrames} on pages in a shared `WebAssembly.Memory`, writing the frames
+ * and their sizes there too: a thread that reads pages into the memory and writes the frames
+ * out from it hands a batch to another thread's encoder without a copy. One per memory; the
+ * memory's first `SHARED_CODER_RESERVED_BYTES` are the codec's.
+ */
+export class SharedFrameEncoder {
+  readonly #memory: WebAssembly.Memory;
+  readonly #coder: SharedPageCoder;
+
+  /**
+   * Sets the codec up in `memory`.
+   * @throws {RangeError} when the memory is not shared or smaller than the codec's part.
+   */
+  constructor(memory: WebAssembly.Memory) {
+    this.#memory = memory;
+    this.#coder = new SharedPageCoder(memory);
+  }
+
+  /**
+   * Codes the `count` pages of `pageSize` bytes at `layout` into frames: what
+   * {@linkcode encodePageFrames} returns, the frames and their sizes left in the memory.
+   */
+  encode(
+    layout: SharedBatchLayout,
+    count: number,
+    pageSize: number,
+    options: EncodePageFramesOptions = {},
+  ): { bytes: number; crc: bigint; hashedLength: number; pageChecksums: bigint } {
+    const block = options.encoding === "block";
+    const hashedLength = count * hashedFrameLength(pageSize, block);
+    if (referenceCodec) {
+      const buffer = this.#memory.buffer;
+      const frames = encodePageFrames(
+        pageSize,
+        new Uint32Array(buffer, layout.pgnos, count),
+        new Uint8Array(buffer, layout.src, count * pageSize),
+        count,
+        options,
+        new Uint8Array(buffer, layout.dst, pageFramesBound(pageSize, count)),
+      );
+      new Uint32Array(buffer, layout.sizes, count).set(frames.sizes.subarray(0, count));
+      const bytes = (frames.bytes as Uint8Array).length;
+      return { bytes, crc: frames.crc, hashedLength, pageChecksums: frames.pageChecksums };
+    }
+    const { bytes, crc, pageChecksums } = this.#coder.encodeFrames(
+      layout.src,
+      layout.pgnos,
+      count,
+      pageSize,
+      layout.dst,
+      layout.sizes,
+      block,
+      options.withPageChecksum ?? false,
+    );
+    return { bytes, crc: crc64Digest(crc), hashedLength, pageChecksums };
+  }
+}
+
 /** Bytes one page adds to the file checksum stream (FORMAT.md §1.8). */
 function hashedFrameLength(pageSize: number, block: boolean): number {
   return PAGE_HEADER_SIZE + (block ? 4 : 0) + pageSize;
 }
 
-/** Entries per block of the page index an encoder builds. */
-const INDEX_BLOCK = 16384;
-
-/** One block of {@linkcode IndexEntries}. */
-interface IndexBlock {
-  pgnos: Uint32Array;
-  offsets: Float64Array;
-  sizes: Uint32Array;
-}
+/** Bytes per piece of the page index an encoder builds (pieces of a small file are smaller). */
+const INDEX_PIECE = 64 << 10;
 
 /**
- * The page index as the encoder builds it: blocks of typed arrays, the first one grown by
- * doubling up to {@linkcode INDEX_BLOCK} entries, then one more block per that many. A
- * snapshot of a million pages neither copies a growing array (three number arrays left
- * their old copies to the GC, megabytes of them) nor costs a small sync more than a few
- * hundred bytes.
+ * The page index as the encoder builds it: its bytes (FORMAT.md §1.6 entries: three varints
+ * per page), encoded as the pages are added, in pieces of {@linkcode INDEX_PIECE} bytes (the
+ * first grown by doubling, so that a small sync costs a few hundred bytes). `close` then only
+ * writes it: a snapshot of a million pages encodes its ~12 MB of entries while its pages are
+ * coded on other threads instead of after them, and keeps them in less memory than numbers.
  */
-class IndexEntries {
+class IndexBytes {
+  /** Entries added. */
   length = 0;
-  readonly blocks: IndexBlock[] = [];
+  /** Full pieces, then the one being filled (its first `#pos` bytes). */
+  readonly pieces: Uint8Array[] = [new Uint8Array(256)];
+  #pos = 0;
 
   push(pgno: number, offset: number, size: number): void {
-    const k = this.length % INDEX_BLOCK;
-    let block = this.blocks[this.blocks.length - 1];
-    if (k === 0 && this.length > 0 || block === undefined) {
-      block = newBlock(this.length === 0 ? 64 : INDEX_BLOCK);
-      this.blocks.push(block);
-    } else if (k === block.pgnos.length) {
-      // Only the first block grows: every other one is allocated at its full size.
-      const grown = newBlock(Math.min(INDEX_BLOCK, k * 2));
-      grown.pgnos.set(block.pgnos);
-      grown.offsets.set(block.offsets);
-      grown.sizes.set(block.sizes);
-      this.blocks[0] = block = grown;
+    let piece = this.pieces[this.pieces.length - 1];
+    if (piece.length - this.#pos < MAX_INDEX_ENTRY) {
+      if (piece.length < INDEX_PIECE) {
+        // Only the first piece grows: every other one is allocated at its full size.
+        const grown = new Uint8Array(piece.length * 2);
+        grown.set(piece.subarray(0, this.#pos));
+        this.pieces[this.pieces.length - 1] = piece = grown;
+      } else {
+        this.pieces[this.pieces.length - 1] = piece.subarray(0, this.#pos);
+        this.pieces.push(piece = new Uint8Array(INDEX_PIECE));
+        this.#pos = 0;
+      }
     }
-    block.pgnos[k] = pgno;
-    block.offsets[k] = offset;
-    block.sizes[k] = size;
+    let at = putUvarint(piece, this.#pos, pgno);
+    at = putUvarint(piece, at, offset);
+    this.#pos = putUvarint(piece, at, size);
     this.length++;
   }
-}
 
-function newBlock(entries: number): IndexBlock {
-  return {
-    pgnos: new Uint32Array(entries),
-    offsets: new Float64Array(entries),
-    sizes: new Uint32Array(entries),
-  };
+  /** The index's bytes, in pieces. */
+  bytes(): Uint8Array[] {
+    const last = this.pieces.length - 1;
+    return [...this.pieces.slice(0, last), this.pieces[last].subarray(0, this.#pos)];
+  }
 }
 
 /**
@@ -204,7 +299,7 @@ export class Encoder {
   #maxFrame: number;
   #lockPage: number;
   #prevPgno = 0;
-  #index = new IndexEntries();
+  #index = new IndexBytes();
   #rolling = 0n;
   #reuseChunks: boolean;
   #state: "open" | "closed" | "failed" = "open";
@@ -311,6 +406,35 @@ export class Encoder {
   }
 
   /**
+   * Encodes `count` consecutive pages from `first` that `fill` writes into a buffer of the
+   * encoder's (up to 1 MiB of pages per call, each awaited before the next): the same as
+   * {@linkcode encodePages} on what `fill` wrote. The worker encoders of src/pipeline let
+   * `fill` write into the batch that goes to the worker, sparing the copy.
+   * @throws {LTXFormatError} as `encodePage` would for the first page that breaks a rule.
+   * @throws what `fill` throws.
+   */
+  async encodePagesFrom(first: number, count: number, fill: PageFill): Promise<void> {
+    const { pageSize } = this.header;
+    const perFill = Math.max(1, Math.floor(FILL_BYTES / pageSize));
+    const buffer = new Uint8Array(Math.min(perFill, count) * pageSize);
+    for (let i = 0; i < count; i += perFill) {
+      const n = Math.min(perFill, count - i);
+      const into = buffer.subarray(0, n * pageSize);
+      try {
+        // The pages are checked before they are read, as the worker encoders check them.
+        for (let k = 0, prev = this.#prevPgno; k < n; prev = first + i + k++) {
+          checkNextPage(this.header, this.#name, first + i + k, pageSize, prev);
+        }
+        await fill(into, first + i, n);
+      } catch (err) {
+        await this.#fail(err);
+        throw err;
+      }
+      await this.encodePages(first + i, n, into);
+    }
+  }
+
+  /**
    * Appends page frames coded by {@linkcode encodePageFrames} (on another thread, with this
    * file's page size and encoding), as if their pages had been fed to `encodePage`: the file
    * is byte for byte the same. The frames' bytes are handed to the sink as they are.
@@ -395,20 +519,19 @@ export class Encoder {
       crc64Update(this.#digest.crc, this.#buf.subarray(this.#pos, this.#pos + PAGE_HEADER_SIZE));
       this.#pos += PAGE_HEADER_SIZE;
 
-      // Page index: (pgno, absolute offset, frame size)*, 0, then its length as u64 BE.
+      // Page index: (pgno, absolute offset, frame size)*, 0, then its length as u64 BE. Its
+      // entries were encoded as the pages came: here they are only hashed and staged.
       let indexLength = 0;
-      const index = this.#index;
-      for (let i = 0; i < index.length; i++) {
-        if (this.#buf.length - this.#pos < MAX_INDEX_ENTRY + 1) await this.#flush(true);
-        const start = this.#pos;
-        const block = index.blocks[Math.floor(i / INDEX_BLOCK)];
-        const k = i % INDEX_BLOCK;
-        let at = putUvarint(this.#buf, start, block.pgnos[k]);
-        at = putUvarint(this.#buf, at, block.offsets[k]);
-        at = putUvarint(this.#buf, at, block.sizes[k]);
-        crc64Update(this.#digest.crc, this.#buf.subarray(start, at));
-        indexLength += at - start;
-        this.#pos = at;
+      for (const piece of this.#index.bytes()) {
+        crc64Update(this.#digest.crc, piece);
+        indexLength += piece.length;
+        for (let at = 0; at < piece.length;) {
+          if (this.#pos >= CHUNK_SIZE) await this.#flush();
+          const n = Math.min(piece.length - at, this.#buf.length - this.#pos);
+          this.#buf.set(piece.subarray(at, at + n), this.#pos);
+          this.#pos += n;
+          at += n;
+        }
       }
       if (this.#buf.length - this.#pos < 1 + 8 + 16) await this.#flush(true);
       const tail = this.#buf.subarray(this.#pos, this.#pos + 1 + 8 + 16);

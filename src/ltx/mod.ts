@@ -53,8 +53,13 @@ export {
   type EncodePageFramesOptions,
   Encoder,
   type EncoderOptions,
+  type PageFill,
   pageFramesBound,
+  type SharedBatchLayout,
+  SharedFrameEncoder,
 } from "./encoder.ts";
+/** Bytes at the start of a {@linkcode SharedFrameEncoder}'s memory that the codec keeps. */
+export { SHARED_CODER_RESERVED_BYTES } from "./_codec.ts";
 export { Decoder, type DecoderOptions } from "./decoder.ts";
 export {
   decodePageIndex,

@@ -8,7 +8,13 @@
  * @module
  */
 
-import { Encoder, type EncoderOptions, type Header, type Trailer } from "../ltx/mod.ts";
+import {
+  Encoder,
+  type EncoderOptions,
+  type Header,
+  type PageFill,
+  type Trailer,
+} from "../ltx/mod.ts";
 import { fromWire } from "./_errors.ts";
 import { EncoderCalls, PageBatch } from "./_page_batch.ts";
 import { type JobChannel, openJob } from "./_pool.ts";
@@ -97,6 +103,17 @@ export class WorkerEncoder {
    */
   encodePages(first: number, count: number, data: Uint8Array): Promise<void> {
     return this.#calls.run("encodePages", () => this.#batch.addRun(first, count, data));
+  }
+
+  /**
+   * Queues `count` consecutive pages from `first` that `fill` writes straight into the batch
+   * that goes to the worker (one call per batch the run reaches, each awaited before the
+   * next): what `encodePages` does, without the copy.
+   * @throws {LTXFormatError} as `encodePage` would for the first page that breaks a rule.
+   * @throws what `fill` throws; the sink's error when writing the output failed.
+   */
+  encodePagesFrom(first: number, count: number, fill: PageFill): Promise<void> {
+    return this.#calls.run("encodePagesFrom", () => this.#batch.fillRun(first, count, fill));
   }
 
   /**

@@ -6,27 +6,34 @@
  * @module
  */
 
-import { checkNextPage, checkRun, type Header, LTXError } from "../ltx/mod.ts";
+import { checkNextPage, checkRun, type Header, LTXError, type PageFill } from "../ltx/mod.ts";
 import { ENCODE_BATCH_BYTES } from "./_protocol.ts";
 
 /** The buffers of one batch: its page numbers, and its pages back to back. */
-export interface BatchBuffers {
-  pgnos: Uint32Array<ArrayBuffer>;
-  data: Uint8Array<ArrayBuffer>;
+export interface BatchBuffers<B extends ArrayBufferLike = ArrayBuffer> {
+  pgnos: Uint32Array<B>;
+  data: Uint8Array<B>;
+}
+
+/** Pages in a batch of about `batchBytes` (default `ENCODE_BATCH_BYTES`): one at least. */
+export function batchCapacity(pageSize: number, batchBytes = ENCODE_BATCH_BYTES): number {
+  return Math.max(1, Math.floor(batchBytes / pageSize));
 }
 
 /**
- * The batch of pages being gathered (`ENCODE_BATCH_BYTES` of pages at most), checked in order
- * as the in-thread encoder checks them. When a page fills the batch, `send` is called; it takes
- * the batch with {@linkcode take}. Buffers of sent batches that come back are reused.
+ * The batch of pages being gathered (`ENCODE_BATCH_BYTES` of pages at most, unless told
+ * otherwise), checked in order as the in-thread encoder checks them. When a page fills the
+ * batch, `send` is called; it takes the batch with {@linkcode take}. The buffers of the next
+ * batch are new ones or ones given back, or, when the encoder provides them (`buffers`), the
+ * ones it has for that batch.
  */
-export class PageBatch {
+export class PageBatch<B extends ArrayBufferLike = ArrayBuffer> {
   /** Pages per batch. */
   readonly capacity: number;
   /** Page numbers of the batch, the first {@linkcode count} set. */
-  pgnos: Uint32Array<ArrayBuffer>;
+  pgnos: Uint32Array<B>;
   /** Pages of the batch, back to back. */
-  data: Uint8Array<ArrayBuffer>;
+  data: Uint8Array<B>;
   /** Pages in the batch. */
   count = 0;
   /** Pages added in all. */
@@ -36,16 +43,41 @@ export class PageBatch {
   #prevPgno = 0;
   #send: () => Promise<void>;
   /** Buffers of sent batches, given back. */
-  #free: BatchBuffers[] = [];
+  #free: BatchBuffers<B>[] = [];
+  /** The buffers of the batch with this index (0 first), when the encoder provides them. */
+  #buffers: ((index: number) => BatchBuffers<B>) | undefined;
+  /** Batches taken so far. */
+  #taken = 0;
 
-  /** `name` starts the messages of the checks; `send` is called when a batch is full. */
-  constructor(header: Header, name: string, send: () => Promise<void>) {
+  /**
+   * `name` starts the messages of the checks; `send` is called when a batch is full, which is
+   * at `batchBytes` of pages (default `ENCODE_BATCH_BYTES`; one page at least). `buffers`,
+   * when given, provides each batch's buffers (at least `capacity` pages), by batch index.
+   */
+  constructor(
+    header: Header,
+    name: string,
+    send: () => Promise<void>,
+    batchBytes: number = ENCODE_BATCH_BYTES,
+    buffers?: (index: number) => BatchBuffers<B>,
+  ) {
     this.#header = header;
     this.#name = name;
     this.#send = send;
-    this.capacity = Math.max(1, Math.floor(ENCODE_BATCH_BYTES / header.pageSize));
-    this.pgnos = new Uint32Array(this.capacity);
-    this.data = new Uint8Array(this.capacity * header.pageSize);
+    this.#buffers = buffers;
+    this.capacity = batchCapacity(header.pageSize, batchBytes);
+    const first = this.#next();
+    this.pgnos = first.pgnos;
+    this.data = first.data;
+  }
+
+  /** Buffers for the next batch. */
+  #next(): BatchBuffers<B> {
+    if (this.#buffers) return this.#buffers(this.#taken);
+    return this.#free.pop() ?? {
+      pgnos: new Uint32Array(this.capacity) as Uint32Array<B>,
+      data: new Uint8Array(this.capacity * this.#header.pageSize) as Uint8Array<B>,
+    };
   }
 
   /**
@@ -87,20 +119,53 @@ export class PageBatch {
   }
 
   /**
-   * The batch gathered so far, whose buffers the caller now owns (they go to a worker); the
-   * next batch is gathered in buffers given back, or new ones.
+   * Adds `count` consecutive pages from `first` that `fill` writes straight into the batch's
+   * buffer: what {@linkcode addRun} does, without reading the pages into another buffer first
+   * and copying them. `fill` is called once per batch the run reaches, in order, each call
+   * awaited before the next.
+   * @throws {LTXError} when `count` is not a page count.
+   * @throws {LTXFormatError} for the first page that may not come next.
+   * @throws what `fill` throws.
    */
-  take(): BatchBuffers & { count: number } {
+  async fillRun(first: number, count: number, fill: PageFill): Promise<void> {
+    const { pageSize } = this.#header;
+    checkRun(this.#name, count, count * pageSize, pageSize);
+    for (let i = 0; i < count;) {
+      const n = Math.min(count - i, this.capacity - this.count);
+      for (let k = 0; k < n; k++) {
+        const pgno = first + i + k;
+        checkNextPage(this.#header, this.#name, pgno, pageSize, this.#prevPgno);
+        this.pgnos[this.count + k] = pgno;
+        this.#prevPgno = pgno;
+      }
+      await fill(
+        this.data.subarray(this.count * pageSize, (this.count + n) * pageSize),
+        first + i,
+        n,
+      );
+      this.count += n;
+      this.pageCount += n;
+      i += n;
+      if (this.count === this.capacity) await this.#send();
+    }
+  }
+
+  /**
+   * The batch gathered so far, whose buffers the caller now owns (they go to a worker); the
+   * next batch is gathered in the next buffers.
+   */
+  take(): BatchBuffers<B> & { count: number } {
     const taken = { pgnos: this.pgnos, data: this.data, count: this.count };
-    const reused = this.#free.pop();
-    this.data = reused?.data ?? new Uint8Array(this.capacity * this.#header.pageSize);
-    this.pgnos = reused?.pgnos ?? new Uint32Array(this.capacity);
+    this.#taken++;
+    const next = this.#next();
+    this.pgnos = next.pgnos;
+    this.data = next.data;
     this.count = 0;
     return taken;
   }
 
   /** Gives back the buffers of a batch sent before, once the worker is done with them. */
-  giveBack(pgnos: Uint32Array<ArrayBuffer>, data: ArrayBuffer): void {
+  giveBack(pgnos: Uint32Array<B>, data: B): void {
     this.#free.push({ pgnos, data: new Uint8Array(data) });
   }
 }

@@ -32,6 +32,9 @@ let nextId = 1;
 /** How long a worker without jobs is kept, ms; 0: terminated at once. */
 let idleLingerMs = 0;
 
+/** How long a long-running process (`sluice replicate`) keeps an idle codec worker, ms. */
+export const CODEC_WORKER_LINGER_MS = 10_000;
+
 /**
  * Keeps a codec worker `ms` after its last job instead of terminating it at once, for a
  * long-running process whose large syncs come every interval (`sluice replicate`): each new
@@ -44,6 +47,32 @@ export function keepIdleWorkers(ms: number): void {
   if (idleLingerMs === 0) {
     for (const pooled of [...workers]) if (pooled.jobs.size === 0) stopWorker(pooled);
   }
+}
+
+/**
+ * Starts codec workers ahead of the jobs that will use them, so that their start-up (a new
+ * isolate, the codec's modules; ~0.1 s each, more on a busy machine) overlaps the caller's
+ * other work instead of delaying the first job: up to `count` workers in all. A worker started
+ * here that has no job `ms` later is stopped, and so is any still without one when the
+ * returned `release` is called (call it once the jobs are opened, or when none will be).
+ */
+export function prestartWorkers(count: number, ms: number): { release(): void } {
+  const started: PooledWorker[] = [];
+  while (workers.length < count) {
+    const pooled = startWorker();
+    pooled.idleTimer = setTimeout(() => {
+      if (pooled.jobs.size === 0) stopWorker(pooled);
+    }, ms);
+    Deno.unrefTimer(pooled.idleTimer as unknown as number);
+    started.push(pooled);
+  }
+  return {
+    release() {
+      for (const pooled of started.splice(0)) {
+        if (pooled.jobs.size === 0 && workers.includes(pooled)) stopWorker(pooled);
+      }
+    },
+  };
 }
 
 /** A job's end of the channel to its worker. */

@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { EncoderOptions, Header, PageEncoding, Trailer } from "../ltx/mod.ts";
+import type {
+  EncoderOptions,
+  Header,
+  PageEncoding,
+  SharedBatchLayout,
+  Trailer,
+} from "../ltx/mod.ts";
 
 /** Decoded pages travel in batches of about this many bytes. */
 export const DECODE_BATCH_BYTES = 1 << 20;
@@ -23,15 +29,20 @@ export const ENCODE_BATCHES_IN_FLIGHT = 3;
 /** Encoded output chunks a job may have sent and not yet had written (acknowledged). */
 export const OUTPUT_CHUNKS_IN_FLIGHT = 4;
 /**
- * Page batches a parallel encoder may have sent its workers and not yet written out: two per
- * worker keeps each busy while its last result is being written.
+ * Page batches a parallel encoder may have sent each worker and not yet written out. Each
+ * worker has one more batch's room in its memory, for the batch being gathered. Three keep a
+ * worker coding through most of the writes that take longer than a batch's coding (measured
+ * on 1 GiB snapshots: the worker waited ~0.15 s for batches with three, ~0.3 s with two, for
+ * ~2 MB more peak memory).
  */
-export const FRAME_BATCHES_IN_FLIGHT_PER_WORKER = 2;
+export const FRAME_BATCHES_IN_FLIGHT_PER_WORKER = 3;
+
 /**
- * Encoded frames travel in pieces of at most this many bytes. Each piece is a new buffer (the
- * sink may keep it), and small buffers are cheap: measured on the 2-core machine, allocating
- * and filling buffers of ≤ 128 KiB runs at ~5 GB/s, of 1 MiB at ~0.5 GB/s (each a fresh
- * mapping, page-faulted in), which cost a third of the encoding time of incompressible pages.
+ * Frames for a sink that keeps its chunks are copied out in pieces of at most this many bytes.
+ * Each piece is a new buffer, and small buffers are cheap: measured on the 2-core machine,
+ * allocating and filling buffers of ≤ 128 KiB runs at ~5 GB/s, of 1 MiB at ~0.5 GB/s (each a
+ * fresh mapping, page-faulted in), which cost a third of the encoding time of incompressible
+ * pages.
  */
 export const FRAME_PIECE_BYTES = 64 << 10;
 
@@ -66,21 +77,24 @@ export type Request =
   }
   | { type: "close"; id: number; postApplyChecksum?: bigint }
   | {
-    /** Code a batch of pages into page frames, statelessly (a parallel encoder's part). */
+    /**
+     * A parallel encoder's part: batches of pages come in `memory` (shared with the main
+     * thread), are coded into frames there, and go out from there.
+     */
+    type: "framesJob";
+    id: number;
+    memory: WebAssembly.Memory;
+  }
+  | {
+    /** Code the batch at `layout` in the job's memory into page frames (stateless). */
     type: "frames";
     id: number;
     seq: number;
     pageSize: number;
     encoding: PageEncoding;
     withPageChecksum: boolean;
-    pgnos: Uint32Array<ArrayBuffer>;
-    data: ArrayBuffer;
+    layout: SharedBatchLayout;
     count: number;
-    /**
-     * Where to code the frames (at least `pageFramesBound` bytes): sent back whole as the
-     * reply's `output` instead of fresh pieces, for a sink that lets the buffer be reused.
-     */
-    out?: ArrayBuffer;
   }
   | {
     type: "outputAck";
@@ -118,21 +132,16 @@ export type Reply =
   | { type: "output"; id: number; buffer: ArrayBuffer; length: number }
   | { type: "closed"; id: number; trailer: Trailer; bytes: number }
   | {
-    /** A "frames" request done: the frames, and the request's buffers given back for reuse. */
+    /** A "frames" request done: the frames and their sizes are at its layout's `dst`, `sizes`. */
     type: "frames";
     id: number;
     seq: number;
-    /** The frames, back to back, in pieces of at most `FRAME_PIECE_BYTES` (none with `output`). */
-    pieces: ArrayBuffer[];
-    /** The request's `out` buffer with the frames in its first `outputLength` bytes. */
-    output?: ArrayBuffer;
-    outputLength?: number;
-    sizes: Uint32Array<ArrayBuffer>;
+    /** Pages of the batch. */
+    count: number;
+    /** Bytes of the frames. */
+    bytes: number;
     crc: bigint;
     hashedLength: number;
     pageChecksums: bigint;
-    pgnos: Uint32Array<ArrayBuffer>;
-    data: ArrayBuffer;
-    count: number;
   }
   | { type: "error"; id: number; error: WireError };

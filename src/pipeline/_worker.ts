@@ -7,11 +7,10 @@
  * @module
  */
 
-import { Decoder, encodePageFrames, Encoder, pageFramesBound } from "../ltx/mod.ts";
+import { Decoder, Encoder, SharedFrameEncoder } from "../ltx/mod.ts";
 import {
   DECODE_BATCH_BYTES,
   DECODE_BATCHES_IN_FLIGHT,
-  FRAME_PIECE_BYTES,
   OUTPUT_CHUNKS_IN_FLIGHT,
   type Reply,
   type Request,
@@ -69,6 +68,12 @@ interface EncodeJob {
   free: ArrayBuffer[];
 }
 
+/** A parallel encoder's part: its batches are coded in the memory it shares with this thread. */
+interface FramesJob {
+  kind: "frames";
+  encoder: SharedFrameEncoder;
+}
+
 /**
  * Chunks the decoder may still hold when it asks for the next one: its reader keeps the current
  * chunk and the rest of the one before (src/ltx/_byte_reader.ts), and views of them live until
@@ -120,7 +125,7 @@ class InputQueue {
   }
 }
 
-const jobs = new Map<number, DecodeJob | EncodeJob>();
+const jobs = new Map<number, DecodeJob | EncodeJob | FramesJob>();
 
 function post(message: Reply, transfer: Transferable[] = []): void {
   scope.postMessage(message, transfer);
@@ -148,8 +153,15 @@ scope.onmessage = (event: MessageEvent<Request>) => {
     case "encode":
       startEncode(message.id, message);
       return;
+    case "framesJob":
+      try {
+        jobs.set(message.id, { kind: "frames", encoder: new SharedFrameEncoder(message.memory) });
+      } catch (err) {
+        post({ type: "error", id: message.id, error: wire(err) });
+      }
+      return;
     case "frames":
-      encodeFrames(message);
+      if (job?.kind === "frames") encodeFrames(job, message);
       return;
     case "cancel":
       if (job?.kind === "decode") {
@@ -191,45 +203,29 @@ scope.onmessage = (event: MessageEvent<Request>) => {
  */
 const OUTPUT_BUFFER_BYTES = 384 << 10;
 
-/** Where "frames" requests are coded, reused: only the pieces sent out are new buffers. */
-let frameStage = new Uint8Array(0);
-
 /**
- * One batch of a parallel encoder: stateless, done as soon as it arrives. Coded straight into
- * the buffer the request came with when it has room (that buffer goes back whole), else into
- * the stage, whose frames go back in new pieces.
+ * One batch of a parallel encoder: stateless, done as soon as it arrives, in the job's memory
+ * (the pages are read there by the main thread, which writes the frames out from there).
  */
-function encodeFrames(message: Extract<Request, { type: "frames" }>): void {
-  const { id, seq, pageSize, pgnos, count } = message;
+function encodeFrames(job: FramesJob, message: Extract<Request, { type: "frames" }>): void {
+  const { id, seq } = message;
   try {
-    const bound = pageFramesBound(pageSize, count);
-    const out = message.out && message.out.byteLength >= bound ? message.out : undefined;
-    if (out === undefined && frameStage.length < bound) frameStage = new Uint8Array(bound);
-    const frames = encodePageFrames(pageSize, pgnos, new Uint8Array(message.data), count, {
-      encoding: message.encoding,
-      withPageChecksum: message.withPageChecksum,
-    }, out ? new Uint8Array(out) : frameStage);
-    const bytes = frames.bytes as Uint8Array;
-    const pieces: ArrayBuffer[] = [];
-    if (out === undefined) {
-      for (let at = 0; at < bytes.length; at += FRAME_PIECE_BYTES) {
-        pieces.push(bytes.slice(at, at + FRAME_PIECE_BYTES).buffer);
-      }
-    }
+    const { bytes, crc, hashedLength, pageChecksums } = job.encoder.encode(
+      message.layout,
+      message.count,
+      message.pageSize,
+      { encoding: message.encoding, withPageChecksum: message.withPageChecksum },
+    );
     post({
       type: "frames",
       id,
       seq,
-      pieces,
-      ...(out ? { output: out, outputLength: bytes.length } : {}),
-      sizes: frames.sizes as Uint32Array<ArrayBuffer>,
-      crc: frames.crc,
-      hashedLength: frames.hashedLength,
-      pageChecksums: frames.pageChecksums,
-      pgnos,
-      data: message.data,
-      count,
-    }, [...(out ? [out] : pieces), frames.sizes.buffer as ArrayBuffer, pgnos.buffer, message.data]);
+      count: message.count,
+      bytes,
+      crc,
+      hashedLength,
+      pageChecksums,
+    });
   } catch (err) {
     post({ type: "error", id, error: wire(err) });
   }

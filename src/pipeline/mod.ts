@@ -37,10 +37,15 @@ import {
 import { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 import { WorkerEncoder } from "./_encoder.ts";
 import { ParallelEncoder } from "./_parallel_encoder.ts";
+import { prestartWorkers } from "./_pool.ts";
 
 export { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 export { WorkerEncoder } from "./_encoder.ts";
-export { ParallelEncoder } from "./_parallel_encoder.ts";
+export {
+  codeOnMainThreadToo,
+  ParallelEncoder,
+  type ParallelEncoderOptions,
+} from "./_parallel_encoder.ts";
 export { handOffPipe } from "./_hand_off.ts";
 /**
  * An error that crossed a worker boundary as its class name and message, rebuilt as the
@@ -48,7 +53,7 @@ export { handOffPipe } from "./_hand_off.ts";
  * the project, so that their errors are the in-thread codec's too).
  */
 export { fromWire } from "./_errors.ts";
-export { keepIdleWorkers, MAX_WORKERS, runningWorkers } from "./_pool.ts";
+export { CODEC_WORKER_LINGER_MS, keepIdleWorkers, MAX_WORKERS, runningWorkers } from "./_pool.ts";
 
 /** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */
 export type PageSource = Pick<
@@ -70,7 +75,14 @@ export type PageSource = Pick<
  */
 export type PageSink = Pick<
   Encoder,
-  "header" | "pageCount" | "bytesWritten" | "encodePage" | "encodePages" | "close" | "abort"
+  | "header"
+  | "pageCount"
+  | "bytesWritten"
+  | "encodePage"
+  | "encodePages"
+  | "encodePagesFrom"
+  | "close"
+  | "abort"
 >;
 
 /**
@@ -135,6 +147,8 @@ export interface OpenEncoderOptions extends EncoderOptions {
   expectedBytes?: number;
   /** Force the choice: "worker", "thread", or "auto" (by size, the default). */
   where?: CodecPlacement;
+  /** Bytes of pages per batch of a {@linkcode ParallelEncoder} (its default when absent). */
+  batchBytes?: number;
   /**
    * Codec workers to spread the pages over when the output is expected to reach
    * {@linkcode PARALLEL_THRESHOLD_BYTES} (a snapshot, a large sync), at most one per core;
@@ -165,21 +179,67 @@ export function openEncoder(
   header: Header,
   options: OpenEncoderOptions = {},
 ): PageSink {
-  const { expectedBytes, where = whereFromEnv(), workers = 1, ...encoderOptions } = options;
-  const small = expectedBytes !== undefined && expectedBytes < WORKER_THRESHOLD_BYTES;
-  if (where === "thread" || (where === "auto" && small)) {
-    return new InThreadEncoder(sink, header, encoderOptions);
+  const { expectedBytes, where = whereFromEnv(), workers = 1, batchBytes, ...encoderOptions } =
+    options;
+  const plan = encoderPlan(expectedBytes, where, workers);
+  if (plan.kind === "thread") return new InThreadEncoder(sink, header, encoderOptions);
+  if (plan.kind === "parallel") {
+    return new ParallelEncoder(sink, header, {
+      ...encoderOptions,
+      workers: plan.workers,
+      batchBytes,
+    });
   }
+  return new WorkerEncoder(sink, header, encoderOptions);
+}
+
+/** Where {@linkcode openEncoder} codes an output, and on how many workers. */
+function encoderPlan(
+  expectedBytes: number | undefined,
+  where: CodecPlacement,
+  workers: number,
+): { kind: "thread" } | { kind: "worker" } | { kind: "parallel"; workers: number } {
+  const small = expectedBytes !== undefined && expectedBytes < WORKER_THRESHOLD_BYTES;
+  if (where === "thread" || (where === "auto" && small)) return { kind: "thread" };
   const large = expectedBytes !== undefined && expectedBytes >= PARALLEL_THRESHOLD_BYTES;
   // More workers than cores only add threads competing for them.
   const parallel = workersFromEnv() ??
     (large || where === "worker" ? Math.min(workers, navigator.hardwareConcurrency || 1) : 1);
   // A large output goes the parallel encoder's way even on one worker: a batch is coded in
   // one call into one buffer, instead of page by page through an in-worker encoder.
-  if (parallel > 1 || large) {
-    return new ParallelEncoder(sink, header, { ...encoderOptions, workers: parallel });
-  }
-  return new WorkerEncoder(sink, header, encoderOptions);
+  return parallel > 1 || large ? { kind: "parallel", workers: parallel } : { kind: "worker" };
+}
+
+/**
+ * How {@linkcode openEncoder} should code a full image of a database (a snapshot, a first
+ * sync): its `workers` and `batchBytes`.
+ *
+ * - Two workers where a core is left for the second, else one. On two cores the main thread's
+ *   reads and writes and the kernel's copies take much of the other core, and a second worker
+ *   (an isolate of its own, and its memory) took a 1 GiB snapshot's peak to ~150 MB for
+ *   about the same wall time (issue 15). The output is the same either way.
+ * - Batches of 2 MiB: half the round trips to the worker of 1 MiB ones (each ~0.1 ms of CPU
+ *   on both threads), and twice the coding queued for the worker while a write takes long.
+ */
+export function imageEncoding(): { workers: number; batchBytes: number } {
+  return { workers: navigator.hardwareConcurrency > 2 ? 2 : 1, batchBytes: 2 << 20 };
+}
+
+/**
+ * Starts the codec workers that {@linkcode openEncoder} will take for an output of about
+ * `expectedBytes` (with `options.workers`), so that their start-up overlaps what the caller
+ * does before it encodes (a command that is about to snapshot a large database: attaching
+ * it, syncing). Nothing starts for an output coded in-thread. Call `release` once the
+ * encoder is open or when it will not be: workers still without a job then stop (they stop
+ * by themselves `lingerMs` after the start too).
+ */
+export function prestartEncoder(
+  expectedBytes: number,
+  options: { workers?: number; lingerMs?: number } = {},
+): { release(): void } {
+  const plan = encoderPlan(expectedBytes, whereFromEnv(), options.workers ?? 1);
+  if (plan.kind === "thread") return { release() {} };
+  return prestartWorkers(plan.kind === "parallel" ? plan.workers : 1, options.lingerMs ?? 10_000);
 }
 
 /**

@@ -27,10 +27,17 @@ const IN_BUF: usize = memory.data(IO_SIZE, 64);
 const OUT_BUF: usize = memory.data(IO_SIZE, 64);
 /**
  * Words shared with JavaScript: [0] the complemented CRC-64 state being updated, [8] the last
- * page checksum (with bit 63 set), [16] the offset of the last bad LZ4 match; [32] is scratch
- * for the page number of a page checksum.
+ * page checksum (with bit 63 set), [16] the offset of the last bad LZ4 match, [24] the XOR of
+ * the page checksums of the last `encodePages` call; [32] is scratch for the page number of a
+ * page checksum.
  */
 const STATE: usize = memory.data(64, 64);
+/** Pages one `encodePages` call takes at most (512-byte pages filling IN_BUF). */
+const MAX_BATCH: i32 = IO_SIZE >> 9;
+/** The page numbers of an `encodePages` call, u32 each. */
+const BATCH_PGNOS: usize = memory.data(MAX_BATCH << 2, 64);
+/** The frame sizes an `encodePages` call wrote, u32 each. */
+const BATCH_SIZES: usize = memory.data(MAX_BATCH << 2, 64);
 
 /** Where the input region starts. */
 export function inPtr(): usize {
@@ -47,6 +54,14 @@ export function statePtr(): usize {
 /** Size of each of the two regions. */
 export function ioSize(): i32 {
   return IO_SIZE;
+}
+/** Where the page numbers of an `encodePages` call go (its frame sizes follow them). */
+export function batchPtr(): usize {
+  return BATCH_PGNOS;
+}
+/** Pages an `encodePages` call takes at most. */
+export function maxBatch(): i32 {
+  return MAX_BATCH;
 }
 
 // ---- CRC-64/GO-ISO ----------------------------------------------------------------------------
@@ -300,9 +315,11 @@ let generation: i32 = 1;
 /**
  * Compresses `src[0, len)` as one LZ4 block at `dst` (compressBound(len) bytes of room plus 8
  * of slack). The same algorithm, decisions and output as src/ltx/_lz4_block.ts.
- * Returns the block size.
+ * Returns the block size. A block that comes to `limit` bytes or more is not finished: its
+ * size is returned without its last literals written (a frame stores such a page raw, so the
+ * copy would be wasted; pass i32.MAX_VALUE for the whole block).
  */
-function compressAt(src: usize, len: i32, dst: usize): i32 {
+function compressAt(src: usize, len: i32, dst: usize, limit: i32): i32 {
   let op = dst;
   let anchor: i32 = 0;
   if (len >= MF_LIMIT + 1) {
@@ -423,6 +440,8 @@ function compressAt(src: usize, len: i32, dst: usize): i32 {
 
   // The last sequence: literals only.
   const litLen = len - anchor;
+  const size = <i32>(op - dst) + 1 + (litLen >= 15 ? (litLen - 15) / 255 + 1 : 0) + litLen;
+  if (size >= limit) return size;
   if (litLen >= 15) {
     store<u8>(op++, 0xf0);
     op = putLength(op, litLen - 15);
@@ -436,7 +455,7 @@ function compressAt(src: usize, len: i32, dst: usize): i32 {
 
 /** Compresses IN_BUF[0, len) as one LZ4 block to OUT_BUF; returns its size. */
 export function compressBlock(len: i32): i32 {
-  return compressAt(IN_BUF, len, OUT_BUF);
+  return compressAt(IN_BUF, len, OUT_BUF, i32.MAX_VALUE);
 }
 
 // ---- LZ4 block decompression --------------------------------------------------------------------
@@ -553,44 +572,108 @@ const FRAME_DESCRIPTOR: u32 = 0xa74064; // FLG 0x64, BD 0x40, HC 0xa7
 const RAW_BLOCK: u32 = 0x80000000;
 
 /**
- * Encodes the page IN_BUF[0, len) with number `pgno` as a whole LTX page frame at OUT_BUF:
- * the 6-byte page header, then the block payload (u32 BE size + LZ4 block) or one LZ4 frame
- * exactly as src/ltx/_page_codec.ts writes it. Feeds the bytes the file checksum covers
- * (page header, block size field, page) into STATE[0], and with `withChecksum` puts the page
- * checksum into STATE[8]. Returns the page frame size.
+ * Encodes the page `src[0, len)` with number `pgno` as a whole LTX page frame at `dst`: the
+ * 6-byte page header, then the block payload (u32 BE size + LZ4 block) or one LZ4 frame exactly
+ * as src/ltx/_page_codec.ts writes it. Feeds the bytes the file checksum covers (page header,
+ * block size field, page) into STATE[0], and with `withChecksum` puts the page checksum into
+ * STATE[8]. Returns the page frame size.
  */
-export function encodePage(pgno: u32, len: i32, block: bool, withChecksum: bool): i32 {
-  store<u32>(OUT_BUF, bswap<u32>(pgno));
-  store<u16>(OUT_BUF, block ? 0x0100 : 0, 4);
+// @ts-ignore: decorator
+@inline function encodeFrame(
+  pgno: u32,
+  src: usize,
+  len: i32,
+  dst: usize,
+  block: bool,
+  withChecksum: bool,
+): i32 {
+  store<u32>(dst, bswap<u32>(pgno));
+  store<u16>(dst, block ? 0x0100 : 0, 4);
   let size: i32;
   let covered: i32;
   if (block) {
-    const n = compressAt(IN_BUF, len, OUT_BUF + 10);
-    store<u32>(OUT_BUF, bswap<u32>(<u32>n), 6);
+    const n = compressAt(src, len, dst + 10, i32.MAX_VALUE);
+    store<u32>(dst, bswap<u32>(<u32>n), 6);
     size = 10 + n;
     covered = 10;
   } else {
-    store<u32>(OUT_BUF, FRAME_MAGIC, 6);
-    store<u32>(OUT_BUF, FRAME_DESCRIPTOR, 10); // 3 bytes; the 4th is overwritten next
-    let at = OUT_BUF + 13;
-    const n = compressAt(IN_BUF, len, at + 4);
+    store<u32>(dst, FRAME_MAGIC, 6);
+    store<u32>(dst, FRAME_DESCRIPTOR, 10); // 3 bytes; the 4th is overwritten next
+    let at = dst + 13;
+    const n = compressAt(src, len, at + 4, len);
     if (n < len) {
       store<u32>(at, <u32>n);
       at += 4 + <usize>n;
     } else {
       // Incompressible: a stored block, which also keeps the block within 64 KiB.
       store<u32>(at, <u32>len | RAW_BLOCK);
-      memory.copy(at + 4, IN_BUF, <usize>len);
+      memory.copy(at + 4, src, <usize>len);
       at += 4 + <usize>len;
     }
     store<u32>(at, 0); // end mark
-    store<u32>(at, xxh32At(IN_BUF, len, 0), 4);
-    size = <i32>(at + 8 - OUT_BUF);
+    store<u32>(at, xxh32At(src, len, 0), 4);
+    size = <i32>(at + 8 - dst);
     covered = 6;
   }
-  store<u64>(STATE, crcUpdate(load<u64>(STATE), OUT_BUF, covered));
-  digest(pgno, IN_BUF, len, withChecksum);
+  store<u64>(STATE, crcUpdate(load<u64>(STATE), dst, covered));
+  digest(pgno, src, len, withChecksum);
   return size;
+}
+
+/**
+ * Encodes the page IN_BUF[0, len) with number `pgno` as a whole LTX page frame at OUT_BUF (see
+ * `encodeFrame`). Returns the page frame size.
+ */
+export function encodePage(pgno: u32, len: i32, block: bool, withChecksum: bool): i32 {
+  return encodeFrame(pgno, IN_BUF, len, OUT_BUF, block, withChecksum);
+}
+
+/**
+ * `encodePage` for `count` pages of `len` bytes held back to back at `src`, their numbers in
+ * the `count` u32 at `pgnos`: the frames back to back at `dst`, their sizes in the `count` u32
+ * at `sizes`, the file checksum in STATE[0], and with `withChecksum` the XOR of the page
+ * checksums in STATE[24]. The caller keeps `count * (6 + maxPayloadSize(len))` bytes (and 256
+ * of slack) free at `dst`. Returns the bytes of all the frames.
+ */
+export function encodeFramesAt(
+  src: usize,
+  pgnos: usize,
+  count: i32,
+  len: i32,
+  dst: usize,
+  sizes: usize,
+  block: bool,
+  withChecksum: bool,
+): i32 {
+  let out = dst;
+  let checksums: u64 = 0;
+  for (let i = 0; i < count; i++) {
+    const pgno = load<u32>(pgnos + (<usize>i << 2));
+    const size = encodeFrame(pgno, src + <usize>(i * len), len, out, block, withChecksum);
+    if (withChecksum) checksums ^= load<u64>(STATE, 8);
+    store<u32>(sizes + (<usize>i << 2), <u32>size);
+    out += <usize>size;
+  }
+  store<u64>(STATE, checksums, 24);
+  return <i32>(out - dst);
+}
+
+/**
+ * `encodeFramesAt` on the fixed regions: the pages in IN_BUF, their numbers at `batchPtr()`,
+ * the frames to OUT_BUF and their sizes after the numbers (at `batchPtr() + 4 * maxBatch()`).
+ * One call per run of pages instead of per page: the caller copies the run in and the frames
+ * out once.
+ */
+export function encodePages(count: i32, len: i32, block: bool, withChecksum: bool): i32 {
+  return encodeFramesAt(IN_BUF, BATCH_PGNOS, count, len, OUT_BUF, BATCH_SIZES, block, withChecksum);
+}
+
+/**
+ * Where the memory this module does not use starts: in a memory shared with another thread
+ * (the `shared` build), the pages and frames of `encodeFramesAt` live above it.
+ */
+export function heapBase(): usize {
+  return __heap_base;
 }
 
 /**
