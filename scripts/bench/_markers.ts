@@ -52,6 +52,51 @@ export function hasMarker(bytes: Uint8Array, k: number): boolean {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf(markerOf(k)) >= 0;
 }
 
+/** Bytes of page data {@linkcode replicaFileChunks} hands out at a time (plus the overlap). */
+const CHUNK_BYTES = 4 << 20;
+
+/**
+ * The data of a replica file, decompressed, in chunks of a few MiB, each starting with the last
+ * `MARKER_SIZE - 1` bytes of the one before (a marker across two chunks is found in the second).
+ * Memory stays bounded whatever the file's size: after a WAL restart a replica's first file is a
+ * full image of the database, gigabytes under a 64 KiB-row writer, and compactions write
+ * gigabyte files as well.
+ */
+export async function* replicaFileChunks(path: string): AsyncGenerator<Uint8Array> {
+  if (!path.endsWith(".ltx")) {
+    yield await replicaFileData(path);
+    return;
+  }
+  const file = await Deno.open(path);
+  const decoder = new Decoder(file.readable, { name: path });
+  const overlap = MARKER_SIZE - 1;
+  let chunk = new Uint8Array(CHUNK_BYTES + overlap);
+  let size = 0;
+  for (let page = await decoder.readPage(); page; page = await decoder.readPage()) {
+    if (size + page.data.length > chunk.length) {
+      yield chunk.subarray(0, size);
+      const tail = chunk.slice(Math.max(0, size - overlap), size);
+      chunk = new Uint8Array(Math.max(CHUNK_BYTES + overlap, tail.length + page.data.length));
+      chunk.set(tail);
+      size = tail.length;
+    }
+    chunk.set(page.data, size);
+    size += page.data.length;
+  }
+  if (size > 0) yield chunk.subarray(0, size);
+}
+
+/** Whether the replica file at `path` holds transaction k's marker (streamed). */
+export async function fileHasMarker(path: string, k: number): Promise<boolean> {
+  for await (const chunk of replicaFileChunks(path)) if (hasMarker(chunk, k)) return true;
+  return false;
+}
+
+/** Adds every transaction number marked in the replica file at `path` to `into` (streamed). */
+export async function scanFileMarkers(path: string, into: Set<number>): Promise<void> {
+  for await (const chunk of replicaFileChunks(path)) scanMarkers(chunk, into);
+}
+
 /**
  * The data of a replica file, decompressed: all pages of an LTX file concatenated, or the
  * content of an LZ4 frame file (Litestream v0.3 `.wal.lz4` / `.snapshot.lz4`). Throws when the

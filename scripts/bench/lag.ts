@@ -29,7 +29,7 @@ import {
   until,
   withTempDir,
 } from "./_common.ts";
-import { replicaFileData, scanMarkers } from "./_markers.ts";
+import { scanFileMarkers } from "./_markers.ts";
 import {
   createBenchDatabase,
   runWriter,
@@ -90,7 +90,7 @@ export async function measureLag(
     for (const { path, at } of byArrival(watcher.seen)) {
       const found = new Set<number>();
       try {
-        scanMarkers(await replicaFileData(path), found);
+        await scanFileMarkers(path, found);
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) continue; // removed by retention
         throw err;

@@ -34,7 +34,7 @@ import {
   until,
   withTempDir,
 } from "./_common.ts";
-import { hasMarker, replicaFileData, scanMarkers } from "./_markers.ts";
+import { fileHasMarker, scanFileMarkers } from "./_markers.ts";
 import { createBenchDatabase, runWriter, startReplicator, type ToolName } from "./_replicators.ts";
 import { byArrival, watchReplica } from "./_watch.ts";
 
@@ -97,7 +97,7 @@ async function step(
         if (file.at < committedAt) continue;
         if (file.at - committedAt >= LAG_LIMIT_MS[tool]) break;
         try {
-          if (hasMarker(await replicaFileData(file.path), run.firstK + index)) {
+          if (await fileHasMarker(file.path, run.firstK + index)) {
             lag = file.at - committedAt;
             break;
           }
@@ -115,7 +115,7 @@ async function step(
       ? []
       : files.filter((f) => f.at <= writerEnd);
     for (const file of newestFirst.reverse()) {
-      scanMarkers(await replicaFileData(file.path).catch(() => new Uint8Array()), found);
+      await scanFileMarkers(file.path, found).catch(() => {});
       if (found.size > 0) break;
     }
     let deliveredK = 0;
