@@ -3,7 +3,7 @@
  * table (sluice's figure, the baseline's figure from the same run, their ratio) and writes it
  * with the machine's description to docs/BENCHMARKS.json.
  *
- *   deno task bench            # full: < 20 minutes on 2 cores
+ *   deno task bench            # full: about 35 minutes on 2 cores (2,131 s on 2026-12-05)
  *   deno task bench --quick    # short steps: < 3 minutes, for development
  *   deno task bench --only=lag,scale   # a subset (does not write docs/BENCHMARKS.json)
  *   deno task bench --huge     # also scale's 100,000 parked databases (many minutes more)
