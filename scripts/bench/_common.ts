@@ -263,9 +263,18 @@ export function startSluice(args: string[], env?: Record<string, string>): Backg
   return spawnBackground(
     "sluice",
     Deno.execPath(),
-    ["run", "-A", join(ROOT, "main.ts"), "replicate", ...args],
+    ["run", "-A", ...sluiceDenoFlags(), join(ROOT, "main.ts"), "replicate", ...args],
     env,
   );
+}
+
+/**
+ * Extra `deno run` flags for the sluice processes the benches start, from
+ * `SLUICE_BENCH_DENO_FLAGS` (space-separated), to profile a row where it runs, e.g.
+ * `SLUICE_BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"`.
+ */
+function sluiceDenoFlags(): string[] {
+  return (Deno.env.get("SLUICE_BENCH_DENO_FLAGS") ?? "").split(" ").filter((flag) => flag !== "");
 }
 
 /** The Litestream release every comparison uses. */
