@@ -127,3 +127,57 @@ export function afterLastFrameCheck(
   }
   return { kind: "incremental", offset: 32, salt1: header.salt1, salt2: header.salt2 };
 }
+
+/** What a TRUNCATE checkpoint that held the write lock for its last sync left behind. */
+export interface TruncateObservation {
+  /** The sync under the write lock reached the end of the WAL. */
+  syncedToEnd: boolean;
+  /** Salts of the WAL header read under the write lock; undefined when there was none. */
+  locked?: { salt1: number; salt2: number };
+  /**
+   * What the checkpoint worker reported; undefined when the outcome is unknown (the lock had
+   * expired, the worker failed, or the checkpoint was never run). `dataVersionAfter` was read
+   * in a read transaction the worker began right after the checkpoint and kept until sluice's
+   * own was back: begun on the emptied WAL, it blocks every backfill, so the WAL cannot
+   * restart again in between.
+   */
+  checkpoint?: { busy: number; dataVersionLocked: number; dataVersionAfter: number };
+  /**
+   * Salts of the WAL header after the checkpoint, read once sluice's read transaction was
+   * begun again and a write made sure the WAL has a header; undefined when it has none.
+   */
+  after?: { salt1: number; salt2: number };
+}
+
+/** Whether the next sync continues in the new WAL generation, needs a snapshot, or neither. */
+export type TruncateDecision =
+  | { kind: "continue" }
+  | { kind: "snapshot"; reason: string }
+  | { kind: "not-restarted" };
+
+/**
+ * Decides what follows a TRUNCATE checkpoint (FORMAT.md §4.4, RELIABILITY F11). The WAL
+ * restarted when its salts changed. Continuing from offset 32 of the new generation is safe
+ * only when every frame the checkpoint discarded had been synced: the sync under the lock
+ * reached the end of the committed WAL, the checkpoint was not busy, and no connection
+ * committed after the lock was given up (`data_version` unchanged on the worker's connection:
+ * such a commit went into the old WAL, to be backfilled unseen, or into the new one). The
+ * salts themselves say nothing more: after a TRUNCATE by another connection, the next writer
+ * starts the WAL with random salts (wal.c randomizes them when its own connection never
+ * restarted the WAL), not salt-1 + 1. Anything else that restarted the WAL means a snapshot.
+ */
+export function decideAfterTruncate(seen: TruncateObservation): TruncateDecision {
+  const { locked, after, checkpoint } = seen;
+  if (locked && after && locked.salt1 === after.salt1 && locked.salt2 === after.salt2) {
+    return { kind: "not-restarted" };
+  }
+  const snapshot = (reason: string): TruncateDecision => ({ kind: "snapshot", reason });
+  if (!checkpoint) return snapshot("checkpoint boundary (TRUNCATE outcome unknown)");
+  if (checkpoint.busy !== 0) return snapshot("checkpoint boundary (busy TRUNCATE, WAL restarted)");
+  if (!seen.syncedToEnd) return snapshot("checkpoint boundary (TRUNCATE before the WAL's end)");
+  if (checkpoint.dataVersionAfter !== checkpoint.dataVersionLocked) {
+    return snapshot("checkpoint boundary (TRUNCATE, a commit slipped in)");
+  }
+  if (!locked || !after) return snapshot("checkpoint boundary (TRUNCATE, no WAL header)");
+  return { kind: "continue" };
+}

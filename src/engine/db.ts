@@ -27,6 +27,7 @@ import {
 import {
   checkpoint,
   isBusyError,
+  lockForTruncate,
   openRandomAccess,
   parseDatabaseHeader,
   parseFrameHeader,
@@ -37,6 +38,7 @@ import {
   readFrameHeader,
   readWAL,
   retryBusy,
+  type TruncateResult,
   WAL_FRAME_HEADER_SIZE,
   WAL_HEADER_SIZE,
   type WALBytes,
@@ -46,6 +48,7 @@ import { FileReplicaClient } from "../replica/mod.ts";
 import type { LTXFileId, LTXFileInfo, ReplicaClient } from "../replica/mod.ts";
 import {
   afterLastFrameCheck,
+  decideAfterTruncate,
   decideSyncStart,
   type SyncStart,
   type WALCursor,
@@ -117,6 +120,13 @@ export interface DBStats {
   syncErrors: number;
   checkpoints: number;
   checkpointErrors: number;
+  /**
+   * TRUNCATE checkpoints that restarted the WAL and left nothing unseen: the next sync
+   * continued in the new WAL generation (RELIABILITY F11).
+   */
+  truncationsContinued: number;
+  /** TRUNCATE checkpoints that restarted the WAL and were followed by a full snapshot. */
+  truncationsSnapshotted: number;
   lastSyncAt?: Date;
   lastError?: string;
   /** When `lastError` happened (status output tells an old error from a current one). */
@@ -155,6 +165,12 @@ const WAL_READ_BUFFERS = new BufferPool();
 const MAX_LOCKED_SYNC_BYTES = 1 << 20;
 /** Syncs a checkpoint makes to get there before it gives up for this time. */
 const MAX_CATCH_UP_SYNCS = 8;
+/**
+ * The checkpoint worker gives the write lock of a TRUNCATE up by itself after this long (ms):
+ * a safety net only, the sync under it takes milliseconds. Below the busy timeouts
+ * applications usually set (5 s for the writer in scripts/).
+ */
+const TRUNCATE_LOCK_EXPIRE_MS = 2000;
 const READ_CHUNK = 1 << 20;
 /** L0 files up to this many page bytes are encoded in memory and written in one go. */
 const SMALL_L0_BYTES = 4 << 20;
@@ -183,6 +199,8 @@ export class DB {
     syncErrors: 0,
     checkpoints: 0,
     checkpointErrors: 0,
+    truncationsContinued: 0,
+    truncationsSnapshotted: 0,
   };
   /**
    * How long each of the last 256 checkpoints held the database's write lock (ms): an
@@ -1273,12 +1291,16 @@ export class DB {
   /** The checkpoint procedure of FORMAT.md §4.4. */
   async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
     this.#options.logger?.debug("checkpoint start", { mode, synced: this.walBytesSynced });
-    const reader = this.#reader!;
     const before = await this.#readWALHeader();
     await this.#syncOnce();
     let lockHeldMs = 0;
     try {
-      if (mode === "PASSIVE") {
+      if (mode === "TRUNCATE") {
+        if (await this.#catchUp()) return await this.#truncate();
+        this.#options.logger?.debug("TRUNCATE deferred: the writer outpaces the syncs");
+        this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+        return;
+      } else {
         // The read transaction moves to the WAL's end under the write lock, after a last sync:
         // the checkpoint then backfills exactly what is on L0 files, and no writer can restart
         // the WAL while it runs (our read mark is on it). The lock is held for that short step
@@ -1296,15 +1318,6 @@ export class DB {
         // Skipped when what was committed during the checkpoint is too much to sync under the
         // lock: our mark then stays where it was (safe; the WAL only cannot restart yet).
         if (await this.#catchUp()) lockHeldMs += await this.#moveReadTxUnderWriteLock();
-      } else {
-        // TRUNCATE needs no reader at all; what commits meanwhile is caught by the snapshot
-        // below.
-        reader.exec("COMMIT");
-        try {
-          await this.#retry(() => checkpoint(this.path, mode));
-        } finally {
-          await this.#beginReadTx();
-        }
       }
     } catch (err) {
       this.stats.checkpointErrors++;
@@ -1317,17 +1330,6 @@ export class DB {
     const after = await this.#readWALHeader();
     const restarted = !before || !after || before.salt1 !== after.salt1 ||
       before.salt2 !== after.salt2;
-    if (mode === "TRUNCATE" && restarted) {
-      // Commits between the last sync and the checkpoint were backfilled unseen: the new WAL
-      // generation starts from a snapshot. Without the write lock (it held the application's
-      // commits 1.6-2.5 s for 600 MB, RELIABILITY F11): the read transaction begun after the
-      // checkpoint pins the image as it does for any snapshot. Begun on the emptied WAL, it
-      // holds read lock 0, and no checkpoint backfills a frame while a reader holds that lock
-      // (wal.c takes it exclusively to backfill); begun after a commit, its read mark keeps
-      // the frames after it from being backfilled or overwritten. Either way the database
-      // file's pages that no WAL frame replaces stay as they are while the snapshot reads them.
-      await this.#syncOnce("checkpoint boundary (TRUNCATE)");
-    }
     this.#noteWriteLockHeld(lockHeldMs);
     this.#options.logger?.debug("checkpoint", {
       mode,
@@ -1335,6 +1337,104 @@ export class DB {
       writeLockMs: Number(lockHeldMs.toFixed(2)),
     });
     this.#closeWriter();
+  }
+
+  /**
+   * The TRUNCATE checkpoint (FORMAT.md §4.4, RELIABILITY F11), after a PASSIVE one and a
+   * catch-up. The checkpoint worker takes the write lock on its own connection; this thread
+   * syncs to the WAL's end under it and ends its read transaction; then the worker gives the
+   * lock up, runs the TRUNCATE and begins a read transaction in one synchronous step, reading
+   * `PRAGMA data_version` before and after, and keeps that reader until ours is back (the WAL
+   * cannot restart a second time unseen). When nothing was committed in between, every frame
+   * the TRUNCATE discarded is on an L0 file and the next sync continues from the start of the
+   * new WAL generation; otherwise it is a snapshot, as it always was before.
+   *
+   * What `data_version` does here was measured with node:sqlite (SQLite 3.53.2, two connections
+   * of one process, and a writer process): see {@linkcode decideAfterTruncate} and
+   * tests/checkpoint_truncate_continue_test.ts.
+   */
+  async #truncate(): Promise<void> {
+    const reader = this.#reader!;
+    // Busy (a writer holds the lock) is retried for the busy timeout, then given up for this
+    // time (#maybeCheckpoint ignores busy errors): the next one is a second later.
+    const lock = await this.#retry(() => lockForTruncate(this.path, TRUNCATE_LOCK_EXPIRE_MS));
+    let lockedHeader: WALHeader | null = null;
+    let syncedToEnd = false;
+    let result: TruncateResult | undefined;
+    let lockHeldMs = 0;
+    let truncateSent = false;
+    let failure: { error: unknown } | undefined;
+    try {
+      // Synced to the end of the committed WAL once a sync finds nothing more. Not the WAL
+      // file's end: a WAL restarted without TRUNCATE keeps its old length, and what lies past
+      // the last commit frame is an older generation or a rolled-back transaction's spill.
+      for (let i = 0; i < 3 && !syncedToEnd; i++) {
+        syncedToEnd = (await this.#syncOnce()).txid === undefined;
+      }
+      // Nothing can change the header while the lock is held (a restart needs it).
+      lockedHeader = await this.#readWALHeader();
+      // Until the outcome is known, the WAL's end is not the cursor's: were the WAL emptied
+      // and this call to fail below, the next sync must not take the empty WAL for "nothing
+      // missed" (decideSyncStart), it must snapshot.
+      this.#syncedToWALEnd = false;
+      reader.exec("COMMIT"); // TRUNCATE waits for every reader, ours included
+      truncateSent = true;
+      result = await lock.truncate();
+      lockHeldMs = result.lockHeldMs;
+    } catch (error) {
+      failure = { error };
+    } finally {
+      // Whatever failed, the lock is given up at once; our read transaction is begun again
+      // before the worker ends the one it began right after the TRUNCATE (the two overlap,
+      // so the WAL cannot restart a second time unseen in between).
+      if (!truncateSent) lockHeldMs = await lock.release();
+      try {
+        if (!reader.isTransaction) await this.#beginReadTx();
+      } finally {
+        await lock.release();
+        this.#noteWriteLockHeld(lockHeldMs);
+      }
+    }
+    this.#lastCheckpointAt = Date.now();
+    // A write makes sure the new WAL has its header (SQLite writes it with the first frame).
+    await this.#bumpSeq();
+    const after = await this.#readWALHeader();
+    const decision = decideAfterTruncate({
+      syncedToEnd,
+      locked: lockedHeader ?? undefined,
+      after: after ?? undefined,
+      checkpoint: result,
+    });
+    this.#options.logger?.debug("checkpoint", {
+      mode: "TRUNCATE",
+      next: decision.kind,
+      ...(decision.kind === "snapshot" ? { reason: decision.reason } : {}),
+      writeLockMs: Number(lockHeldMs.toFixed(2)),
+      dataVersion: result ? `${result.dataVersionLocked}/${result.dataVersionAfter}` : "unknown",
+      busy: result?.busy ?? "unknown",
+    });
+    if (decision.kind === "continue" && this.#cursor) {
+      this.stats.truncationsContinued++;
+      this.#cursor.walEmptiedAfterSync = true;
+    } else if (decision.kind !== "not-restarted") {
+      this.stats.truncationsSnapshotted++;
+      // Commits between the sync and the checkpoint may have been backfilled unseen: the new
+      // WAL generation starts from a snapshot. Without the write lock (it held the
+      // application's commits 1.6-2.5 s for 600 MB, RELIABILITY F11): the read transaction
+      // begun after the checkpoint pins the image as it does for any snapshot. Begun on the
+      // emptied WAL, it holds read lock 0, and no checkpoint backfills a frame while a reader
+      // holds that lock (wal.c takes it exclusively to backfill); begun after a commit, its
+      // read mark keeps the frames after it from being backfilled or overwritten. Either way
+      // the database file's pages that no WAL frame replaces stay as they are while the
+      // snapshot reads them.
+      await this.#syncOnce(
+        decision.kind === "snapshot" ? decision.reason : "checkpoint boundary (TRUNCATE)",
+      );
+    }
+    this.#closeWriter();
+    if (failure) throw failure.error;
+    this.stats.checkpoints++;
+    this.#syncedSinceCheckpoint = false;
   }
 
   /**

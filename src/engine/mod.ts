@@ -33,7 +33,10 @@ export { type FileState, fileStateChanged, fileStateOf } from "./_park.ts";
 /** The WAL position decisions of {@linkcode DB.sync}, exported for their unit tests. */
 export {
   afterLastFrameCheck,
+  decideAfterTruncate,
   decideSyncStart,
+  type TruncateDecision,
+  type TruncateObservation,
   type WALCursor,
   type WALObservation,
 } from "./_wal_position.ts";

@@ -23,7 +23,7 @@ export type CheckpointMode = "PASSIVE" | "FULL" | "RESTART" | "TRUNCATE";
 
 type Reply = {
   id: number;
-  result?: CheckpointResult;
+  result?: unknown;
   error?: { message: string; errcode?: number; code?: string };
 };
 
@@ -31,9 +31,15 @@ let worker: Worker | undefined;
 let nextId = 1;
 const pending = new Map<
   number,
-  { resolve: (r: CheckpointResult) => void; reject: (e: Error) => void }
+  { resolve: (r: unknown) => void; reject: (e: Error) => void }
 >();
 let idleTimer: ReturnType<typeof setTimeout> | undefined;
+/**
+ * Set while a {@linkcode lockForTruncate} session holds a database's write lock: no other
+ * request is posted to the worker until it ends, so that the lock is never held while the
+ * worker copies another database's frames (the requests run one after the other there).
+ */
+let session: Promise<void> | undefined;
 
 /**
  * How long an idle worker is kept. Starting one costs the main thread tens of milliseconds
@@ -56,9 +62,9 @@ function stopWorker(): void {
  */
 function scheduleIdleStop(): void {
   clearTimeout(idleTimer);
-  if (pending.size > 0) return;
+  if (pending.size > 0 || session) return;
   idleTimer = setTimeout(() => {
-    if (pending.size === 0) stopWorker();
+    if (pending.size === 0 && !session) stopWorker();
   }, IDLE_STOP_MS);
   Deno.unrefTimer(Number(idleTimer));
 }
@@ -68,7 +74,8 @@ function scheduleIdleStop(): void {
  * For a caller that knows no checkpoint is coming soon: every database it had open is parked.
  */
 export function stopIdleCheckpointWorker(): void {
-  if (pending.size === 0) stopWorker();
+  // Never while a write lock is held there: it might outlive the worker's connection.
+  if (pending.size === 0 && !session) stopWorker();
 }
 
 function getWorker(): Worker {
@@ -87,7 +94,7 @@ function getWorker(): Worker {
         code: error.code,
       }));
     } else {
-      waiter.resolve(result!);
+      waiter.resolve(result);
     }
     scheduleIdleStop();
   };
@@ -103,15 +110,108 @@ function getWorker(): Worker {
   return created;
 }
 
+/** Posts one request to the worker and waits for its answer. */
+function request<T>(message: Record<string, unknown>): Promise<T> {
+  clearTimeout(idleTimer);
+  const id = nextId++;
+  return new Promise<T>((resolve, reject) => {
+    pending.set(id, { resolve: resolve as (r: unknown) => void, reject });
+    getWorker().postMessage({ ...message, id });
+  });
+}
+
 /**
  * Runs `PRAGMA wal_checkpoint(mode)` on the database at `path` in a worker thread.
  * @throws the SQLite error (with its `errcode`, so a busy error is recognisable as such).
  */
-export function checkpoint(path: string, mode: CheckpointMode): Promise<CheckpointResult> {
-  clearTimeout(idleTimer);
-  const id = nextId++;
-  return new Promise<CheckpointResult>((resolve, reject) => {
-    pending.set(id, { resolve, reject });
-    getWorker().postMessage({ id, path, mode });
-  });
+export async function checkpoint(path: string, mode: CheckpointMode): Promise<CheckpointResult> {
+  // Checked and posted in one synchronous step: a session may begin at any await.
+  while (session) await session;
+  return await request<CheckpointResult>({ op: "checkpoint", path, mode });
+}
+
+/** What {@linkcode HeldWriteLock.truncate} reports. */
+export interface TruncateResult extends CheckpointResult {
+  /** `PRAGMA data_version` read under the write lock. */
+  dataVersionLocked: number;
+  /**
+   * `PRAGMA data_version` on the same connection right after the checkpoint: it differs from
+   * `dataVersionLocked` when another connection committed anything after the lock was given
+   * up (in the microseconds before the checkpoint took the writer lock, or after it).
+   */
+  dataVersionAfter: number;
+  /** How long the write lock was held, as the worker measured it (ms). */
+  lockHeldMs: number;
+}
+
+/** A database's write lock, held by a connection of the checkpoint worker. */
+export interface HeldWriteLock {
+  /** `PRAGMA data_version` read under the lock. */
+  readonly dataVersion: number;
+  /**
+   * Gives the lock up and runs `PRAGMA wal_checkpoint(TRUNCATE)` on the same connection, then
+   * begins a read transaction there and reads `PRAGMA data_version` in it, in one synchronous
+   * step of the worker (no event-loop turn between). The read transaction stays until
+   * {@linkcode release}: begun on the emptied WAL, it keeps the WAL from restarting again
+   * until the caller has begun its own.
+   * @throws when the lock had expired (see {@linkcode lockForTruncate}) or SQLite failed.
+   */
+  truncate(): Promise<TruncateResult>;
+  /**
+   * Ends the session: gives the lock up (when no TRUNCATE ran) or ends the read transaction,
+   * and closes the connection. Never throws. @returns how long the lock was held, when it was
+   * still held (ms), else 0.
+   */
+  release(): Promise<number>;
+}
+
+/**
+ * Takes the write lock of the database at `path` on a connection of the checkpoint worker
+ * (`BEGIN IMMEDIATE`), for a TRUNCATE checkpoint that must know that it backfills nothing the
+ * caller has not seen: the caller syncs under the lock, ends its own read transaction, then
+ * calls {@linkcode HeldWriteLock.truncate}. No other checkpoint runs in the worker meanwhile.
+ * The worker gives the lock up by itself after `expireMs` (a caller that never comes back must
+ * not hold the application's commits for ever).
+ * @throws a busy error when another connection holds the write lock.
+ */
+export async function lockForTruncate(path: string, expireMs = 2000): Promise<HeldWriteLock> {
+  while (session) await session;
+  let done!: () => void;
+  const current = session = new Promise<void>((resolve) => done = resolve);
+  const finish = () => {
+    if (session === current) session = undefined;
+    done();
+    scheduleIdleStop();
+  };
+  let locked: { session: number; dataVersion: number };
+  try {
+    locked = await request({ op: "lock", path, expireMs });
+  } catch (err) {
+    finish();
+    throw err;
+  }
+  let truncated = false;
+  let ended = false;
+  return {
+    dataVersion: locked.dataVersion,
+    truncate: () => {
+      if (truncated || ended) return Promise.reject(new Error("the TRUNCATE was already run"));
+      truncated = true;
+      return request<TruncateResult>({ op: "truncate", session: locked.session });
+    },
+    release: async () => {
+      if (ended) return 0;
+      ended = true;
+      try {
+        return (await request<{ lockHeldMs: number }>({
+          op: "release",
+          session: locked.session,
+        })).lockHeldMs;
+      } catch {
+        return 0; // the worker is gone, and its connection with it
+      } finally {
+        finish();
+      }
+    },
+  };
 }

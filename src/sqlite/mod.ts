@@ -35,7 +35,10 @@ export {
   checkpoint,
   type CheckpointMode,
   type CheckpointResult,
+  type HeldWriteLock,
+  lockForTruncate,
   stopIdleCheckpointWorker,
+  type TruncateResult,
 } from "./checkpoint.ts";
 export { releaseFreedMemory } from "./memory.ts";
 export {
