@@ -36,9 +36,9 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
     "pipeline",
   ],
   daemon: ["engine", "compaction", "config", "replica", "log"],
-  discovery: ["engine", "config", "sqlite", "watch", "log"],
+  discovery: ["engine", "config", "sqlite", "watch", "log", "ffi"],
   compaction: ["engine", "replica", "ltx", "log", "pipeline"],
-  engine: ["sqlite", "ltx", "replica", "log", "watch", "pipeline"],
+  engine: ["sqlite", "ltx", "replica", "log", "watch", "pipeline", "ffi"],
   restore: ["ltx", "replica", "pipeline"],
   follow: ["restore", "replica", "ltx", "pipeline", "sqlite", "watch", "log"],
   verify: ["restore", "ltx", "replica", "pipeline"],
@@ -47,9 +47,10 @@ export const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   replica: ["ltx"],
   config: ["replica"],
   ltx: [],
-  sqlite: [],
+  sqlite: ["ffi"],
   log: [],
-  watch: [],
+  watch: ["ffi"],
+  ffi: [],
 };
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");

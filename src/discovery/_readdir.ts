@@ -12,6 +12,8 @@
  * @module
  */
 
+import { lazyLibC } from "../ffi/mod.ts";
+
 /** The names in a directory that do not start with ".", by kind. */
 export interface VisibleEntries {
   /** Regular files (not symbolic links). */
@@ -45,21 +47,8 @@ const SYMBOLS = {
 
 type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
-let libc: LibC | null | undefined;
-
 /** libc through FFI, or null where that is not possible (not Linux, no FFI permission). */
-function loadLibC(): LibC | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux") return libc;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
+const loadLibC = lazyLibC(SYMBOLS);
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

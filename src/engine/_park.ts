@@ -5,6 +5,8 @@
  * @module
  */
 
+import { lazyLibC } from "../ffi/mod.ts";
+
 /** The state a parked database was left in, checked when it opens again. */
 export interface ParkedState {
   /** {@linkcode statKey} of the database file after the parking checkpoint. */
@@ -125,36 +127,34 @@ interface Statx {
   view: DataView;
 }
 
+const loadStatxSymbol = lazyLibC(
+  {
+    statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  } as const,
+);
+
 let statxCall: Statx | null | undefined;
 
 /** `statx` through FFI, or null where that is not possible (not Linux, no FFI, old libc). */
 function loadStatx(): Statx | null {
   if (statxCall !== undefined) return statxCall;
   statxCall = null;
-  if (Deno.build.os !== "linux") return statxCall;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return statxCall;
-    const { statx } = Deno.dlopen("libc.so.6", {
-      statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
-    }).symbols;
-    const buffer = new Uint8Array(STATX_SIZE);
-    const encoder = new TextEncoder();
-    let pathBytes = new Uint8Array(4096);
-    const call: Statx = {
-      view: new DataView(buffer.buffer),
-      read(path: string): boolean {
-        // Worst case 3 bytes per UTF-16 unit, and the terminating NUL.
-        if (path.length * 3 + 1 > pathBytes.length) pathBytes = new Uint8Array(path.length * 3 + 1);
-        const { written } = encoder.encodeInto(path, pathBytes);
-        pathBytes[written] = 0;
-        return statx(AT_FDCWD, pathBytes, 0, STATX_MASK, buffer) === 0;
-      },
-    };
-    // A kernel without statx (before 4.11) fails every call: every file would look missing.
-    if (!call.read("/")) return statxCall;
-    statxCall = call;
-  } catch {
-    statxCall = null;
-  }
+  const statx = loadStatxSymbol()?.statx;
+  if (!statx) return statxCall;
+  const buffer = new Uint8Array(STATX_SIZE);
+  const encoder = new TextEncoder();
+  let pathBytes = new Uint8Array(4096);
+  const call: Statx = {
+    view: new DataView(buffer.buffer),
+    read(path: string): boolean {
+      // Worst case 3 bytes per UTF-16 unit, and the terminating NUL.
+      if (path.length * 3 + 1 > pathBytes.length) pathBytes = new Uint8Array(path.length * 3 + 1);
+      const { written } = encoder.encodeInto(path, pathBytes);
+      pathBytes[written] = 0;
+      return statx(AT_FDCWD, pathBytes, 0, STATX_MASK, buffer) === 0;
+    },
+  };
+  // A kernel without statx (before 4.11) fails every call: every file would look missing.
+  if (call.read("/")) statxCall = call;
   return statxCall;
 }

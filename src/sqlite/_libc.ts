@@ -11,6 +11,8 @@
  * @module
  */
 
+import { lazyLibC } from "../ffi/mod.ts";
+
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
@@ -36,21 +38,8 @@ export const O_RDONLY_CLOEXEC = 0o2000000;
 /** `whence` of `lseek(2)` for the end of the file. */
 export const SEEK_END = 2;
 
-let libc: LibC | null | undefined;
-
 /** libc through FFI, or null where that is not possible (not Linux, no FFI permission). */
-export function loadLibC(): LibC | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux") return libc;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
+export const loadLibC: () => LibC | null = lazyLibC(SYMBOLS);
 
 /**
  * The error of the last failed call on this thread, as `<strerror> (errno N)`. Only valid right

@@ -20,6 +20,7 @@
  */
 
 import { join } from "node:path";
+import { lazyLibC } from "../ffi/mod.ts";
 import { addWatchLimit, instanceLimit, WatchLimitError } from "./limit_error.ts";
 
 const IN_NONBLOCK = 0o4000;
@@ -53,21 +54,8 @@ const SYMBOLS = {
 
 type LibC = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
-let libc: LibC | null | undefined;
-
 /** libc through FFI, or null where that is not possible (not Linux, no FFI permission). */
-function loadLibC(): LibC | null {
-  if (libc !== undefined) return libc;
-  libc = null;
-  if (Deno.build.os !== "linux") return libc;
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return libc;
-    libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-  } catch {
-    libc = null;
-  }
-  return libc;
-}
+const loadLibC = lazyLibC(SYMBOLS);
 
 /** Whether {@linkcode InotifyWatcher} can work here. */
 export function inotifyAvailable(): boolean {
