@@ -171,6 +171,11 @@ const MAX_CATCH_UP_SYNCS = 8;
  * applications usually set (5 s for the writer in scripts/).
  */
 const TRUNCATE_LOCK_EXPIRE_MS = 2000;
+/**
+ * Most WAL bytes a TRUNCATE syncs under the write lock; more (committed while the lock was
+ * being taken) and it gives the lock up and waits for the next turn.
+ */
+const MAX_TRUNCATE_LOCKED_SYNC_BYTES = 4 * MAX_LOCKED_SYNC_BYTES;
 const READ_CHUNK = 1 << 20;
 /** L0 files up to this many page bytes are encoded in memory and written in one go. */
 const SMALL_L0_BYTES = 4 << 20;
@@ -1364,7 +1369,16 @@ export class DB {
     let lockHeldMs = 0;
     let truncateSent = false;
     let failure: { error: unknown } | undefined;
+    let deferred = false;
     try {
+      // What was committed while the lock was being taken (the retries above) is synced under
+      // it: past a few MiB that would hold the application's commits for as long as it takes
+      // to encode, so the lock is given up at once and the TRUNCATE tried at the next turn.
+      const backlog = (await this.#walFile!.size()) - this.walBytesSynced;
+      if (backlog > MAX_TRUNCATE_LOCKED_SYNC_BYTES) {
+        deferred = true;
+        return;
+      }
       // Synced to the end of the committed WAL once a sync finds nothing more. Not the WAL
       // file's end: a WAL restarted without TRUNCATE keeps its old length, and what lies past
       // the last commit frame is an older generation or a rolled-back transaction's spill.
@@ -1393,6 +1407,11 @@ export class DB {
       } finally {
         await lock.release();
         this.#noteWriteLockHeld(lockHeldMs);
+        if (deferred) {
+          this.#options.logger?.debug("TRUNCATE deferred: the backlog grew while locking");
+          this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+          this.#closeWriter();
+        }
       }
     }
     this.#lastCheckpointAt = Date.now();
