@@ -269,52 +269,45 @@ Deno.test("metrics: event-loop delay meter records lateness and forgets it after
   assert.equal(monitor.maxSeconds, 0);
 });
 
-Deno.test("metrics: the event-loop delay meter samples slowly after a quiet spell, finely after a late tick", () => {
+/**
+ * A hand-driven delay meter (100 ms resolution, `idleResolution` after 500 ms without a stall)
+ * that has ticked on time from 100 to 600 ms; `at(ms)` records a tick at that time.
+ */
+function quietMonitor(idleResolution: number): { monitor: LoopDelayMonitor; at(ms: number): void } {
   let clock = 0;
   const monitor = new LoopDelayMonitor({
     resolution: 100,
-    idleResolution: 1000,
+    idleResolution,
     idleAfter: 500,
     window: 60_000,
     now: () => clock,
   });
   monitor.start();
-  monitor.stop(); // driven by hand below
-  for (clock = 100; clock <= 600; clock += 100) monitor.record(clock);
+  monitor.stop(); // driven by hand
+  const at = (ms: number) => monitor.record(clock = ms);
+  for (let ms = 100; ms <= 600; ms += 100) at(ms);
+  return { monitor, at };
+}
+
+Deno.test("metrics: the event-loop delay meter samples slowly after a quiet spell, finely after a late tick", () => {
+  const { monitor, at } = quietMonitor(1000);
   // Quiet for 500 ms: the next tick is due a second later, so a tick then is on time.
-  clock = 1600;
-  monitor.record(clock);
+  at(1600);
   assert.equal(monitor.lastSeconds, 0);
-  clock = 2900; // due at 2600: 300 ms late, back to the fine resolution
-  monitor.record(clock);
+  at(2900); // due at 2600: 300 ms late, back to the fine resolution
   assert.equal(monitor.lastSeconds, 0.3);
-  clock = 3100; // due at 3000 (100 ms after the late tick): 100 ms late
-  monitor.record(clock);
+  at(3100); // due at 3000 (100 ms after the late tick): 100 ms late
   assert.equal(monitor.lastSeconds, 0.1);
 });
 
 Deno.test("metrics: the event-loop delay meter keeps sampling slowly through a loaded machine's timer jitter", () => {
-  let clock = 0;
-  const monitor = new LoopDelayMonitor({
-    resolution: 100,
-    idleResolution: 5000,
-    idleAfter: 500,
-    window: 60_000,
-    now: () => clock,
-  });
-  monitor.start();
-  monitor.stop(); // driven by hand below
-  for (clock = 100; clock <= 600; clock += 100) monitor.record(clock);
-  clock = 5630; // due at 5600: 30 ms late, a timer waiting for a CPU, not a stall
-  monitor.record(clock);
+  const { monitor, at } = quietMonitor(5000);
+  at(5630); // due at 5600: 30 ms late, a timer waiting for a CPU, not a stall
   assert.equal(monitor.lastSeconds, 0.03);
-  clock = 10_630; // still sampled every 5 s: due at 10630, on time
-  monitor.record(clock);
+  at(10_630); // still sampled every 5 s: due at 10630, on time
   assert.equal(monitor.lastSeconds, 0);
-  clock = 15_700; // due at 15630: 70 ms late, a stall: back to the fine resolution
-  monitor.record(clock);
-  clock = 15_900; // due at 15800 (100 ms after the stall): 100 ms late
-  monitor.record(clock);
+  at(15_700); // due at 15630: 70 ms late, a stall: back to the fine resolution
+  at(15_900); // due at 15800 (100 ms after the stall): 100 ms late
   assert.equal(monitor.lastSeconds, 0.1);
 });
 

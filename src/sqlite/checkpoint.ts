@@ -146,8 +146,6 @@ export interface TruncateResult extends CheckpointResult {
 
 /** A database's write lock, held by a connection of the checkpoint worker. */
 export interface HeldWriteLock {
-  /** `PRAGMA data_version` read under the lock. */
-  readonly dataVersion: number;
   /**
    * Gives the lock up and runs `PRAGMA wal_checkpoint(TRUNCATE)` on the same connection, then
    * begins a read transaction there and reads `PRAGMA data_version` in it, in one synchronous
@@ -183,7 +181,7 @@ export async function lockForTruncate(path: string, expireMs = 2000): Promise<He
     done();
     scheduleIdleStop();
   };
-  let locked: { session: number; dataVersion: number };
+  let locked: { session: number };
   try {
     locked = await request({ op: "lock", path, expireMs });
   } catch (err) {
@@ -193,7 +191,6 @@ export async function lockForTruncate(path: string, expireMs = 2000): Promise<He
   let truncated = false;
   let ended = false;
   return {
-    dataVersion: locked.dataVersion,
     truncate: () => {
       if (truncated || ended) return Promise.reject(new Error("the TRUNCATE was already run"));
       truncated = true;
