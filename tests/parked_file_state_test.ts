@@ -75,9 +75,11 @@ Deno.test("parked file state: inode, size and times are those Deno.statSync give
     await Deno.writeTextFile(db, "header+page");
     await Deno.writeTextFile(`${db}-wal`, "frames and more");
     // Four different times: atime, mtime, ctime (now) and btime (the creation, a second
-    // before), so that a field read at another field's offset shows.
+    // before), so that a field read at another field's offset shows. The kernel stamps
+    // times from a coarse clock that can lag Date.now() by a tick, so wait well past the
+    // second's boundary (CI once saw ctime still in the creation's second).
     const created = Math.floor(Date.now() / 1000);
-    while (Math.floor(Date.now() / 1000) <= created) {
+    while (Date.now() < (created + 1) * 1000 + 100) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     await Deno.utime(db, new Date(1_000_000_123), new Date(2_000_000_456));
