@@ -172,8 +172,9 @@ const MAX_CATCH_UP_SYNCS = 8;
  */
 const TRUNCATE_LOCK_EXPIRE_MS = 2000;
 /**
- * Most WAL bytes a TRUNCATE syncs under the write lock; more (committed while the lock was
- * being taken) and it gives the lock up and waits for the next turn.
+ * Most WAL bytes a checkpoint (PASSIVE or TRUNCATE) syncs under the write lock; more
+ * (committed while the lock was being taken) and it gives the lock up and waits for the next
+ * turn.
  */
 const MAX_TRUNCATE_LOCKED_SYNC_BYTES = 4 * MAX_LOCKED_SYNC_BYTES;
 const READ_CHUNK = 1 << 20;
@@ -1315,14 +1316,24 @@ export class DB {
           this.#lastCheckpointAt = Date.now(); // spaced like one that ran
           return;
         }
-        lockHeldMs += await this.#moveReadTxUnderWriteLock();
+        const moved = await this.#moveReadTxUnderWriteLock();
+        lockHeldMs += moved.lockHeldMs;
+        if (!moved.moved) {
+          this.#noteWriteLockHeld(lockHeldMs);
+          this.#options.logger?.debug("checkpoint deferred: the backlog grew while locking");
+          this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+          this.#closeWriter();
+          return;
+        }
         // In a worker: a large checkpoint would freeze the event loop for hundreds of ms.
         await this.#retry(() => checkpoint(this.path, "PASSIVE"));
         // Move it again so the WAL can restart (our mark drops to 0 when all was backfilled);
         // under the lock, so no frame we have not synced can be backfilled and discarded.
         // Skipped when what was committed during the checkpoint is too much to sync under the
         // lock: our mark then stays where it was (safe; the WAL only cannot restart yet).
-        if (await this.#catchUp()) lockHeldMs += await this.#moveReadTxUnderWriteLock();
+        if (await this.#catchUp()) {
+          lockHeldMs += (await this.#moveReadTxUnderWriteLock()).lockHeldMs;
+        }
       }
     } catch (err) {
       this.stats.checkpointErrors++;
@@ -1458,21 +1469,30 @@ export class DB {
 
   /**
    * Takes the write lock, syncs the last frames and restarts the read transaction at the WAL's
-   * end, then releases the lock. @returns how long the lock was held (ms).
+   * end, then releases the lock. Gives the lock up at once, moving nothing, when more than
+   * {@linkcode MAX_TRUNCATE_LOCKED_SYNC_BYTES} were committed while it was being taken (the
+   * busy retries can last as long as a fast writer keeps the lock): syncing that under the
+   * lock would hold the application's commits while it encodes.
+   * @returns how long the lock was held (ms) and whether the read transaction moved.
    */
-  async #moveReadTxUnderWriteLock(): Promise<number> {
+  async #moveReadTxUnderWriteLock(): Promise<{ lockHeldMs: number; moved: boolean }> {
     const writer = this.#writerConnection();
     const reader = this.#reader!;
     await this.#lockWrites();
     const lockedAt = performance.now();
+    let moved = false;
     try {
-      await this.#syncOnce();
-      reader.exec("COMMIT");
-      await this.#beginReadTx();
+      const backlog = (await this.#walFile!.size()) - this.walBytesSynced;
+      if (backlog <= MAX_TRUNCATE_LOCKED_SYNC_BYTES) {
+        await this.#syncOnce();
+        reader.exec("COMMIT");
+        await this.#beginReadTx();
+        moved = true;
+      }
     } finally {
       writer.exec("ROLLBACK");
     }
-    return performance.now() - lockedAt;
+    return { lockHeldMs: performance.now() - lockedAt, moved };
   }
 
   /** Keeps the most recent write-lock hold times (ms) for status and the bench. */
