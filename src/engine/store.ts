@@ -297,6 +297,9 @@ export class Store {
   /** Databases being opened at once (`openConcurrency`). */
   #openSlots: WorkQueue;
   #closed = false;
+  #closePromise?: Promise<FinalSyncFailure[]>;
+  /** Parked databases close() opens for their final sync (see #wakeChangedParked). */
+  #finalWakes = new Set<string>();
   #refused = new Map<string, MetaDirLockedError | ReplicaInUseError>();
   /** Databases removed and still closing (their connections, descriptors and meta dir lock). */
   #closing = new Map<string, Promise<void>>();
@@ -499,8 +502,11 @@ export class Store {
    * Final sync and upload of every database, then closes everything.
    * @returns the databases whose final sync failed, with how far behind their replicas are.
    */
-  async close(): Promise<FinalSyncFailure[]> {
-    if (this.#closed) return [];
+  close(): Promise<FinalSyncFailure[]> {
+    return this.#closePromise ??= this.#close();
+  }
+
+  async #close(): Promise<FinalSyncFailure[]> {
     this.#closed = true;
     for (const timer of this.#retryTimers.values()) clearTimeout(timer);
     this.#retryTimers.clear();
@@ -510,8 +516,8 @@ export class Store {
     this.#deferredCompactors.clear();
     this.#polls.close();
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
-    // Parked databases have nothing left to upload: their last sync ran when they parked.
     await Promise.all(this.#closing.values());
+    await this.#wakeChangedParked();
     this.#parked.clear();
     this.#watcher.close();
     const all = [...this.#managed.values()];
@@ -563,8 +569,9 @@ export class Store {
     parked?: ParkedState,
   ): Promise<Managed | undefined> {
     // Shutting down: an open still queued behind others (a burst of thousands of tenants) is
-    // dropped, not carried out only to be closed again.
-    if (this.#closed) return undefined;
+    // dropped, not carried out only to be closed again (but for a final wake-up).
+    const finalWake = this.#finalWakes.has(entry.path);
+    if (this.#closed && !finalWake) return undefined;
     const logger = this.#options.logger.child({ db: entry.path });
     let attached: Attachment | undefined;
     let reserved = false;
@@ -596,6 +603,11 @@ export class Store {
         lastActivity: performance.now(),
       };
       if (carried) carryCounters(managed, carried);
+      if (this.#closed && finalWake) {
+        // Only for close()'s final sync: no watch, poll, sync or compaction of its own.
+        this.#managed.set(entry.path, managed);
+        return managed;
+      }
       if (this.#closed) {
         await db.close();
         await client.close();
@@ -1033,7 +1045,12 @@ export class Store {
       const woken = this.#parking.get(path) === true;
       this.#parking.delete(path);
       if (this.#closing.get(path) === closing) this.#closing.delete(path);
-      if (this.#closed) return outcome.record?.unwatch?.();
+      if (this.#closed) {
+        // close() looks at it once more (#wakeChangedParked): written since, it is opened for
+        // the final sync.
+        if (outcome.record && !outcome.reopen) this.#parked.set(path, outcome.record);
+        return outcome.record?.unwatch?.();
+      }
       if (outcome.reopen || !outcome.record) {
         this.#add(entry, outcome.figures);
         return;
@@ -1076,6 +1093,36 @@ export class Store {
       });
     }, delay);
     Deno.unrefTimer(this.#trimTimer as unknown as number);
+  }
+
+  /**
+   * At close, opens for the final sync every parked database whose files changed since it
+   * parked and whose change was not acted on yet (its inotify event still queued behind the
+   * stop, the sweep not there yet): stopping leaves every committed transaction on the
+   * replica. One statx per parked database; a deleted one has nothing left to upload.
+   */
+  async #wakeChangedParked(): Promise<void> {
+    const changed = [...this.#parked.values()].filter((parked) => {
+      const path = parked.entry.path;
+      if (!fileStateChanged(path, parked.fileState)) return false;
+      try {
+        return Deno.statSync(path).isFile;
+      } catch {
+        return false;
+      }
+    });
+    await Promise.all(changed.map(async (parked) => {
+      const path = parked.entry.path;
+      this.#parked.delete(path);
+      parked.unwatch?.();
+      this.#finalWakes.add(path);
+      this.#options.logger.debug("waking parked database for the final sync", { db: path });
+      try {
+        await this.#open(parked.entry, parked.figures, parked.state);
+      } finally {
+        this.#finalWakes.delete(path);
+      }
+    }));
   }
 
   /** A change was seen on a parked database: wakes it when its files differ from when parked. */
