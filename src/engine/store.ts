@@ -300,6 +300,8 @@ export class Store {
   #closePromise?: Promise<FinalSyncFailure[]>;
   /** Parked databases close() opens for their final sync (see #wakeChangedParked). */
   #finalWakes = new Set<string>();
+  /** Parked databases woken by a change whose open the stop dropped (see #open). */
+  #droppedWakes: Omit<ParkedDatabase, "fileState">[] = [];
   #refused = new Map<string, MetaDirLockedError | ReplicaInUseError>();
   /** Databases removed and still closing (their connections, descriptors and meta dir lock). */
   #closing = new Map<string, Promise<void>>();
@@ -571,7 +573,11 @@ export class Store {
     // Shutting down: an open still queued behind others (a burst of thousands of tenants) is
     // dropped, not carried out only to be closed again (but for a final wake-up).
     const finalWake = this.#finalWakes.has(entry.path);
-    if (this.#closed && !finalWake) return undefined;
+    if (this.#closed && !finalWake) {
+      // A parked database woken by a change has that change to upload: close() opens it.
+      if (parked && carried) this.#droppedWakes.push({ entry, figures: carried, state: parked });
+      return undefined;
+    }
     const logger = this.#options.logger.child({ db: entry.path });
     let attached: Attachment | undefined;
     let reserved = false;
@@ -1099,18 +1105,24 @@ export class Store {
    * At close, opens for the final sync every parked database whose files changed since it
    * parked and whose change was not acted on yet (its inotify event still queued behind the
    * stop, the sweep not there yet): stopping leaves every committed transaction on the
-   * replica. One statx per parked database; a deleted one has nothing left to upload.
+   * replica. So is every parked database woken before the stop whose open the stop dropped.
+   * One statx per parked database; a deleted one has nothing left to upload.
    */
   async #wakeChangedParked(): Promise<void> {
-    const changed = [...this.#parked.values()].filter((parked) => {
-      const path = parked.entry.path;
-      if (!fileStateChanged(path, parked.fileState)) return false;
+    const exists = (path: string) => {
       try {
         return Deno.statSync(path).isFile;
       } catch {
         return false;
       }
-    });
+    };
+    const changed: Omit<ParkedDatabase, "fileState">[] = [...this.#parked.values()].filter(
+      (parked) =>
+        fileStateChanged(parked.entry.path, parked.fileState) && exists(parked.entry.path),
+    );
+    // Woken before the stop, their opens dropped by it.
+    changed.push(...this.#droppedWakes.filter((woken) => exists(woken.entry.path)));
+    this.#droppedWakes = [];
     await Promise.all(changed.map(async (parked) => {
       const path = parked.entry.path;
       this.#parked.delete(path);
