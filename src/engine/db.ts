@@ -1248,10 +1248,13 @@ export class DB {
     const truncateAt = this.#options.truncatePageN > 0
       ? walBytes(this.#options.truncatePageN)
       : Infinity;
-    // Usually only after a sync that reached the WAL's end. A writer that never pauses never
-    // lets one end there, and its WAL then grew without bound (RELIABILITY F11): past the
-    // truncate threshold the checkpoints run anyway (each catches up first, see #catchUp).
-    if (!this.#syncedToWALEnd && synced < truncateAt) return;
+    // Usually after a sync that reached the WAL's end. A writer that never pauses never lets
+    // one end there: its WAL then grew to the truncate threshold (500 MB, RELIABILITY F11),
+    // each later checkpoint copying hundreds of MB, and the application's reads slowed with
+    // it. So past the PASSIVE threshold the checkpoints run anyway, spaced; each catches up
+    // first (#catchUp) and is skipped for this time when the writer stays ahead.
+    const checkpointAt = Math.min(truncateAt, walBytes(this.#options.minCheckpointPageN));
+    if (!this.#syncedToWALEnd && synced < checkpointAt) return;
     const spaced = Date.now() - this.#lastCheckpointAt >= MIN_CHECKPOINT_SPACING_MS;
     try {
       if (synced >= truncateAt) {
