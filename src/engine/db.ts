@@ -782,14 +782,22 @@ export class DB {
     return result;
   }
 
-  async #syncOnce(forceSnapshot?: string): Promise<SyncResult> {
+  /**
+   * One sync. `maxWALBytes` bounds what it reads of the WAL (default `maxSyncWALBytes`); the
+   * result's `more` says that it stopped there.
+   */
+  async #syncOnce(forceSnapshot?: string, maxWALBytes?: number): Promise<SyncResult> {
     const taken: Uint8Array[] = [];
     try {
-      return await this.#syncWith((bytes) => {
-        const buffer = WAL_READ_BUFFERS.take(bytes);
-        taken.push(buffer);
-        return buffer;
-      }, forceSnapshot);
+      return await this.#syncWith(
+        (bytes) => {
+          const buffer = WAL_READ_BUFFERS.take(bytes);
+          taken.push(buffer);
+          return buffer;
+        },
+        forceSnapshot,
+        maxWALBytes,
+      );
     } finally {
       // Nothing of this sync holds on to the WAL bytes once its L0 file is written.
       for (const buffer of taken) WAL_READ_BUFFERS.give(buffer);
@@ -800,6 +808,7 @@ export class DB {
   async #syncWith(
     takeBuffer: (bytes: number) => Uint8Array,
     forceSnapshot?: string,
+    maxWALBytes = this.#options.maxSyncWALBytes,
   ): Promise<SyncResult> {
     const walFile = this.#walFile!;
     const pageSize = this.#pageSize;
@@ -842,7 +851,7 @@ export class DB {
         offset,
         salt1: salts.salt1,
         salt2: salts.salt2,
-        maxBytes: snapshot ? 0 : this.#options.maxSyncWALBytes,
+        maxBytes: snapshot ? 0 : maxWALBytes,
         header,
         previousChecksum,
         allocate: takeBuffer,
@@ -853,7 +862,7 @@ export class DB {
         salts = { salt1: header.salt1, salt2: header.salt2 };
         return await readWAL(walFile, {
           offset,
-          maxBytes: this.#options.maxSyncWALBytes,
+          maxBytes: maxWALBytes,
           header,
           allocate: takeBuffer,
         });
@@ -915,7 +924,9 @@ export class DB {
       snapshot,
       ...(reason ? { reason } : {}),
     });
-    return { txid, snapshot, reason, pageCount: pgnos.length, more: !this.#syncedToWALEnd };
+    // Not "the WAL file goes on": a WAL restarted without TRUNCATE keeps its old length, and
+    // what lies past the last commit is an older generation (syncing again finds nothing).
+    return { txid, snapshot, reason, pageCount: pgnos.length, more: read?.limited === true };
   }
 
   async #writeSnapshot(client: ReplicaClient) {
@@ -1290,9 +1301,12 @@ export class DB {
    */
   async #catchUp(): Promise<boolean> {
     for (let i = 0; i < MAX_CATCH_UP_SYNCS; i++) {
-      const left = (await this.#walFile!.size()) - this.walBytesSynced;
-      if (left <= MAX_LOCKED_SYNC_BYTES) return true;
-      await this.#syncOnce();
+      // Caught up when a sync reached the end of the committed WAL and found little: what is
+      // committed by the time the lock is held is then about as little. (Not the WAL file's
+      // size: a WAL restarted without TRUNCATE keeps its old length, and comparing with that
+      // deferred every checkpoint of a WAL that had once been large.)
+      const result = await this.#syncOnce();
+      if (!result.more && result.pageCount * this.#pageSize <= MAX_LOCKED_SYNC_BYTES) return true;
     }
     return false;
   }
@@ -1386,16 +1400,17 @@ export class DB {
     let deferred = false;
     try {
       // What was committed while the lock was being taken (the retries above) is synced under
-      // it: past a few MiB that would hold the application's commits for as long as it takes
-      // to encode, so the lock is given up at once and the TRUNCATE tried at the next turn.
-      const backlog = (await this.#walFile!.size()) - this.walBytesSynced;
-      if (backlog > MAX_TRUNCATE_LOCKED_SYNC_BYTES) {
+      // it, up to a few MiB: more would hold the application's commits for as long as it
+      // takes to encode, so the lock is then given up and the TRUNCATE tried at the next turn.
+      const first = await this.#syncOnce(undefined, MAX_TRUNCATE_LOCKED_SYNC_BYTES);
+      if (first.more) {
         deferred = true;
         return;
       }
       // Synced to the end of the committed WAL once a sync finds nothing more. Not the WAL
       // file's end: a WAL restarted without TRUNCATE keeps its old length, and what lies past
       // the last commit frame is an older generation or a rolled-back transaction's spill.
+      syncedToEnd = first.txid === undefined;
       for (let i = 0; i < 3 && !syncedToEnd; i++) {
         syncedToEnd = (await this.#syncOnce()).txid === undefined;
       }
@@ -1472,10 +1487,10 @@ export class DB {
 
   /**
    * Takes the write lock, syncs the last frames and restarts the read transaction at the WAL's
-   * end, then releases the lock. Gives the lock up at once, moving nothing, when more than
-   * {@linkcode MAX_TRUNCATE_LOCKED_SYNC_BYTES} were committed while it was being taken (the
-   * busy retries can last as long as a fast writer keeps the lock): syncing that under the
-   * lock would hold the application's commits while it encodes.
+   * end, then releases the lock. Syncs at most {@linkcode MAX_TRUNCATE_LOCKED_SYNC_BYTES}
+   * under it and gives it up, moving nothing, when more was committed while it was being
+   * taken (the busy retries can last as long as a fast writer keeps the lock): syncing all
+   * of that would hold the application's commits while it encodes.
    * @returns how long the lock was held (ms) and whether the read transaction moved.
    */
   async #moveReadTxUnderWriteLock(): Promise<{ lockHeldMs: number; moved: boolean }> {
@@ -1485,9 +1500,8 @@ export class DB {
     const lockedAt = performance.now();
     let moved = false;
     try {
-      const backlog = (await this.#walFile!.size()) - this.walBytesSynced;
-      if (backlog <= MAX_TRUNCATE_LOCKED_SYNC_BYTES) {
-        await this.#syncOnce();
+      // Bounded: what was committed while the lock was being taken may be more.
+      if (!(await this.#syncOnce(undefined, MAX_TRUNCATE_LOCKED_SYNC_BYTES)).more) {
         reader.exec("COMMIT");
         await this.#beginReadTx();
         moved = true;

@@ -57,6 +57,12 @@ export interface WALReadResult {
   commit: number;
   /** End of the last committed frame (`max(pageMap offsets) + frameSize`); 0 when none. */
   endOffset: number;
+  /**
+   * Reading stopped at `maxBytes`, after a commit frame: more committed frames may follow.
+   * Otherwise it stopped at the end of the committed WAL (whatever the file holds after that
+   * is an older generation's tail or a transaction still being written).
+   */
+  limited?: boolean;
   /** Salt-1 the frames were checked against (the header's, or the given one when resuming). */
   salt1: number;
   /** Salt-2 the frames were checked against. */
@@ -155,6 +161,7 @@ export async function readWAL(
   let chunkOffset = startOffset;
   let chunksRead = 0;
   let lastReadBytes = 0;
+  let limited = false;
   // One read per chunk: a short one ends the valid WAL anyway, and learning that it was the
   // end from a second read (as readAt does) costs a round trip to a pool thread per sync.
   const read = file.readOnce?.bind(file) ?? file.readAt.bind(file);
@@ -181,7 +188,10 @@ export async function readWAL(
         for (const [pgno, offset] of txPages) pageMap.set(pgno, offset);
         txPages = new Map();
         commit = frameCommit;
-        if (maxBytes > 0 && frameOffset + frameSize - startOffset >= maxBytes) break reading;
+        if (maxBytes > 0 && frameOffset + frameSize - startOffset >= maxBytes) {
+          limited = true;
+          break reading;
+        }
       }
     }
     // A short read (end of file, or a frame still being appended) ends the valid WAL.
@@ -202,7 +212,7 @@ export async function readWAL(
   const frames = chunksRead === 1
     ? { offset: startOffset, bytes: chunk.subarray(0, lastReadBytes) }
     : undefined;
-  return { header, pageMap, commit, endOffset, salt1, salt2, frames };
+  return { header, pageMap, commit, endOffset, salt1, salt2, frames, limited };
 }
 
 const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
