@@ -39,6 +39,8 @@ export const TOTAL_KEYS = [
   "syncErrors",
   "checkpoints",
   "checkpointErrors",
+  "truncationsContinued",
+  "truncationsSnapshotted",
   "uploads",
   "uploadErrors",
   "bytesUploaded",
@@ -102,6 +104,8 @@ export function aggregate(rows: readonly DatabaseStatus[], opening = 0): Aggrega
     totals.syncErrors += stats.syncErrors;
     totals.checkpoints += stats.checkpoints;
     totals.checkpointErrors += stats.checkpointErrors;
+    totals.truncationsContinued += stats.truncationsContinued;
+    totals.truncationsSnapshotted += stats.truncationsSnapshotted;
     totals.uploads += stats.uploads;
     totals.uploadErrors += stats.uploadErrors;
     totals.bytesUploaded += stats.bytesUploaded;

@@ -101,6 +101,8 @@ type StatsKey =
   | "syncErrors"
   | "checkpoints"
   | "checkpointErrors"
+  | "truncationsContinued"
+  | "truncationsSnapshotted"
   | "uploads"
   | "uploadErrors"
   | "bytesUploaded";
@@ -132,6 +134,16 @@ const DB_COUNTERS: readonly DBCounter[] = [
     "sluice_db_checkpoint_errors_total",
     "Checkpoints that failed (a busy database included).",
     "checkpointErrors",
+  ),
+  stats(
+    "sluice_db_truncate_continued_total",
+    "TRUNCATE checkpoints after which the syncs continued incrementally.",
+    "truncationsContinued",
+  ),
+  stats(
+    "sluice_db_truncate_snapshots_total",
+    "TRUNCATE checkpoints followed by a full snapshot (a commit slipped in, or unknown).",
+    "truncationsSnapshotted",
   ),
   stats("sluice_db_uploads_total", "L0 files uploaded to the replica.", "uploads"),
   stats(
