@@ -440,6 +440,67 @@ Deno.test("wasm codec: XXH32 and CRC-64 of every short length and alignment", ()
   assert.equal(xxh32Wasm(big, 1), xxh32(big, 1));
 });
 
+Deno.test("wasm codec: fused page checksums and XXH32 at lengths around the vector loop's", () => {
+  // The page's CRC-64 runs 64 bytes a step (with XXH32 in the same pass): lengths below, at
+  // and past multiples of 64 and the 256-byte threshold, at an odd offset.
+  const bytes = Uint8Array.from({ length: 5001 }, (_, i) => (i * 2654435761) >>> 24);
+  const lengths = Array.from({ length: 330 }, (_, i) => i);
+  for (const base of [511, 1023, 4095, 4159]) lengths.push(base, base + 1, base + 2, base + 17);
+  lengths.push(5000);
+  for (const n of lengths) {
+    const page = bytes.subarray(1, 1 + n);
+    for (const withPageChecksum of [true, false]) {
+      for (const withXXH32 of [true, false]) {
+        const what = `length ${n}, checksum ${withPageChecksum}, xxh32 ${withXXH32}`;
+        const digest: PageDigest = {
+          crc: Int32Array.of(3, -7),
+          withPageChecksum,
+          pageChecksum: 0n,
+        };
+        const decoded = decodePage(0x01020304, n, page, true, digest, withXXH32);
+        assert.deepStrictEqual(decoded.data, page, what);
+        assert.equal(decoded.xxh32, withXXH32 ? xxh32(page) : 0, `${what}: XXH32`);
+        const state = Int32Array.of(3, -7);
+        crc64UpdateReference(state, page);
+        assert.deepStrictEqual(digest.crc, state, `${what}: file checksum state`);
+        if (withPageChecksum) {
+          assert.equal(digest.pageChecksum, referencePageChecksum(0x01020304, page), what);
+        }
+      }
+    }
+  }
+});
+
+Deno.test("wasm codec: short matches at every small offset decode as the reference does", () => {
+  // Sequences of short literals and short matches reaching 1…40 bytes back (overlapping
+  // copies included): the decoder's fast path, intact and damaged.
+  const rand = rng(15);
+  for (let round = 0; round < 40; round++) {
+    const page = new Uint8Array(4096);
+    let at = 0;
+    while (at < page.length) {
+      const literals = Math.floor(rand() * 15);
+      for (let k = 0; k < literals && at < page.length; k++) page[at++] = rand() * 256;
+      const distance = 1 + Math.floor(rand() * 40);
+      const length = 4 + Math.floor(rand() * 15);
+      for (let k = 0; k < length && at < page.length; k++, at++) {
+        page[at] = at >= distance ? page[at - distance] : 0;
+      }
+    }
+    const block = new Uint8Array(compressBound(page.length));
+    const n = compressBlock(page, block, 0);
+    const wasmBlock = new Uint8Array(compressBound(page.length));
+    assert.equal(compressBlockWasm(page, wasmBlock, 0), n, `round ${round}: block size`);
+    assert.deepStrictEqual(wasmBlock.subarray(0, n), block.subarray(0, n), `round ${round}`);
+    sameDecompression(block.subarray(0, n), page.length, `round ${round}`);
+    for (let k = 0; k < 20; k++) {
+      const bad = block.slice(0, n);
+      bad[Math.floor(rand() * n)] ^= 1 << Math.floor(rand() * 8);
+      sameDecompression(bad, page.length, `round ${round}, damaged ${k}`);
+    }
+  }
+});
+
 Deno.test("wasm codec: linked frame blocks reach back into earlier output", () => {
   const page = Uint8Array.from({ length: 8192 }, (_, i) => (i % 300) & 255);
   const block = new Uint8Array(compressBound(4096));

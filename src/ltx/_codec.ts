@@ -91,19 +91,16 @@ export function useReferenceCodec(on: boolean): void {
   referenceCodec = on;
 }
 
-let bytes = new Uint8Array(wasm.memory.buffer);
-let words = new Int32Array(wasm.memory.buffer);
-let longs = new BigUint64Array(wasm.memory.buffer);
-let batchWords = new Uint32Array(wasm.memory.buffer, BATCH, 2 * MAX_BATCH);
+// Views made once: the memory's initial and maximum sizes are equal (wasm/codec/asconfig.json)
+// and the module never grows it, so its buffer never changes (checking that it did cost more
+// per page than the WebAssembly call itself).
+const bytes = new Uint8Array(wasm.memory.buffer);
+const words = new Int32Array(wasm.memory.buffer);
+const longs = new BigUint64Array(wasm.memory.buffer);
+const batchWords = new Uint32Array(wasm.memory.buffer, BATCH, 2 * MAX_BATCH);
 
-/** The memory views, taken again should the memory ever have grown (its buffer is then new). */
+/** The view of the whole memory. */
 function memory(): Uint8Array {
-  if (bytes.buffer !== wasm.memory.buffer) {
-    bytes = new Uint8Array(wasm.memory.buffer);
-    words = new Int32Array(wasm.memory.buffer);
-    longs = new BigUint64Array(wasm.memory.buffer);
-    batchWords = new Uint32Array(wasm.memory.buffer, BATCH, 2 * MAX_BATCH);
-  }
   return bytes;
 }
 
@@ -446,7 +443,7 @@ export function decodePageInto(
   saveState(digest.crc);
   if (digest.withPageChecksum) digest.pageChecksum = lastPageChecksum();
   decodedXXH32 = hash;
-  if (outPage.length !== pageSize || outPage.buffer !== mem.buffer) {
+  if (outPage.length !== pageSize) {
     outPage = mem.subarray(OUT, OUT + pageSize);
   }
   into.set(outPage, at);

@@ -2,7 +2,8 @@
  * CRC-64/GO-ISO (Go's `hash/crc64` with the ISO table), the checksum of LTX files (FORMAT.md §1.8)
  * and of the rolling database checksum (§1.9).
  *
- * Computed by the WebAssembly codec (slicing-by-16 over 64-bit tables, _codec.ts); inputs
+ * Computed by the WebAssembly codec (_codec.ts: no tables; the polynomial is sparse enough that
+ * eight bytes fold in with a few shifts and XORs, four SIMD lanes at a time); inputs
  * shorter than 64 bytes stay in the TypeScript reference (_crc64_ref.ts), which gives the same
  * results and is what tests compare against.
  *
