@@ -775,3 +775,170 @@ Deno.test("encoder: a failing sink fails the encoder; the decoder passes source 
   }, /connection reset/);
   await assert.rejects(decoder.readPage(), /connection reset/);
 });
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
+
+/** Encodes `pages` with `reuseChunks`, each chunk copied out by the sink: the chunks. */
+async function encodeReusing(h: Header, pages: Page[], encoding: PageEncoding) {
+  const chunks: Uint8Array[] = [];
+  const encoder = new Encoder(
+    new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
+    h,
+    { encoding, reuseChunks: true },
+  );
+  for (const page of pages) await encoder.encodePage(page.pgno, page.data);
+  await encoder.close();
+  return chunks;
+}
+
+Deno.test("encoder: chunks a sink keeps are never written again; the bytes of reuseChunks", async () => {
+  // Several full chunks of frames, and (512-byte pages: 40,000 index entries, ~300 KiB) an
+  // index that fills a chunk of its own in close().
+  const cases = [
+    { h: header({ pageSize: 4096, commit: 400 }), pages: mixedPages(4096, 400) },
+    {
+      h: header({ pageSize: 512, commit: 40_000 }),
+      pages: Array.from({ length: 40_000 }, (_, i) => ({
+        pgno: i + 1,
+        data: new Uint8Array(512).fill(i % 251),
+      })),
+    },
+  ];
+  for (const { h, pages } of cases) {
+    for (const encoding of ["frame", "block"] as const) {
+      // The sink keeps each chunk as it is, and a copy of it as it was handed over.
+      const kept: Uint8Array[] = [];
+      const asHanded: Uint8Array[] = [];
+      const encoder = new Encoder(
+        new WritableStream({
+          write: (chunk) => {
+            kept.push(chunk);
+            asHanded.push(chunk.slice());
+          },
+        }),
+        h,
+        { encoding },
+      );
+      for (const page of pages) await encoder.encodePage(page.pgno, page.data);
+      await encoder.close();
+      assert.ok(kept.length >= 3, `${kept.length} chunks`);
+      for (const [i, chunk] of kept.entries()) {
+        assert.ok(equalBytes(chunk, asHanded[i]), `chunk ${i} changed after it was handed over`);
+      }
+      // No chunk shares bytes with another: each owns what it holds.
+      const ranges = kept.map((c) => ({
+        buffer: c.buffer,
+        start: c.byteOffset,
+        end: c.byteOffset + c.length,
+      }));
+      for (const [i, a] of ranges.entries()) {
+        for (const b of ranges.slice(i + 1)) {
+          assert.ok(a.buffer !== b.buffer || a.end <= b.start || b.end <= a.start);
+        }
+      }
+      // The same chunks, byte for byte, as an encoder that reuses its buffer hands out.
+      const reused = await encodeReusing(h, pages, encoding);
+      assert.deepEqual(kept.map((c) => c.length), reused.map((c) => c.length));
+      assert.ok(equalBytes(concat(kept), concat(reused)));
+      const out = await decode(ReadableStream.from(kept));
+      assert.equal(out.pages.length, pages.length);
+      assert.deepEqual(out.pages[pages.length - 1], pages[pages.length - 1]);
+    }
+  }
+});
+
+Deno.test("decoder: readPage, readPageInto, readPageView and readPagesInto read the same pages", async () => {
+  const pages = mixedPages(4096, 40);
+  const bytes = await encode(header({ commit: 40, flags: 0 }), pages);
+  const open = () => new Decoder(chunked(bytes, 7), { name: "same.ltx" });
+
+  // readPage: each page its own array, intact after the later reads.
+  const fresh: Page[] = [];
+  const byPage = open();
+  for (let page = await byPage.readPage(); page; page = await byPage.readPage()) fresh.push(page);
+  assert.deepEqual(fresh, pages);
+  assert.equal(new Set(fresh.map((p) => p.data.buffer)).size, pages.length);
+  assert.ok(byPage.trailer);
+
+  // readPageInto: only the slot of the call is written.
+  const slots = new Uint8Array(3 * 4096).fill(0xee);
+  const into = open();
+  for (let i = 0;; i++) {
+    const slot = (i % 2) * 4096;
+    const other = slots.slice(4096 - slot, 2 * 4096 - slot);
+    const pgno = await into.readPageInto(slots, slot);
+    if (pgno === null) break;
+    assert.equal(pgno, pages[i].pgno);
+    assert.ok(equalBytes(slots.subarray(slot, slot + 4096), pages[i].data));
+    assert.ok(equalBytes(slots.subarray(4096 - slot, 2 * 4096 - slot), other));
+    assert.ok(slots.subarray(2 * 4096).every((b) => b === 0xee));
+  }
+  assert.equal(await into.readPageInto(slots), null);
+  assert.deepEqual(into.trailer, byPage.trailer);
+  await assert.rejects(open().readPageInto(slots, 2 * 4096 + 1), RangeError);
+
+  // readPageView: one page object, reused.
+  const view = open();
+  const first = await view.readPageView();
+  assert.deepEqual(first, pages[0]);
+  for (let i = 1; i < pages.length; i++) {
+    const page = await view.readPageView();
+    assert.equal(page, first);
+    assert.deepEqual(page, pages[i]);
+  }
+  assert.equal(await view.readPageView(), null);
+  assert.deepEqual(view.trailer, byPage.trailer);
+
+  // readPagesInto, in batches that do not divide the file.
+  const batch = new Uint8Array(7 * 4096);
+  const pgnos = new Uint32Array(7);
+  const batched = open();
+  let read = 0;
+  for (let n; (n = await batched.readPagesInto(batch, pgnos)) > 0; read += n) {
+    for (let i = 0; i < n; i++) {
+      assert.equal(pgnos[i], pages[read + i].pgno);
+      assert.ok(equalBytes(batch.subarray(i * 4096, (i + 1) * 4096), pages[read + i].data));
+    }
+  }
+  assert.equal(read, pages.length);
+  assert.deepEqual(batched.trailer, byPage.trailer);
+});
+
+Deno.test("decoder: a read while another waits for bytes is refused; errors stick", async () => {
+  const pages = mixedPages(4096, 4);
+  const bytes = await encode(header({ commit: 4 }), pages);
+  // A source that hands out bytes only when told: the first read waits for them.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const source = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      await gate;
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  });
+  for (const read of ["readPage", "readPageView", "readPageInto"] as const) {
+    const decoder = new Decoder(ReadableStream.from([bytes.subarray(0, 100)]), { name: "x" });
+    await decoder.readHeader();
+    const call = () =>
+      read === "readPageInto" ? decoder.readPageInto(new Uint8Array(4096)) : decoder[read]();
+    const pending = call();
+    await assert.rejects(call(), /concurrent calls on one decoder/);
+    // The pending read fails (the file ends), and its error sticks for every kind of read.
+    await assert.rejects(pending, /file ends at offset 100/);
+    await assert.rejects(call(), /file ends at offset 100/);
+    await assert.rejects(decoder.readPageView(), /file ends at offset 100/);
+    await assert.rejects(
+      decoder.readPagesInto(new Uint8Array(4096), new Uint32Array(1)),
+      /file ends/,
+    );
+  }
+  const decoder = new Decoder(source, { name: "slow.ltx" });
+  const header1 = decoder.readHeader();
+  await assert.rejects(decoder.readPageView(), /concurrent calls on one decoder/);
+  release();
+  await header1;
+  assert.deepEqual(await decoder.readPageView(), pages[0]);
+});

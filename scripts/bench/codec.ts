@@ -5,9 +5,14 @@
  *   deno run -A scripts/bench/codec.ts [--quick]
  *
  * Pages come from a generated SQLite database of typical rows (4 KiB pages, about half
- * compressible, like real tables and indexes; 32 MB, 8 MB with `--quick`). Encode writes to a
- * discarding sink in both page encodings; decode reads the encoded bytes back through a stream
- * with full verification.
+ * compressible, like real tables and indexes; 32 MB, 8 MB with `--quick`). Each row measures
+ * the calls production makes. Encode, in both page encodings, hands its chunks to a sink that
+ * copies each into one output buffer, as the codec worker and a directory replica do, and may
+ * reuse them (`reuseChunks`). Decode reads the output back through a stream of 256 KiB chunks
+ * with full verification, 1 MiB of pages per call into a reused batch (`readPagesInto`), as
+ * restore and the codec worker do. The rows' notes give the calls that allocate, in the same
+ * run: an encoder whose sink keeps each chunk (uploads to object storage), and `readPage`, a
+ * fresh array per page.
  *
  * sluice's figures are its WebAssembly codec (wasm/codec/). Baselines, on the same bytes in the
  * same run: the TypeScript reference codec (src/ltx/_lz4_block.ts and friends, switched in with
@@ -29,7 +34,14 @@ import {
   decompressBlockWasm,
   useReferenceCodec,
 } from "../../src/ltx/testing.ts";
-import { type BenchOptions, type BenchResult, formatTable, progress, result } from "./_common.ts";
+import {
+  type BenchOptions,
+  type BenchResult,
+  formatTable,
+  formatValue,
+  progress,
+  result,
+} from "./_common.ts";
 
 const PAGE_SIZE = 4096;
 
@@ -82,28 +94,58 @@ function header(commit: number): Header {
   };
 }
 
-async function encode(db: Uint8Array, encoding: PageEncoding) {
+/**
+ * Encodes `db` as a snapshot. By default as production's codec worker does: each chunk
+ * copied into `output` by the sink, the encoder reusing its buffer. With `keepChunks` the sink
+ * keeps each chunk instead (as uploads to object storage do), so every chunk is a new buffer.
+ */
+async function encode(
+  db: Uint8Array,
+  encoding: PageEncoding,
+  output: Uint8Array,
+  keepChunks = false,
+) {
   const commit = db.length / PAGE_SIZE;
-  const chunks: Uint8Array[] = [];
-  const encoder = new Encoder(
-    new WritableStream({ write: (c) => void chunks.push(c) }),
-    header(commit),
-    { encoding },
-  );
+  let size = 0;
+  const kept: Uint8Array[] = [];
+  const sink = new WritableStream<Uint8Array>({
+    write(chunk) {
+      if (keepChunks) kept.push(chunk);
+      else output.set(chunk, size);
+      size += chunk.length;
+    },
+  });
+  const encoder = new Encoder(sink, header(commit), { encoding, reuseChunks: !keepChunks });
   const start = performance.now();
   for (let pgno = 1; pgno <= commit; pgno++) {
     await encoder.encodePage(pgno, db.subarray((pgno - 1) * PAGE_SIZE, pgno * PAGE_SIZE));
   }
   await encoder.close();
-  return { seconds: (performance.now() - start) / 1000, chunks, size: encoder.bytesWritten };
+  return { seconds: (performance.now() - start) / 1000, bytes: output.subarray(0, size) };
 }
 
-async function decode(chunks: Uint8Array[]) {
+/** Output chunk size of the encoder, and so of the stream decode reads. */
+const CHUNK_BYTES = 256 * 1024;
+/** Pages per `readPagesInto` call: 1 MiB, as restore's and the codec worker's batches. */
+const BATCH_PAGES = (1 << 20) / PAGE_SIZE;
+const batch = new Uint8Array(BATCH_PAGES * PAGE_SIZE);
+const batchPgnos = new Uint32Array(BATCH_PAGES);
+
+/** Decodes `file`, as restore does, or with `readPage` (a fresh array per page). */
+async function decode(file: Uint8Array, freshPages = false) {
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < file.length; at += CHUNK_BYTES) {
+    chunks.push(file.subarray(at, at + CHUNK_BYTES));
+  }
   const start = performance.now();
   const decoder = new Decoder(ReadableStream.from(chunks), { name: "bench.ltx" });
   await decoder.readHeader();
   let pages = 0;
-  while (await decoder.readPage()) pages++;
+  if (freshPages) {
+    while (await decoder.readPage()) pages++;
+  } else {
+    for (let n; (n = await decoder.readPagesInto(batch, batchPgnos)) > 0;) pages += n;
+  }
   return { seconds: (performance.now() - start) / 1000, pages };
 }
 
@@ -119,21 +161,36 @@ function mbPerSecond(run: () => void, bytes: number, ms: number): number {
   return (bytes * rounds) / ((performance.now() - start) / 1000) / 1e6;
 }
 
-/** Encode and decode figures of one page encoding with the codec in use; best of `rounds`. */
-async function encodeDecode(db: Uint8Array, encoding: PageEncoding, rounds: number) {
-  await decode((await encode(db, encoding)).chunks); // warm up (and tier up the WebAssembly)
-  let encodeSeconds = Infinity;
-  let encoded!: Awaited<ReturnType<typeof encode>>;
-  for (let i = 0; i < rounds; i++) {
-    encoded = await encode(db, encoding);
-    encodeSeconds = Math.min(encodeSeconds, encoded.seconds);
-  }
-  let decodeSeconds = Infinity;
-  for (let i = 0; i < rounds; i++) {
-    decodeSeconds = Math.min(decodeSeconds, (await decode(encoded.chunks)).seconds);
-  }
+/**
+ * Encode and decode figures of one page encoding with the codec in use, best of `rounds`: as
+ * production codes, and with `allocating` also with the calls that allocate (else NaN).
+ */
+async function encodeDecode(
+  db: Uint8Array,
+  encoding: PageEncoding,
+  rounds: number,
+  allocating: boolean,
+) {
+  const output = new Uint8Array(db.length * 2);
+  await decode((await encode(db, encoding, output)).bytes); // warm up (and tier up the WebAssembly)
+  const best = async (run: () => Promise<{ seconds: number }>) => {
+    let seconds = Infinity;
+    for (let i = 0; i < rounds; i++) seconds = Math.min(seconds, (await run()).seconds);
+    return seconds;
+  };
+  const file = (await encode(db, encoding, output)).bytes.slice();
+  const encodeSeconds = await best(() => encode(db, encoding, output));
+  const decodeSeconds = await best(() => decode(file));
+  const keepingSeconds = allocating ? await best(() => encode(db, encoding, output, true)) : NaN;
+  const readPageSeconds = allocating ? await best(() => decode(file, true)) : NaN;
   const mb = db.length / 1e6;
-  return { encode: mb / encodeSeconds, decode: mb / decodeSeconds, size: encoded.size };
+  return {
+    encode: mb / encodeSeconds,
+    encodeKeeping: mb / keepingSeconds,
+    decode: mb / decodeSeconds,
+    decodeReadPage: mb / readPageSeconds,
+    size: file.length,
+  };
 }
 
 function target(value: number, goal: number, what: string): string {
@@ -145,7 +202,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   progress("codec: LTX encode/decode, CRC-64 and LZ4, WebAssembly vs TypeScript and lz4-wasm");
   const db = await databasePages(options.quick ? 8 : 32);
   const ms = options.quick ? 500 : 1500;
-  const rounds = options.quick ? 3 : 5;
+  // Best of several: one round of 8 MB takes ~15 ms, and a shared host preempts some.
+  const rounds = options.quick ? 5 : 7;
   const pages: Uint8Array[] = [];
   for (let at = 0; at < db.length; at += PAGE_SIZE) pages.push(db.subarray(at, at + PAGE_SIZE));
   const results: BenchResult[] = [];
@@ -169,11 +227,11 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   );
 
   for (const encoding of ["frame", "block"] as const) {
-    const wasm = await encodeDecode(db, encoding, rounds);
+    const wasm = await encodeDecode(db, encoding, rounds, true);
     useReferenceCodec(true);
     let reference;
     try {
-      reference = await encodeDecode(db, encoding, rounds);
+      reference = await encodeDecode(db, encoding, rounds, false);
     } finally {
       useReferenceCodec(false);
     }
@@ -185,7 +243,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         reference.encode,
         "TypeScript reference",
         `${target(wasm.encode, 600, "encode")}; ${encoding} output is ` +
-          `${(wasm.size / db.length).toFixed(3)} of the page bytes`,
+          `${(wasm.size / db.length).toFixed(3)} of the page bytes; with a sink that keeps ` +
+          `each chunk ${formatValue(wasm.encodeKeeping)} MB/s`,
       ),
       result(
         `LTX decode (${encoding}), 1 core`,
@@ -193,7 +252,8 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
         wasm.decode,
         reference.decode,
         "TypeScript reference",
-        target(wasm.decode, 1000, "decode"),
+        `${target(wasm.decode, 1000, "decode")}; with readPage (a fresh array per page) ` +
+          `${formatValue(wasm.decodeReadPage)} MB/s`,
       ),
     );
   }
