@@ -192,8 +192,20 @@ export async function idle(
   });
 }
 
+/** What {@linkcode discovery} measured. */
+export interface DiscoveryFigures {
+  /** Milliseconds from each database's creation to its first replica file. */
+  lags: number[];
+  /** Databases never seen on the replica. */
+  missing: number;
+  /** Milliseconds from the first creation to the last: the lags depend on this rate. */
+  createMs: number;
+  /** CPU seconds of sluice's process tree from the first creation until all were replicated. */
+  cpuSeconds: number;
+}
+
 /** Milliseconds from creation to first replica file of each of `count` databases made at once. */
-export async function discovery(count: number): Promise<{ lags: number[]; missing: number }> {
+export async function discovery(count: number): Promise<DiscoveryFigures> {
   return await withTempDir(`discover-${count}`, async (dir) => {
     const dbDir = join(dir, "dbs");
     const replicaDir = join(dir, "replica");
@@ -203,12 +215,15 @@ export async function discovery(count: number): Promise<{ lags: number[]; missin
     const watcher = await watchReplica(replicaDir, 100);
     const replicator = startSluice(["-c", configPath]);
     const created = new Map<string, number>();
+    let cpuSeconds = NaN;
     try {
       await sleep(2000); // started and watching (an empty directory)
       // On a worker: this thread stamps the replica files as they appear (_tenant_worker.ts).
       const names = Array.from({ length: count }, (_, i) => tenantName(i));
+      const cpuBefore = treeCpuSeconds(replicator.pid);
       for (const [name, at] of await createInWorker(dbDir, names)) created.set(name, at);
       await until(allReplicated(replicaDir, [...created.keys()]), 120_000, 100);
+      cpuSeconds = treeCpuSeconds(replicator.pid) - cpuBefore;
       await sleep(300);
     } finally {
       await replicator.stop();
@@ -226,7 +241,9 @@ export async function discovery(count: number): Promise<{ lags: number[]; missin
       if (seen === undefined) missing++;
       else lags.push(seen - at);
     }
-    return { lags, missing };
+    const times = [...created.values()];
+    const createMs = times.length > 0 ? Math.max(...times) - Math.min(...times) : 0;
+    return { lags, missing, createMs, cpuSeconds };
   });
 }
 
@@ -854,10 +871,13 @@ async function discoveryRows(options: BenchOptions): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   for (const count of [1, options.quick ? 100 : 1000]) {
     progress(`scale: ${count} databases created at once`);
-    const { lags, missing } = await discovery(count);
-    const note = `sluice: default park-after (1m); Litestream v0.3.13 has no directory watching${
-      missing ? `; ${missing} of ${count} never seen` : ""
-    }`;
+    const { lags, missing, createMs, cpuSeconds } = await discovery(count);
+    // The lags depend on how fast the tenants were created (slower on a loaded machine, which
+    // hides sluice's own cost) and on the CPU sluice got: both are shown.
+    const note = `sluice: default park-after (1m); Litestream v0.3.13 has no directory watching; ` +
+      `created in ${Math.round(createMs)} ms, sluice CPU ${cpuSeconds.toFixed(1)} s, load ${
+        Deno.loadavg()[0].toFixed(1)
+      }${missing ? `; ${missing} of ${count} never seen` : ""}`;
     const quantiles = count === 1 ? [0.5] : [0.5, 0.99, 1];
     for (const q of quantiles) {
       results.push(

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { statOrUndefined } from "./_local_stat.ts";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -419,8 +420,10 @@ export class DB {
    * process). Reading on from the unlinked old WAL would look idle for ever: replication would
    * silently stop.
    */
-  async #walStillOurs(): Promise<{ ours: boolean; info?: Deno.FileInfo }> {
-    const info = await Deno.stat(this.path + "-wal").catch(() => undefined);
+  #walStillOurs(): { ours: boolean; info?: Deno.FileInfo } {
+    // Synchronous, as in open: a stat of a local file takes microseconds, where an async op
+    // costs the event loop several times that in thread-pool round trips (every sync).
+    const info = statOrUndefined(this.path + "-wal");
     const ours = info?.ino != null && info.ino === this.#sidecarInodes.get("-wal");
     return { ours, info };
   }
@@ -766,7 +769,7 @@ export class DB {
     if (this.#closed) throw new Error(`${this.path} is closed`);
     let result: SyncResult;
     try {
-      const wal = await this.#walStillOurs();
+      const wal = this.#walStillOurs();
       if (!wal.ours) await this.#reattach();
       result = await this.#syncOnce();
       this.#accountFor(wal.ours ? wal.info : undefined);
@@ -1009,7 +1012,11 @@ export class DB {
       return;
     }
     const collector = new ByteCollector();
-    const encoder = new Encoder(collector.writable, header, { encoding: this.#options.encoding });
+    // The collector copies each chunk: the encoder need not allocate a fresh one per chunk.
+    const encoder = new Encoder(collector.writable, header, {
+      encoding: this.#options.encoding,
+      reuseChunks: true,
+    });
     for await (const run of this.#readRuns(pgnos, pageMap, walBytes)) {
       await encoder.encodePages(run.pgno, run.count, run.data);
     }
@@ -1239,7 +1246,7 @@ export class DB {
     const decoder = new Decoder(stream, { name: `${this.metaDir}/ltx/0/${formatTXID(txid)}` });
     try {
       await decoder.readHeader();
-      for (let page = await decoder.readPage(); page; page = await decoder.readPage()) {
+      for (let page = await decoder.readPageView(); page; page = await decoder.readPageView()) {
         if (page.pgno === pgno) return equalBytes(page.data, data);
         if (page.pgno > pgno) return false;
       }
@@ -1732,15 +1739,6 @@ function fileSize(path: string): number {
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return 0;
     throw err;
-  }
-}
-
-/** The stat of a local file, or undefined when it cannot be had (synchronous). */
-function statOrUndefined(path: string): Deno.FileInfo | undefined {
-  try {
-    return Deno.statSync(path);
-  } catch {
-    return undefined;
   }
 }
 

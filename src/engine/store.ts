@@ -9,6 +9,7 @@
  * @module
  */
 
+import { statOrUndefined } from "./_local_stat.ts";
 import type { DB, DBOptions } from "./db.ts";
 import { formatTXID } from "../ltx/mod.ts";
 import type { FinalSyncFailure, Replica } from "./shipper.ts";
@@ -173,6 +174,8 @@ export const DESCRIPTORS_PER_DATABASE = 8;
  * 1 s timer alone, 0.07 % of a core), more than the stats of a hundred parked databases.
  */
 const SWEEP_TICK_MS = 5000;
+/** Parked databases close() opens at once for their final sync (see #finalSyncChangedParked). */
+const FINAL_WAKE_BATCH = 8;
 
 /**
  * Longest run of the sweep's synchronous stats before it lets the event loop turn, ms (834
@@ -298,7 +301,7 @@ export class Store {
   #openSlots: WorkQueue;
   #closed = false;
   #closePromise?: Promise<FinalSyncFailure[]>;
-  /** Parked databases close() opens for their final sync (see #wakeChangedParked). */
+  /** Parked databases close() opens for their final sync (see #finalSyncChangedParked). */
   #finalWakes = new Set<string>();
   /** Parked databases woken by a change whose open the stop dropped (see #open). */
   #droppedWakes: Omit<ParkedDatabase, "fileState">[] = [];
@@ -519,14 +522,14 @@ export class Store {
     this.#polls.close();
     await Promise.all([...this.#opening.values()].map((p) => p.catch(() => {})));
     await Promise.all(this.#closing.values());
-    await this.#wakeChangedParked();
+    const parkedFailures = await this.#finalSyncChangedParked();
     this.#parked.clear();
     this.#watcher.close();
     const all = [...this.#managed.values()];
     this.#managed.clear();
     await Promise.all(this.#closing.values());
     const failures = await Promise.all(all.map((m) => this.#shutdown(m, true)));
-    return failures.filter((failure) => failure !== undefined);
+    return [...parkedFailures, ...failures.filter((failure) => failure !== undefined)];
   }
 
   /** Per-database status for `sluice status` and metrics, parked databases included. */
@@ -609,8 +612,10 @@ export class Store {
         lastActivity: performance.now(),
       };
       if (carried) carryCounters(managed, carried);
-      if (this.#closed && finalWake) {
-        // Only for close()'s final sync: no watch, poll, sync or compaction of its own.
+      if (this.#closed && (finalWake || parked)) {
+        // Only for close()'s final sync: no watch, poll, sync or compaction of its own. A
+        // wake-up (`parked`) that the stop overtook has a change to upload (CI saw one
+        // closed unsynced here, RELIABILITY F13).
         this.#managed.set(entry.path, managed);
         return managed;
       }
@@ -638,6 +643,10 @@ export class Store {
         this.#byFile.set(fileKey, managed);
         this.#fileKeys.set(managed, fileKey);
       }
+      // What the first sync, requested below, starts from at the earliest: the first poll asks
+      // for another only if the WAL changed since (without this, every database opened got a
+      // second, idle sync a second later: a burst of new tenants paid for each twice).
+      managed.lastWALStat = walStatKey(statOrUndefined(entry.path + "-wal"));
       this.#schedulePoll(managed);
       logger.info("replicating", { replica: client.location, txid: formatTXID(db.txid) });
       job.request();
@@ -712,6 +721,9 @@ export class Store {
    * still in that WAL.
    */
   async #closeMovedFrom(path: string): Promise<void> {
+    // Asynchronous on purpose: a database woken from parking to make room for this one must
+    // not take the freed slot before this open does (a synchronous stat here let it, and
+    // opens beyond the descriptor budget starved; tests/park_test.ts).
     const info = await Deno.stat(path).catch(() => undefined);
     if (!info) return;
     // By file, not by a walk over every open database: a burst of 1,000 new tenants would
@@ -841,7 +853,7 @@ export class Store {
    */
   async #poll(managed: Managed): Promise<boolean> {
     try {
-      if (await managed.db.replaced()) {
+      if (await this.#replaced(managed)) {
         // Removed while we looked (a directory monitor saw the file go): re-adding it would
         // leave a retry loop behind for a database nobody replicates any more.
         if (this.#managed.get(managed.entry.path) !== managed) return false;
@@ -858,9 +870,9 @@ export class Store {
         }
         return true;
       }
-      const stat = await Deno.stat(managed.entry.path + "-wal").catch(() => undefined);
+      const stat = statOrUndefined(managed.entry.path + "-wal");
       managed.db.observeWAL(stat);
-      const key = stat ? `${stat.size}:${stat.mtime?.getTime()}:${stat.ino}` : "none";
+      const key = walStatKey(stat);
       const behind = managed.replica.knownPosition === undefined ||
         managed.replica.knownPosition < managed.db.txid;
       if (key !== managed.lastWALStat || behind) {
@@ -876,6 +888,17 @@ export class Store {
       });
       return true;
     }
+  }
+
+  /**
+   * Whether the file at the database's path is no longer the one opened (`DB.replaced`), with a
+   * synchronous stat compared with the `device:inode` indexed at open.
+   */
+  #replaced(managed: Managed): Promise<boolean> {
+    const opened = this.#fileKeys.get(managed);
+    if (opened === undefined) return managed.db.replaced();
+    const info = statOrUndefined(managed.entry.path);
+    return Promise.resolve(!info || `${info.dev}:${info.ino}` !== opened);
   }
 
   async #shutdown(managed: Managed, finalSync: boolean): Promise<FinalSyncFailure | undefined> {
@@ -1052,7 +1075,7 @@ export class Store {
       this.#parking.delete(path);
       if (this.#closing.get(path) === closing) this.#closing.delete(path);
       if (this.#closed) {
-        // close() looks at it once more (#wakeChangedParked): written since, it is opened for
+        // close() looks at it once more (#finalSyncChangedParked): written since, it is opened for
         // the final sync.
         if (outcome.record && !outcome.reopen) this.#parked.set(path, outcome.record);
         return outcome.record?.unwatch?.();
@@ -1108,7 +1131,7 @@ export class Store {
    * replica. So is every parked database woken before the stop whose open the stop dropped.
    * One statx per parked database; a deleted one has nothing left to upload.
    */
-  async #wakeChangedParked(): Promise<void> {
+  async #finalSyncChangedParked(): Promise<FinalSyncFailure[]> {
     const exists = (path: string) => {
       try {
         return Deno.statSync(path).isFile;
@@ -1123,18 +1146,31 @@ export class Store {
     // Woken before the stop, their opens dropped by it.
     changed.push(...this.#droppedWakes.filter((woken) => exists(woken.entry.path)));
     this.#droppedWakes = [];
-    await Promise.all(changed.map(async (parked) => {
-      const path = parked.entry.path;
-      this.#parked.delete(path);
-      parked.unwatch?.();
-      this.#finalWakes.add(path);
-      this.#options.logger.debug("waking parked database for the final sync", { db: path });
-      try {
-        await this.#open(parked.entry, parked.figures, parked.state);
-      } finally {
-        this.#finalWakes.delete(path);
-      }
-    }));
+    const failures: FinalSyncFailure[] = [];
+    // A few at a time, each closed again after its sync: thousands of them must not open
+    // at once past the descriptor budget.
+    for (let i = 0; i < changed.length; i += FINAL_WAKE_BATCH) {
+      await Promise.all(
+        changed.slice(i, i + FINAL_WAKE_BATCH).map(async (parked) => {
+          const path = parked.entry.path;
+          this.#parked.delete(path);
+          parked.unwatch?.();
+          this.#finalWakes.add(path);
+          this.#options.logger.debug("waking parked database for the final sync", { db: path });
+          let managed: Managed | undefined;
+          try {
+            managed = await this.#open(parked.entry, parked.figures, parked.state);
+          } finally {
+            this.#finalWakes.delete(path);
+          }
+          if (!managed) return;
+          this.#managed.delete(path);
+          const failure = await this.#shutdown(managed, true);
+          if (failure) failures.push(failure);
+        }),
+      );
+    }
+    return failures;
   }
 
   /** A change was seen on a parked database: wakes it when its files differ from when parked. */
@@ -1193,6 +1229,11 @@ export class Store {
     }, tick);
     Deno.unrefTimer(this.#sweepTimer as unknown as number);
   }
+}
+
+/** What the safety-net poll compares a `-wal` by: size, mtime and inode ("none": missing). */
+function walStatKey(stat: Deno.FileInfo | undefined): string {
+  return stat ? `${stat.size}:${stat.mtime?.getTime()}:${stat.ino}` : "none";
 }
 
 /** Adds a parked database's counters to those of its new attachment (metrics never go back). */
