@@ -17,6 +17,7 @@
  * (utime + stime) from the writer's start to 1.5 s after its end, divided by the transactions.
  *
  *   deno run -A scripts/bench/throughput.ts [--quick]
+ *   deno run -A scripts/bench/throughput.ts --step=sluice,65536,600   # one 60 s step alone
  *
  * @module
  */
@@ -212,5 +213,17 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
 }
 
 if (import.meta.main) {
+  // --step=TOOL,PAYLOAD_BYTES,RATE runs that one 60 s step alone (a rate the two-step search
+  // did not try) and prints its figures.
+  const only = Deno.args.find((a) => a.startsWith("--step="))?.slice(7).split(",");
+  if (only) {
+    const [tool, payloadBytes, rate] = only;
+    if ((tool !== "sluice" && tool !== "litestream") || !(Number(payloadBytes) > 0)) {
+      throw new Error("--step=TOOL,PAYLOAD_BYTES,RATE: TOOL is sluice or litestream");
+    }
+    const s = await step(tool, Number(rate), 60, Number(payloadBytes), [0.2, 0.4, 0.6, 0.8, 1]);
+    console.log(describe(tool, [s]) + `; CPU per 1,000 tx ${s.cpuPer1000.toFixed(3)} s`);
+    Deno.exit(0);
+  }
   console.log(formatTable(await run({ quick: Deno.args.includes("--quick") })));
 }
