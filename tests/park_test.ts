@@ -294,6 +294,26 @@ Deno.test({
   });
 });
 
+/**
+ * A store that watches nothing (no WAL watch, no directory monitor) and sweeps its parked
+ * databases every `sweepInterval` ms, and the entry of `a.db` in `dir` that parks after 200 ms.
+ */
+function unwatchedStore(
+  dir: string,
+  sweepInterval: number,
+): { store: Store; entry: DatabaseEntry } {
+  const store = new Store({ logger: silentLogger, watchWAL: false, sweepInterval });
+  const entry: DatabaseEntry = {
+    path: join(dir, "a.db"),
+    metaDir: join(dir, ".a.db-sluice"),
+    createClient: () => new FileReplicaClient(join(dir, "replica")),
+    syncInterval: 20,
+    monitorInterval: 100,
+    parkAfter: 200,
+  };
+  return { store, entry };
+}
+
 Deno.test({
   name: "without any watcher the sweep wakes a parked database that changed",
   sanitizeResources: false,
@@ -301,15 +321,7 @@ Deno.test({
 }, async () => {
   await withTempDir(async (dir) => {
     // watchWAL: false and no directory monitor: nothing but the sweep can see the change.
-    const store = new Store({ logger: silentLogger, watchWAL: false, sweepInterval: 500 });
-    const entry: DatabaseEntry = {
-      path: join(dir, "a.db"),
-      metaDir: join(dir, ".a.db-sluice"),
-      createClient: () => new FileReplicaClient(join(dir, "replica")),
-      syncInterval: 20,
-      monitorInterval: 100,
-      parkAfter: 200,
-    };
+    const { store, entry } = unwatchedStore(dir, 500);
     try {
       await createDatabasesInChild([entry.path], 3);
       assert.equal(await store.add(entry), true);
@@ -334,15 +346,7 @@ Deno.test({
   await withTempDir(async (dir) => {
     // No watcher and a sweep far slower than the test: nothing sees the write before close(),
     // as when its inotify event is still queued behind the stop (CI saw that under load).
-    const store = new Store({ logger: silentLogger, watchWAL: false, sweepInterval: 3_600_000 });
-    const entry: DatabaseEntry = {
-      path: join(dir, "a.db"),
-      metaDir: join(dir, ".a.db-sluice"),
-      createClient: () => new FileReplicaClient(join(dir, "replica")),
-      syncInterval: 20,
-      monitorInterval: 100,
-      parkAfter: 200,
-    };
+    const { store, entry } = unwatchedStore(dir, 3_600_000);
     let closed = false;
     try {
       await createDatabasesInChild([entry.path], 3);
