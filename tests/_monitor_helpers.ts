@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { FileReplicaClient } from "../src/replica/mod.ts";
+import { parseWALHeader, type WALHeader } from "../src/sqlite/mod.ts";
 import { restore } from "../src/restore/mod.ts";
 
 /** Project root (tests run with cwd = root, but do not rely on it). */
@@ -329,6 +330,23 @@ export async function restoredRows(replicaDir: string): Promise<number[]> {
     return tableRows(out);
   } finally {
     await Deno.remove(dirname(out), { recursive: true });
+  }
+}
+
+/** python3 when it is installed with its sqlite3 module (the writers of many tests), else undefined. */
+export const PYTHON = new Deno.Command("python3", { args: ["-c", "import sqlite3"] })
+    .outputSync().success
+  ? "python3"
+  : undefined;
+
+/** The header of `db`'s WAL (its salts change when the WAL restarts); null when it has none. */
+export function walHeaderOf(db: string): WALHeader | null {
+  const bytes = new Uint8Array(32);
+  const file = Deno.openSync(`${db}-wal`);
+  try {
+    return file.readSync(bytes) === 32 ? parseWALHeader(bytes) : null;
+  } finally {
+    file.close();
   }
 }
 

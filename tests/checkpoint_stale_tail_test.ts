@@ -15,18 +15,15 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import {
   createDatabasesInChild,
+  PYTHON,
   restoredRows,
   SluiceProcess,
   tableRows,
   waitFor,
+  walHeaderOf,
   withTempDir,
   writeDirConfig,
 } from "./_monitor_helpers.ts";
-
-const PYTHON = new Deno.Command("python3", { args: ["-c", "import sqlite3"] }).outputSync()
-    .success
-  ? "python3"
-  : undefined;
 
 /** Inserts `rows` rows of ~60 KiB each (about 15 pages each) in one transaction. */
 async function burst(db: string, from: number, rows: number): Promise<void> {
@@ -42,15 +39,8 @@ async function burst(db: string, from: number, rows: number): Promise<void> {
 
 /** The WAL header's salts, as one string (they change when the WAL restarts). */
 function walSalts(db: string): string {
-  const header = new Uint8Array(32);
-  const file = Deno.openSync(`${db}-wal`);
-  try {
-    file.readSync(header);
-  } finally {
-    file.close();
-  }
-  const view = new DataView(header.buffer);
-  return `${view.getUint32(16)}:${view.getUint32(20)}`;
+  const header = walHeaderOf(db);
+  return header ? `${header.salt1}:${header.salt2}` : "none";
 }
 
 Deno.test({

@@ -22,6 +22,7 @@ import { DB, decideAfterTruncate, Replica, type TruncateObservation } from "../s
 import { decodeHeader, decodePageIndex, type Header, HEADER_SIZE } from "../src/ltx/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
+import { PYTHON, walHeaderOf } from "./_monitor_helpers.ts";
 
 const checkpoint = { busy: 0, dataVersionLocked: 7, dataVersionAfter: 7 };
 const clean: TruncateObservation = {
@@ -94,20 +95,10 @@ function readAfter(conn: DatabaseSync): number {
 }
 
 function walSalt1(path: string): number {
-  const header = new Uint8Array(32);
-  const file = Deno.openSync(`${path}-wal`);
-  try {
-    assert.equal(file.readSync(header), 32);
-  } finally {
-    file.close();
-  }
-  return new DataView(header.buffer).getUint32(16);
+  const header = walHeaderOf(path);
+  assert.ok(header, `${path}-wal has a valid header`);
+  return header.salt1;
 }
-
-const PYTHON = new Deno.Command("python3", { args: ["-c", "import sqlite3"] }).outputSync()
-    .success
-  ? "python3"
-  : undefined;
 
 /** A commit by another process (python3), synchronously: nothing else runs meanwhile. */
 function commitInAnotherProcess(path: string): void {

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import {
   createDatabasesInChild,
   hasReplica,
+  PYTHON,
   restoredRows,
   SluiceProcess,
   tableRows,
@@ -30,11 +31,6 @@ import {
 import { type DatabaseEntry, Store } from "../src/engine/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import { silentLogger } from "../src/log/mod.ts";
-
-const PYTHON = new Deno.Command("python3", { args: ["-c", "import sqlite3"] }).outputSync()
-    .success
-  ? "python3"
-  : undefined;
 
 /** Runs python3 code with `sys.argv[1]` = the database path; a short-lived application. */
 async function py(db: string, code: string): Promise<void> {

@@ -10,7 +10,6 @@
  * @module
  */
 
-import { statOrUndefined } from "./_local_stat.ts";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -60,6 +59,7 @@ import { fileIdentity, markIdentityAdopted, readIdentity, writeIdentity } from "
 import type { Logger } from "../log/mod.ts";
 import { type ParkedState, statKey } from "./_park.ts";
 import { ByteCollector, writeL0File } from "./_l0_file.ts";
+import { statOrUndefined } from "./_local_stat.ts";
 import { handOffPipe, imageEncoding, openEncoder } from "../pipeline/mod.ts";
 
 /** Longest step of the clock file times come from (the kernel's tick), with a margin. */
@@ -436,7 +436,7 @@ export class DB {
    * store starts over with it; sluice never creates a database).
    */
   async #reattach(): Promise<void> {
-    if (await this.replaced()) {
+    if (this.replaced()) {
       throw new DatabaseOpenError(`database ${this.path} was removed or replaced`);
     }
     const reason = "WAL deleted or replaced behind sluice (its SHARED lock was lost)";
@@ -554,9 +554,12 @@ export class DB {
       info.dev === this.#dev;
   }
 
-  /** Whether the database file at `path` is no longer the one opened (replaced by `mv`). */
-  async replaced(): Promise<boolean> {
-    const info = await Deno.stat(this.path).catch(() => undefined);
+  /**
+   * Whether the database file at `path` is no longer the one opened (replaced by `mv`).
+   * Synchronous: the safety-net polls of every open database ask (see `_local_stat.ts`).
+   */
+  replaced(): boolean {
+    const info = statOrUndefined(this.path);
     return !info || (info.ino ?? null) !== (this.#ino ?? null);
   }
 
@@ -599,7 +602,7 @@ export class DB {
     this.#closed = true;
     await this.#running.catch(() => {});
     await this.#settleDirSync().catch(() => {}); // durable before the process may exit
-    const moved = this.#dbFile !== undefined && await this.replaced();
+    const moved = this.#dbFile !== undefined && this.replaced();
     // A deleted file has no reader left to checkpoint for: copying its WAL into it would
     // only cost fsyncs, on this thread, while the disk may be busy with everyone else's.
     if (moved && (await this.#dbFile!.linkCount()) !== 0) this.#checkpointMovedFile();
@@ -1327,8 +1330,7 @@ export class DB {
     try {
       if (mode === "TRUNCATE") {
         if (await this.#catchUp()) return await this.#truncate();
-        this.#options.logger?.debug("TRUNCATE deferred: the writer outpaces the syncs");
-        this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+        this.#defer("TRUNCATE deferred: the writer outpaces the syncs");
         return;
       } else {
         // The read transaction moves to the WAL's end under the write lock, after a last sync:
@@ -1336,16 +1338,14 @@ export class DB {
         // the WAL while it runs (our read mark is on it). The lock is held for that short step
         // only, not for the checkpoint's copying and fsyncs, so applications keep committing.
         if (!(await this.#catchUp())) {
-          this.#options.logger?.debug("checkpoint deferred: the writer outpaces the syncs");
-          this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+          this.#defer("checkpoint deferred: the writer outpaces the syncs");
           return;
         }
         const moved = await this.#moveReadTxUnderWriteLock();
         lockHeldMs += moved.lockHeldMs;
         if (!moved.moved) {
           this.#noteWriteLockHeld(lockHeldMs);
-          this.#options.logger?.debug("checkpoint deferred: the backlog grew while locking");
-          this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+          this.#defer("checkpoint deferred: the backlog grew while locking");
           this.#closeWriter();
           return;
         }
@@ -1444,8 +1444,7 @@ export class DB {
         await lock.release();
         this.#noteWriteLockHeld(lockHeldMs);
         if (deferred) {
-          this.#options.logger?.debug("TRUNCATE deferred: the backlog grew while locking");
-          this.#lastCheckpointAt = Date.now(); // spaced like one that ran
+          this.#defer("TRUNCATE deferred: the backlog grew while locking");
           this.#closeWriter();
         }
       }
@@ -1517,6 +1516,12 @@ export class DB {
       writer.exec("ROLLBACK");
     }
     return { lockHeldMs: performance.now() - lockedAt, moved };
+  }
+
+  /** A checkpoint given up for this time: the next is spaced as if this one had run. */
+  #defer(why: string): void {
+    this.#options.logger?.debug(why);
+    this.#lastCheckpointAt = Date.now();
   }
 
   /** Keeps the most recent write-lock hold times (ms) for status and the bench. */

@@ -853,7 +853,7 @@ export class Store {
    */
   async #poll(managed: Managed): Promise<boolean> {
     try {
-      if (await this.#replaced(managed)) {
+      if (managed.db.replaced()) {
         // Removed while we looked (a directory monitor saw the file go): re-adding it would
         // leave a retry loop behind for a database nobody replicates any more.
         if (this.#managed.get(managed.entry.path) !== managed) return false;
@@ -888,17 +888,6 @@ export class Store {
       });
       return true;
     }
-  }
-
-  /**
-   * Whether the file at the database's path is no longer the one opened (`DB.replaced`), with a
-   * synchronous stat compared with the `device:inode` indexed at open.
-   */
-  #replaced(managed: Managed): Promise<boolean> {
-    const opened = this.#fileKeys.get(managed);
-    if (opened === undefined) return managed.db.replaced();
-    const info = statOrUndefined(managed.entry.path);
-    return Promise.resolve(!info || `${info.dev}:${info.ino}` !== opened);
   }
 
   async #shutdown(managed: Managed, finalSync: boolean): Promise<FinalSyncFailure | undefined> {
@@ -1132,13 +1121,7 @@ export class Store {
    * One statx per parked database; a deleted one has nothing left to upload.
    */
   async #finalSyncChangedParked(): Promise<FinalSyncFailure[]> {
-    const exists = (path: string) => {
-      try {
-        return Deno.statSync(path).isFile;
-      } catch {
-        return false;
-      }
-    };
+    const exists = (path: string) => statOrUndefined(path)?.isFile === true;
     const changed: Omit<ParkedDatabase, "fileState">[] = [...this.#parked.values()].filter(
       (parked) =>
         fileStateChanged(parked.entry.path, parked.fileState) && exists(parked.entry.path),
