@@ -333,12 +333,6 @@ export async function restoredRows(replicaDir: string): Promise<number[]> {
   }
 }
 
-/** python3 when it is installed with its sqlite3 module (the writers of many tests), else undefined. */
-export const PYTHON = new Deno.Command("python3", { args: ["-c", "import sqlite3"] })
-    .outputSync().success
-  ? "python3"
-  : undefined;
-
 /** The header of `db`'s WAL (its salts change when the WAL restarts); null when it has none. */
 export function walHeaderOf(db: string): WALHeader | null {
   const bytes = new Uint8Array(32);

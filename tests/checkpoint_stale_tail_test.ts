@@ -10,12 +10,12 @@
  * replica must restore to exactly the rows of the database at the end.
  */
 
+import { PYTHON } from "./_python.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import {
   createDatabasesInChild,
-  PYTHON,
   restoredRows,
   SluiceProcess,
   tableRows,

@@ -13,6 +13,7 @@
  * restores (sluice's and Litestream's) compared with the source.
  */
 
+import { PYTHON } from "./_python.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
@@ -22,7 +23,7 @@ import { DB, decideAfterTruncate, Replica, type TruncateObservation } from "../s
 import { decodeHeader, decodePageIndex, type Header, HEADER_SIZE } from "../src/ltx/mod.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
-import { PYTHON, walHeaderOf } from "./_monitor_helpers.ts";
+import { walHeaderOf } from "./_monitor_helpers.ts";
 
 const checkpoint = { busy: 0, dataVersionLocked: 7, dataVersionAfter: 7 };
 const clean: TruncateObservation = {

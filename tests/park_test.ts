@@ -14,12 +14,12 @@
  * "Parked" is read from /proc: sluice holds no descriptor of the database, its WAL or -shm.
  */
 
+import { PYTHON } from "./_python.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   createDatabasesInChild,
   hasReplica,
-  PYTHON,
   restoredRows,
   SluiceProcess,
   tableRows,
