@@ -430,3 +430,60 @@ function randomBytes(n: number): Uint8Array {
   for (let i = 0; i < n; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
   return bytes;
 }
+
+Deno.test("readWAL: singleReadBytes keeps a multi-megabyte WAL in one buffer, and no more", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sluice-wal-" });
+  const dbPath = join(dir, "big.db");
+  const conn = new DatabaseSync(dbPath);
+  try {
+    conn.exec("PRAGMA journal_mode = wal; PRAGMA wal_autocheckpoint = 0;");
+    conn.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)");
+    const insert = conn.prepare("INSERT INTO t (payload) VALUES (?)");
+    // ~3 MiB of WAL in 48 transactions: more than the first 1 MiB read.
+    for (let tx = 0; tx < 48; tx++) insert.run(randomBytes(64 * 1024));
+    const wal = await Deno.readFile(dbPath + "-wal");
+    assert.ok(wal.length > 3 << 20);
+    const whole = await readWALFile(dbPath + "-wal");
+    assert.ok(whole && whole.frames === undefined, "the default keeps at most 1 MiB");
+
+    const allocated: number[] = [];
+    const kept = await readWALFile(dbPath + "-wal", {
+      singleReadBytes: 16 << 20,
+      allocate: (bytes) => {
+        allocated.push(bytes);
+        return new Uint8Array(bytes);
+      },
+    });
+    assert.ok(kept?.frames, "the whole WAL is handed back");
+    assert.equal(kept.frames.offset, WAL_HEADER_SIZE);
+    assert.deepEqual(kept.frames.bytes.subarray(0, wal.length - WAL_HEADER_SIZE), wal.subarray(32));
+    assert.deepEqual(entries(kept), entries(whole));
+    assert.equal(kept.endOffset, whole.endOffset);
+    assert.ok(allocated[0] <= 1 << 20, `first read ${allocated[0]} bytes, at most 1 MiB`);
+    assert.equal(allocated.length, 2, "grown once, to the file's size");
+
+    // Past singleReadBytes: the same page map, read in chunks, no frames.
+    const chunked = await readWALFile(dbPath + "-wal", { singleReadBytes: 2 << 20 });
+    assert.ok(chunked && chunked.frames === undefined);
+    assert.deepEqual(entries(chunked), entries(whole));
+
+    // A restarted WAL keeps its old length: a small sync reads at most 1 MiB of the stale tail.
+    conn.exec("PRAGMA wal_checkpoint(PASSIVE)");
+    insert.run(randomBytes(100));
+    assert.equal((await Deno.stat(dbPath + "-wal")).size, wal.length, "the WAL kept its length");
+    allocated.length = 0;
+    const restarted = await readWALFile(dbPath + "-wal", {
+      singleReadBytes: 16 << 20,
+      allocate: (bytes) => {
+        allocated.push(bytes);
+        return new Uint8Array(bytes);
+      },
+    });
+    assert.ok(restarted?.frames);
+    assert.deepEqual(allocated, [Math.floor((1 << 20) / (4096 + 24)) * (4096 + 24)]);
+    assert.ok(restarted.pageMap.size > 0 && restarted.pageMap.size < 10);
+  } finally {
+    conn.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -233,9 +233,18 @@ export function spawnBackground(
   }).spawn();
   let tail = "";
   const decoder = new TextDecoder();
+  // SLUICE_BENCH_STDERR=FILE keeps every background process's whole stderr (appended), to read
+  // what a replicator logged during a step.
+  const keep = Deno.env.get("SLUICE_BENCH_STDERR");
   const reading = (async () => {
-    for await (const chunk of child.stderr) {
-      tail = (tail + decoder.decode(chunk)).slice(-4096);
+    const log = keep ? await Deno.open(keep, { append: true, create: true }) : undefined;
+    try {
+      for await (const chunk of child.stderr) {
+        await log?.write(chunk);
+        tail = (tail + decoder.decode(chunk)).slice(-4096);
+      }
+    } finally {
+      log?.close();
     }
   })().catch(() => {});
   return {

@@ -55,6 +55,8 @@ interface Step {
   committed: number;
   /** Largest probe lag in ms (Infinity when a probe did not arrive within the limit). */
   worstLagMs: number;
+  /** Each probe's lag in ms, in probe order (Infinity as above). */
+  probeLagsMs: number[];
   cpuPer1000: number;
   /** Transactions per second that had reached the replica by the writer's end (failed steps). */
   delivered: number;
@@ -89,7 +91,7 @@ async function step(
       await watcher.stop();
     }
     const files = byArrival(watcher.seen);
-    let worstLagMs = 0;
+    const probeLagsMs: number[] = [];
     for (const fraction of probes) {
       const index = Math.max(0, Math.ceil(fraction * run.committed) - 1);
       const committedAt = run.times[index];
@@ -106,8 +108,9 @@ async function step(
           if (!(err instanceof Deno.errors.NotFound)) throw err;
         }
       }
-      worstLagMs = Math.max(worstLagMs, lag);
+      probeLagsMs.push(lag);
     }
+    const worstLagMs = Math.max(0, ...probeLagsMs);
     // Replica progress at the writer's end: the newest transaction in the newest file before
     // it that holds any (files arrive in commit order).
     const writerEnd = run.times[run.committed - 1];
@@ -127,6 +130,7 @@ async function step(
       achieved: run.committed / run.seconds,
       committed: run.committed,
       worstLagMs,
+      probeLagsMs,
       cpuPer1000: (cpu / run.committed) * 1000,
     };
   });
@@ -223,6 +227,11 @@ if (import.meta.main) {
     }
     const s = await step(tool, Number(rate), 60, Number(payloadBytes), [0.2, 0.4, 0.6, 0.8, 1]);
     console.log(describe(tool, [s]) + `; CPU per 1,000 tx ${s.cpuPer1000.toFixed(3)} s`);
+    const lags = s.probeLagsMs.map((ms) => Number.isFinite(ms) ? `${ms.toFixed(0)} ms` : "≥ limit");
+    console.log(`probe lags (at 1/5 … 5/5 of the step): ${lags.join(", ")}`);
+    if (s.delivered > 0) {
+      console.log(`delivered by the writer's end: ${s.delivered.toFixed(0)} tx/s`);
+    }
     Deno.exit(0);
   }
   console.log(formatTable(await run({ quick: Deno.args.includes("--quick") })));

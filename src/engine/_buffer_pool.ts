@@ -13,8 +13,14 @@
 
 /** How many free buffers are kept (concurrent syncs beyond this allocate their own). */
 const MAX_POOLED = 4;
-/** Larger buffers are left to the garbage collector: a rare big sync must not pin its memory. */
+/** Buffers up to this size are pooled freely. */
 const MAX_POOLED_BYTES = 2 << 20;
+/**
+ * One larger buffer, up to this size, is kept as well: a writer that commits megabytes per
+ * sync interval needs one each time (issue 15), while a rare big sync pins no more than this.
+ * Larger ones are left to the garbage collector.
+ */
+const MAX_POOLED_LARGE_BYTES = 17 << 20;
 
 /** Lends byte buffers of at least a given size; see the module documentation. */
 export class BufferPool {
@@ -26,9 +32,13 @@ export class BufferPool {
    */
   take(bytes: number): Uint8Array {
     let best = -1;
+    // A small request never takes the large one: the same sync may grow its read into it next.
+    const most = bytes <= MAX_POOLED_BYTES ? MAX_POOLED_BYTES : Infinity;
     for (let i = 0; i < this.#free.length; i++) {
       const length = this.#free[i].byteLength;
-      if (length >= bytes && (best < 0 || length < this.#free[best].byteLength)) best = i;
+      if (
+        length >= bytes && length <= most && (best < 0 || length < this.#free[best].byteLength)
+      ) best = i;
     }
     if (best < 0) return new Uint8Array(bytes);
     const [buffer] = this.#free.splice(best, 1);
@@ -38,9 +48,16 @@ export class BufferPool {
   /** Gives back a buffer from {@linkcode take}; the caller must not use it afterwards. */
   give(view: Uint8Array): void {
     const whole = new Uint8Array(view.buffer, 0, view.buffer.byteLength);
-    if (
-      whole.byteLength > MAX_POOLED_BYTES || this.#free.some((b) => b.buffer === whole.buffer)
-    ) return;
+    if (this.#free.some((b) => b.buffer === whole.buffer)) return;
+    if (whole.byteLength > MAX_POOLED_BYTES) {
+      // At most one large one: it replaces a smaller large one, never joins it.
+      if (whole.byteLength > MAX_POOLED_LARGE_BYTES) return;
+      const large = this.#free.findIndex((b) => b.byteLength > MAX_POOLED_BYTES);
+      if (large >= 0) {
+        if (this.#free[large].byteLength >= whole.byteLength) return;
+        this.#free.splice(large, 1);
+      }
+    }
     if (this.#free.length >= MAX_POOLED) {
       // Keep the larger ones: a small request fits them, a large one does not fit a small one.
       let smallest = 0;

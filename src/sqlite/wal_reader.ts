@@ -45,6 +45,13 @@ export interface WALReadOptions {
    * caller that reuses buffers across reads. Default: a new one each call.
    */
   allocate?: (bytes: number) => Uint8Array;
+  /**
+   * Up to this many bytes read from `offset` on are kept in one buffer (grown from a first
+   * read of at most 1 MiB while its frames are all valid) and handed back as `frames`, so the
+   * caller takes the pages from memory instead of reading them again. Default 1 MiB; beyond
+   * it the WAL is read in chunks of this size into one reused buffer.
+   */
+  singleReadBytes?: number;
 }
 
 /** What {@linkcode readWAL} found. */
@@ -150,28 +157,51 @@ export async function readWAL(
   // three frames.
   const framesInFile = Math.ceil(Math.max(0, (await file.size()) - startOffset) / frameSize) +
     GROWTH_FRAMES;
-  const framesPerChunk = Math.max(
-    1,
-    Math.min(Math.floor(READ_CHUNK_BYTES / frameSize), framesInFile),
-  );
-  const chunkBytes = framesPerChunk * frameSize;
-  const chunk = options.allocate?.(chunkBytes) ?? new Uint8Array(chunkBytes);
-  const view = new DataView(chunk.buffer);
-  const checksum = new FrameChecksum(chunk, bigEndianChecksums);
-  let chunkOffset = startOffset;
-  let chunksRead = 0;
-  let lastReadBytes = 0;
+  const fileBytes = framesInFile * frameSize;
+  const wholeFrames = (bytes: number) => Math.max(1, Math.floor(bytes / frameSize)) * frameSize;
+  /** Up to this many bytes from `startOffset` on stay in one buffer (returned as `frames`). */
+  const keepBytes = wholeFrames(options.singleReadBytes ?? READ_CHUNK_BYTES);
+  const allocate = options.allocate ?? ((bytes: number) => new Uint8Array(bytes));
+  // The first read is at most a chunk even when more may be kept: a WAL restarted without
+  // TRUNCATE keeps its old length, and a small sync must not read all of its stale tail.
+  let buffer = allocate(Math.min(wholeFrames(READ_CHUNK_BYTES), keepBytes, fileBytes));
+  let view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  let checksum = new FrameChecksum(buffer, bigEndianChecksums);
+  /** File offset of `buffer[0]`. */
+  let bufferOffset = startOffset;
+  /** Bytes of `buffer` holding whole frames read; `readEnd`: bytes read into it at all. */
+  let filled = 0;
+  let readEnd = 0;
+  /** Whether `buffer` still holds every byte read since `startOffset`. */
+  let kept = true;
   let limited = false;
   // One read per chunk: a short one ends the valid WAL anyway, and learning that it was the
   // end from a second read (as readAt does) costs a round trip to a pool thread per sync.
   const read = file.readOnce?.bind(file) ?? file.readAt.bind(file);
   reading: for (;;) {
-    chunksRead++;
-    const n = await read(chunk, chunkOffset);
-    lastReadBytes = n;
+    if (filled === buffer.length) {
+      // Full of valid frames. Grow while the caller wants the bytes kept (one copy of what
+      // was read: cheaper than the caller reading every page again); then reuse the buffer.
+      if (kept && buffer.length < keepBytes) {
+        const bigger = allocate(Math.min(keepBytes, Math.max(2 * buffer.length, fileBytes)));
+        bigger.set(buffer);
+        buffer = bigger;
+        view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+        checksum = new FrameChecksum(buffer, bigEndianChecksums);
+      } else {
+        kept = false;
+        bufferOffset += filled;
+        filled = 0;
+      }
+    }
+    const wanted = buffer.length - filled;
+    const n = await read(buffer.subarray(filled), bufferOffset + filled);
+    const first = filled;
+    readEnd = filled + n;
     const frames = Math.floor(n / frameSize);
+    filled += frames * frameSize;
     for (let i = 0; i < frames; i++) {
-      const at = i * frameSize;
+      const at = first + i * frameSize;
       if (view.getUint32(at + 8) !== salt1 || view.getUint32(at + 12) !== salt2) break reading;
       checksum.s0 = s0;
       checksum.s1 = s1;
@@ -181,7 +211,7 @@ export async function readWAL(
       s1 = checksum.s1 >>> 0;
       if (view.getUint32(at + 16) !== s0 || view.getUint32(at + 20) !== s1) break reading;
 
-      const frameOffset = chunkOffset + at;
+      const frameOffset = bufferOffset + at;
       txPages.set(view.getUint32(at), frameOffset);
       const frameCommit = view.getUint32(at + 4);
       if (frameCommit !== 0) {
@@ -195,8 +225,7 @@ export async function readWAL(
       }
     }
     // A short read (end of file, or a frame still being appended) ends the valid WAL.
-    if (frames < framesPerChunk) break;
-    chunkOffset += frames * frameSize;
+    if (frames * frameSize < wanted) break;
   }
 
   // A shrink (VACUUM) between transactions leaves copies of pages past the final size.
@@ -209,9 +238,7 @@ export async function readWAL(
   const endOffset = lastOffset + frameSize;
   // The buffer is this call's (or the caller's, from `allocate`) and sized to the WAL: handing
   // it over costs nothing.
-  const frames = chunksRead === 1
-    ? { offset: startOffset, bytes: chunk.subarray(0, lastReadBytes) }
-    : undefined;
+  const frames = kept ? { offset: startOffset, bytes: buffer.subarray(0, readEnd) } : undefined;
   return { header, pageMap, commit, endOffset, salt1, salt2, frames, limited };
 }
 
