@@ -8,7 +8,10 @@
 import { LTXChecksumError, LTXError, LTXFormatError } from "../ltx/mod.ts";
 import type { WireError } from "./_protocol.ts";
 
-/** Rebuilds `wire` as an {@linkcode LTXError} subclass, or a plain `Error` of the same name. */
+/**
+ * Rebuilds `wire` as an {@linkcode LTXError} subclass or `Deno.errors.NotFound`, or a plain
+ * `Error` of the same name.
+ */
 export function fromWire(wire: WireError): Error {
   switch (wire.name) {
     case "LTXChecksumError":
@@ -17,6 +20,9 @@ export function fromWire(wire: WireError): Error {
       return new LTXFormatError(wire.message);
     case "LTXError":
       return new LTXError(wire.message);
+    case "NotFound":
+      // A file a worker opened itself was missing: the caller may read another copy.
+      return new Deno.errors.NotFound(wire.message);
   }
   const err = new Error(wire.message);
   err.name = wire.name;

@@ -29,6 +29,11 @@ export const ENCODE_BATCHES_IN_FLIGHT = 3;
 /** Encoded output chunks a job may have sent and not yet had written (acknowledged). */
 export const OUTPUT_CHUNKS_IN_FLIGHT = 4;
 /**
+ * Size of a new output chunk buffer of an encode job: the encoder's chunks are a little over
+ * 256 KiB (at most 256 KiB and one frame of the largest page size), so one size fits all.
+ */
+export const OUTPUT_BUFFER_BYTES = 384 << 10;
+/**
  * Page batches a parallel encoder may have sent each worker and not yet written out. Each
  * worker has one more batch's room in its memory, for the batch being gathered. Three keep a
  * worker coding through most of the writes that take longer than a batch's coding (measured
@@ -45,6 +50,23 @@ export const FRAME_BATCHES_IN_FLIGHT_PER_WORKER = 3;
  * pages.
  */
 export const FRAME_PIECE_BYTES = 64 << 10;
+
+/**
+ * Bytes per read of a file a "compactFiles" job reads itself. A step may merge 256 files at
+ * once, each holding up to three such buffers (the decoder keeps the current chunk and the
+ * rest of the one before), so this bounds the job's input memory to ~48 MiB.
+ */
+export const FILE_READ_BYTES = 64 << 10;
+
+/** One input of a "compactFiles" job: a file on this machine the worker opens itself. */
+export interface FileInput {
+  /** Where the file is. */
+  path: string;
+  /** The name its errors give (the decoder's name). */
+  name: string;
+  /** Its listed size in bytes, when known: a small file gets small read buffers. */
+  size?: number;
+}
 
 /** An error as it crosses the thread boundary: class name and message. */
 export interface WireError {
@@ -102,6 +124,23 @@ export type Request =
     /** The output chunk's buffer, given back for reuse (the sink is done with it). */
     buffer?: ArrayBuffer;
   }
+  | {
+    /**
+     * Compaction of files the worker reads itself: it opens every input, reads their headers
+     * and replies "headers", then waits for "compactStart" (or "cancel") before it merges
+     * and encodes, sending the output as "output" messages.
+     */
+    type: "compactFiles";
+    id: number;
+    inputs: FileInput[];
+    options: EncoderOptions;
+    /**
+     * Copy the stored frame of a page whose input has the output's encoding instead of
+     * coding the page again (default true; false codes every page, as `compact` does).
+     */
+    copyFrames?: boolean;
+  }
+  | { type: "compactStart"; id: number }
   | { type: "cancel"; id: number };
 
 /** Worker → main thread. */
@@ -143,5 +182,18 @@ export type Reply =
     crc: bigint;
     hashedLength: number;
     pageChecksums: bigint;
+  }
+  | { type: "headers"; id: number; headers: Header[] }
+  | {
+    /** A "compactFiles" job done: every input verified, the output's last byte sent. */
+    type: "compacted";
+    id: number;
+    header: Header;
+    bytes: number;
+  }
+  | {
+    /** A "compactFiles" job stopped by "cancel": every file it opened is closed. */
+    type: "cancelled";
+    id: number;
   }
   | { type: "error"; id: number; error: WireError };

@@ -8,6 +8,13 @@
  */
 
 import { Decoder, Encoder, SharedFrameEncoder } from "../ltx/mod.ts";
+import { Credit } from "./_credit.ts";
+import {
+  cancelCompactFiles,
+  type CompactFilesJob,
+  outputCopy,
+  startCompactFiles,
+} from "./_worker_files.ts";
 import {
   DECODE_BATCH_BYTES,
   DECODE_BATCHES_IN_FLIGHT,
@@ -22,28 +29,6 @@ const scope = self as unknown as {
   onmessage: ((event: MessageEvent<Request>) => void) | null;
   postMessage(message: Reply, transfer?: Transferable[]): void;
 };
-
-/** A counter of permits; `take()` waits while none is left. */
-class Credit {
-  #left: number;
-  #waiters: (() => void)[] = [];
-  constructor(permits: number) {
-    this.#left = permits;
-  }
-  async take(): Promise<void> {
-    while (this.#left === 0) await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    this.#left--;
-  }
-  give(): void {
-    this.#left++;
-    this.#waiters.shift()?.();
-  }
-  /** Wakes every waiter for good (the job ends). */
-  release(): void {
-    this.#left = Infinity;
-    for (const wake of this.#waiters.splice(0)) wake();
-  }
-}
 
 /** The marker an input stream errors with when the main thread's source failed. */
 class InputFailed extends Error {}
@@ -125,7 +110,7 @@ class InputQueue {
   }
 }
 
-const jobs = new Map<number, DecodeJob | EncodeJob | FramesJob>();
+const jobs = new Map<number, DecodeJob | EncodeJob | FramesJob | CompactFilesJob>();
 
 function post(message: Reply, transfer: Transferable[] = []): void {
   scope.postMessage(message, transfer);
@@ -163,6 +148,22 @@ scope.onmessage = (event: MessageEvent<Request>) => {
     case "frames":
       if (job?.kind === "frames") encodeFrames(job, message);
       return;
+    case "compactFiles": {
+      const id = message.id;
+      jobs.set(
+        id,
+        startCompactFiles(message, post, (last: Reply) => {
+          // The job's files are closed by now; its last word ends it.
+          if (jobs.get(id)?.kind !== "compactFiles") return;
+          jobs.delete(id);
+          post(last);
+        }),
+      );
+      return;
+    }
+    case "compactStart":
+      if (job?.kind === "compactFiles") job.start();
+      return;
     case "cancel":
       if (job?.kind === "decode") {
         job.cancelled = true;
@@ -172,6 +173,10 @@ scope.onmessage = (event: MessageEvent<Request>) => {
         job.failed = true;
         job.credit.release();
         job.encoder?.abort().catch(() => {});
+      } else if (job?.kind === "compactFiles") {
+        // Stays registered until its files are closed and "cancelled" is sent.
+        cancelCompactFiles(job);
+        return;
       }
       jobs.delete(message.id);
       return;
@@ -187,6 +192,11 @@ scope.onmessage = (event: MessageEvent<Request>) => {
       }
       job.credit.give();
     }
+  } else if (job?.kind === "compactFiles") {
+    if (message.type === "outputAck") {
+      if (message.buffer) job.free.push(message.buffer);
+      job.credit.give();
+    }
   } else if (job?.kind === "encode") {
     if (message.type === "outputAck") {
       if (message.buffer) job.free.push(message.buffer);
@@ -196,12 +206,6 @@ scope.onmessage = (event: MessageEvent<Request>) => {
     }
   }
 };
-
-/**
- * Size of a new output chunk buffer of an encode job: the encoder's chunks are a little over
- * 256 KiB (at most 256 KiB and one frame of the largest page size), so one size fits all.
- */
-const OUTPUT_BUFFER_BYTES = 384 << 10;
 
 /**
  * One batch of a parallel encoder: stateless, done as soon as it arrives, in the job's memory
@@ -290,17 +294,7 @@ function startEncode(id: number, message: Extract<Request, { type: "encode" }>):
     async write(chunk) {
       await credit.take();
       if (job.failed) return;
-      // The encoder's chunk is a view of its staging buffer (reuseChunks): copied into a
-      // buffer the main thread gave back, or a new one, which moves to the main thread. One
-      // that will come back has room for any later chunk; one that may be kept, no more
-      // than this one needs.
-      let out = job.free.pop();
-      if (out === undefined || out.byteLength < chunk.length) {
-        out = new ArrayBuffer(
-          message.options.reuseChunks ? Math.max(chunk.length, OUTPUT_BUFFER_BYTES) : chunk.length,
-        );
-      }
-      new Uint8Array(out, 0, chunk.length).set(chunk);
+      const out = outputCopy(chunk, job.free, message.options.reuseChunks === true);
       post({ type: "output", id, buffer: out, length: chunk.length }, [out]);
     },
   });

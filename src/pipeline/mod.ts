@@ -36,6 +36,8 @@ import {
 } from "../ltx/mod.ts";
 import { WorkerDecoder, type WorkerDecoderOptions } from "./_decoder.ts";
 import { WorkerEncoder } from "./_encoder.ts";
+import { FileCompaction, type FileCompactionOptions } from "./_file_compaction.ts";
+import type { FileInput } from "./_protocol.ts";
 import { ParallelEncoder } from "./_parallel_encoder.ts";
 import { prestartWorkers } from "./_pool.ts";
 
@@ -47,6 +49,9 @@ export {
   type ParallelEncoderOptions,
 } from "./_parallel_encoder.ts";
 export { handOffPipe } from "./_hand_off.ts";
+export { FileCompaction, type FileCompactionOptions } from "./_file_compaction.ts";
+/** One input of {@linkcode compactFiles}: a file on this machine, its name for errors, its size. */
+export type { FileInput } from "./_protocol.ts";
 /**
  * An error that crossed a worker boundary as its class name and message, rebuilt as the
  * `LTXError` subclass it was, or a plain `Error` of that name (for other workers of
@@ -98,9 +103,10 @@ export type CodecPlacement = "worker" | "thread" | "auto";
 
 /**
  * `SLUICE_PIPELINE=worker|thread|auto` overrides the choice by size (for benchmarks and
- * diagnosis); anything else, or no permission to read it, means "auto".
+ * diagnosis); anything else, or no permission to read it, means "auto". Exported for callers
+ * that choose between a worker-only path ({@linkcode compactFiles}) and the streams' one.
  */
-function whereFromEnv(): CodecPlacement {
+export function whereFromEnv(): CodecPlacement {
   let value: string | undefined;
   try {
     value = Deno.env.get("SLUICE_PIPELINE");
@@ -288,4 +294,31 @@ export async function compactSources(
     throw err;
   }
   return merged.header;
+}
+
+/**
+ * Compaction of files on this machine, entirely on a codec worker: the worker opens and reads
+ * `inputs` (sorted by MinTXID) itself, decodes and verifies each, merges and encodes (src/ltx's
+ * `compact`); the main thread only writes the encoded chunks to `sink`. Same contract as
+ * {@linkcode compactSources}: every input is verified before the output is closed; on any
+ * failure the sink is aborted, and every file the worker opened is closed before this
+ * settles. Use {@linkcode FileCompaction} to check the inputs' headers before the output is
+ * created.
+ * @returns the header written.
+ * @throws {LTXError} from an input, the merge or the encoder; `Deno.errors.NotFound` (naming
+ *   the input) when a file is missing; the sink's error.
+ */
+export async function compactFiles(
+  inputs: FileInput[],
+  sink: WritableStream<Uint8Array>,
+  options: FileCompactionOptions = {},
+): Promise<Header> {
+  let job: FileCompaction;
+  try {
+    job = await FileCompaction.open(inputs, options);
+  } catch (err) {
+    await sink.abort(err).catch(() => {});
+    throw err;
+  }
+  return await job.compactInto(sink);
 }
