@@ -17,7 +17,12 @@ import { ControlServer, snapshotHandler } from "../daemon/mod.ts";
 import { checkHealth, type DaemonStatus, type HTTPServer, serveHTTP } from "../daemon/mod.ts";
 import { Metrics } from "../daemon/mod.ts";
 import { VERSION } from "./version.ts";
-import { CODEC_WORKER_LINGER_MS, keepIdleWorkers } from "../pipeline/mod.ts";
+import {
+  BACKGROUND_WORKER_NICE,
+  CODEC_WORKER_LINGER_MS,
+  keepIdleWorkers,
+  lowerWorkerPriority,
+} from "../pipeline/mod.ts";
 
 /** Runs the command; resolves to the exit code. */
 export async function run(args: string[]): Promise<number> {
@@ -60,6 +65,8 @@ export async function run(args: string[]): Promise<number> {
   const work = new WorkQueue(config.backgroundJobs);
   // A daemon's large syncs come every interval: the codec worker waits for the next one.
   keepIdleWorkers(CODEC_WORKER_LINGER_MS);
+  // Compactions and snapshots yield the CPU to the application and to the syncs.
+  lowerWorkerPriority(BACKGROUND_WORKER_NICE);
   const takeover = options.takeover ?? false;
   const store = new Store({ logger, controlSocket: control?.path, work, takeover });
 

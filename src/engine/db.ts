@@ -96,6 +96,17 @@ export interface DBOptions {
   logger?: Logger;
 }
 
+/** Options of {@linkcode DB.sync}. */
+export interface SyncOptions {
+  /**
+   * Whether the sync ends with the checkpoint its thresholds call for (default true). False
+   * leaves it to {@linkcode DB.checkpointIfDue}, for a caller that ships the new file first:
+   * a checkpoint can wait seconds for the application's write lock, and the file's upload
+   * would wait with it.
+   */
+  checkpoint?: boolean;
+}
+
 /** What one sync did. */
 export interface SyncResult {
   /** TXID of the L0 file written, or undefined when nothing was committed since the last one. */
@@ -514,8 +525,23 @@ export class DB {
    * sync when the thresholds of FORMAT.md §4.4 are met.
    * @throws whatever failed; the cursor is left at the last complete file.
    */
-  sync(): Promise<SyncResult> {
-    const next = this.#running.catch(() => {}).then(() => this.#syncAndCheckpoint());
+  sync(options: SyncOptions = {}): Promise<SyncResult> {
+    const next = this.#running.catch(() => {}).then(() =>
+      this.#syncAndCheckpoint(options.checkpoint !== false)
+    );
+    this.#running = next;
+    return next;
+  }
+
+  /**
+   * The checkpoint a sync with `checkpoint: false` left out, when the thresholds of FORMAT.md
+   * §4.4 are met (queued behind a running sync). `onCaughtUp` is called (not awaited) once
+   * the checkpoint has synced to near the WAL's end, before it waits for the write lock and
+   * copies: the caller can ship what those syncs wrote meanwhile.
+   * @throws what the checkpoint threw (a busy database is not an error).
+   */
+  checkpointIfDue(onCaughtUp?: () => void): Promise<void> {
+    const next = this.#running.catch(() => {}).then(() => this.#maybeCheckpoint(onCaughtUp));
     this.#running = next;
     return next;
   }
@@ -782,7 +808,7 @@ export class DB {
     );
   }
 
-  async #syncAndCheckpoint(): Promise<SyncResult> {
+  async #syncAndCheckpoint(checkpoint: boolean): Promise<SyncResult> {
     if (this.#closed) throw new Error(`${this.path} is closed`);
     let result: SyncResult;
     try {
@@ -798,7 +824,7 @@ export class DB {
       this.stats.lastErrorAt = new Date();
       throw err;
     }
-    await this.#maybeCheckpoint();
+    if (checkpoint) await this.#maybeCheckpoint();
     return result;
   }
 
@@ -1278,7 +1304,7 @@ export class DB {
   }
 
   /** Thresholds of FORMAT.md §4.4, evaluated after a sync. */
-  async #maybeCheckpoint(): Promise<void> {
+  async #maybeCheckpoint(onCaughtUp?: () => void): Promise<void> {
     if (!this.#cursor) return;
     const frameSize = WAL_FRAME_HEADER_SIZE + this.#pageSize;
     const walBytes = (pages: number) => WAL_HEADER_SIZE + pages * frameSize;
@@ -1300,20 +1326,20 @@ export class DB {
         // Spaced too: a writer that holds the write lock all the time makes each one give up
         // (busy), and after every sync they would only cost the syncs' time.
         if (!spaced) return;
-        await this.#checkpoint("PASSIVE");
+        await this.#checkpoint("PASSIVE", onCaughtUp);
         if (this.walBytesSynced >= truncateAt) {
-          await this.#checkpoint("TRUNCATE");
+          await this.#checkpoint("TRUNCATE", onCaughtUp);
         }
       } else if (
         synced >= walBytes(this.#options.minCheckpointPageN) && spaced
       ) {
         // Spaced like Litestream's (one sync a second there): each holds the write lock.
-        await this.#checkpoint("PASSIVE");
+        await this.#checkpoint("PASSIVE", onCaughtUp);
       } else if (
         this.#syncedSinceCheckpoint && synced > walBytes(1) &&
         Date.now() - this.#lastCheckpointAt >= this.#options.checkpointInterval
       ) {
-        await this.#checkpoint("PASSIVE");
+        await this.#checkpoint("PASSIVE", onCaughtUp);
       }
     } catch (err) {
       // A busy checkpoint is routine (a long reader elsewhere); anything else is reported.
@@ -1339,15 +1365,18 @@ export class DB {
     return false;
   }
 
-  /** The checkpoint procedure of FORMAT.md §4.4. */
-  async #checkpoint(mode: "PASSIVE" | "TRUNCATE"): Promise<void> {
+  /** The checkpoint procedure of FORMAT.md §4.4 (`onCaughtUp`: see `checkpointIfDue`). */
+  async #checkpoint(mode: "PASSIVE" | "TRUNCATE", onCaughtUp?: () => void): Promise<void> {
     this.#options.logger?.debug("checkpoint start", { mode, synced: this.walBytesSynced });
     const before = await this.#readWALHeader();
     await this.#syncOnce();
     let lockHeldMs = 0;
     try {
       if (mode === "TRUNCATE") {
-        if (await this.#catchUp()) return await this.#truncate();
+        if (await this.#catchUp()) {
+          onCaughtUp?.();
+          return await this.#truncate();
+        }
         this.#defer("TRUNCATE deferred: the writer outpaces the syncs");
         return;
       } else {
@@ -1359,6 +1388,7 @@ export class DB {
           this.#defer("checkpoint deferred: the writer outpaces the syncs");
           return;
         }
+        onCaughtUp?.();
         const moved = await this.#moveReadTxUnderWriteLock();
         lockHeldMs += moved.lockHeldMs;
         if (!moved.moved) {

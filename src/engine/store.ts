@@ -799,7 +799,10 @@ export class Store {
     // A large full image (a new tenant's first sync) waits its turn in the heavy-work queue;
     // a small one costs less than the wait, and a burst of new tenants must not queue up.
     const heavy = db.needsSnapshot && (await db.fileSize()) >= HEAVY_SNAPSHOT_BYTES;
-    const sync = () => heavy ? this.#work.run(() => db.sync()) : db.sync();
+    // The checkpoint runs once the file is shipped (below): it can wait for the application's
+    // write lock, and the upload must not wait with it.
+    const sync = () =>
+      heavy ? this.#work.run(() => db.sync({ checkpoint: false })) : db.sync({ checkpoint: false });
     const result = await sync().catch(async (err) => {
       if (!await replica.relieveFullMetaDir(err, db.txid)) throw err;
       return await sync();
@@ -808,14 +811,33 @@ export class Store {
       replica.noteLocalWrite(Date.now());
       managed.lastActivity = performance.now();
     }
-    const shipped = replica.knownPosition === undefined || replica.knownPosition < db.txid;
-    if (shipped) {
+    /** Ships the local files the replica lacks; false when it lacked none. */
+    const ship = async () => {
+      if (replica.knownPosition !== undefined && replica.knownPosition >= db.txid) return false;
       await replica.upload(db.txid, db.newestL0File);
       // With a compactor, its L0 retention removes local L0 files (once level 1 covers them).
       if (!managed.compactor && entry.l0Retention !== undefined) {
         await replica.cleanupLocal(entry.l0Retention);
       }
+      return true;
+    };
+    let shipped: boolean;
+    try {
+      shipped = await ship();
+    } catch (err) {
+      // The checkpoint needs only the local L0 files: an outage of the replica must not let
+      // the WAL grow without bound.
+      await db.checkpointIfDue().catch(() => {});
+      throw err;
     }
+    // A checkpoint syncs too (to the WAL's end before it locks, and under the lock): what it
+    // wrote before it waits for the lock is shipped meanwhile (a failure there is reported by
+    // the upload after it), the rest right after it. Not awaited inside the checkpoint: a
+    // replica that lost files is snapshotted, which queues behind the checkpoint.
+    let early: Promise<unknown> | undefined;
+    await db.checkpointIfDue(() => early ??= ship().catch(() => {}));
+    await early;
+    shipped = await ship() || shipped;
     if (result.more === true) return true;
     return result.idle === true && !shipped ? "idle" : false;
   }

@@ -141,7 +141,13 @@ export type Request =
     copyFrames?: boolean;
   }
   | { type: "compactStart"; id: number }
-  | { type: "cancel"; id: number };
+  | { type: "cancel"; id: number }
+  | {
+    /** Lower this worker thread's CPU priority to `nice` (no job; id 0). */
+    type: "priority";
+    id: number;
+    nice: number;
+  };
 
 /** Worker → main thread. */
 export type Reply =

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { setPriority } from "node:os";
 import { Decoder, Encoder, SharedFrameEncoder } from "../ltx/mod.ts";
 import { Credit } from "./_credit.ts";
 import {
@@ -163,6 +164,14 @@ scope.onmessage = (event: MessageEvent<Request>) => {
     }
     case "compactStart":
       if (job?.kind === "compactFiles") job.start();
+      return;
+    case "priority":
+      try {
+        // Linux's nice value is per thread: with no pid, this thread's alone.
+        setPriority(message.nice);
+      } catch {
+        // Not permitted (no --allow-sys) or not supported: the work runs at normal priority.
+      }
       return;
     case "cancel":
       if (job?.kind === "decode") {

@@ -58,7 +58,14 @@ export type { FileInput } from "./_protocol.ts";
  * the project, so that their errors are the in-thread codec's too).
  */
 export { fromWire } from "./_errors.ts";
-export { CODEC_WORKER_LINGER_MS, keepIdleWorkers, MAX_WORKERS, runningWorkers } from "./_pool.ts";
+export {
+  BACKGROUND_WORKER_NICE,
+  CODEC_WORKER_LINGER_MS,
+  keepIdleWorkers,
+  lowerWorkerPriority,
+  MAX_WORKERS,
+  runningWorkers,
+} from "./_pool.ts";
 
 /** What reads one LTX file page by page: src/ltx's {@linkcode Decoder} or a {@linkcode WorkerDecoder}. */
 export type PageSource = Pick<
