@@ -61,7 +61,7 @@ export function startFaultProxy(target: string): FaultProxy {
   /** Byte budgets of the responses still to cut, in order. */
   let budgets: number[] = [];
   /** The connection currently being cut and its remaining byte budget. */
-  let victim: { id: number; budget: number } | undefined;
+  let victim: { id: number; budget: number; initial: number } | undefined;
   let faults: ProxyFaults = {};
   const injected = { failed: 0, reset: 0, refused: 0 };
 
@@ -74,7 +74,10 @@ export function startFaultProxy(target: string): FaultProxy {
 
   /** How many of `n` bytes connection `id` may forward, and whether to cut it after them. */
   const allowance = (id: number, n: number): { allowed: number; cut: boolean } => {
-    if (!victim && budgets.length > 0) victim = { id, budget: budgets.shift()! };
+    if (!victim && budgets.length > 0) {
+      const budget = budgets.shift()!;
+      victim = { id, budget, initial: budget };
+    }
     if (!victim || victim.id !== id) return { allowed: n, cut: false };
     if (n < victim.budget) {
       victim.budget -= n;
@@ -99,6 +102,12 @@ export function startFaultProxy(target: string): FaultProxy {
         if (cut) break;
       }
     } catch { /* peer closed */ }
+    // A connection that ended before its budget ran out was not cut: the next one gets the
+    // budget (a client may read its large files on another connection than the first).
+    if (id !== undefined && victim?.id === id) {
+      budgets.unshift(victim.initial);
+      victim = undefined;
+    }
     closeQuietly(from);
     closeQuietly(to);
   };
