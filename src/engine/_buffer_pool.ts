@@ -6,7 +6,8 @@
  * zeroed and mapped page by page on first touch: page faults and `memset` were a fifth of the
  * main thread's time per sync (perf, issue 15). Buffers go back here when the sync is done and
  * the next sync of any database takes one again; at most {@linkcode MAX_POOLED} are kept, each
- * at most {@linkcode MAX_POOLED_BYTES}, so a thousand tenants hold no more than one busy one.
+ * at most {@linkcode MAX_POOLED_BYTES} but one (see {@linkcode MAX_POOLED_LARGE_BYTES}), so a
+ * thousand tenants hold no more than one busy one.
  *
  * @module
  */

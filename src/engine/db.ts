@@ -205,9 +205,9 @@ const READ_CHUNK = 1 << 20;
 /**
  * A sync keeps up to this many WAL bytes in memory (see `readWAL`'s `singleReadBytes`) and
  * takes its pages from there; past it, it reads the WAL twice (checksums, then the pages in
- * page order, a read per run of frames). At 600 commits/s of 64 KiB blobs, a 100 ms sync is
- * ~4.3 MB in ~600 runs, and each read cost ~20 µs of main-thread time: ~5 % of a core
- * (issue 15). Twice the most one sync reads, so a limited sync's last transaction fits.
+ * page order, a read per run of frames). At 600 commits/s of 64 KiB blobs, ~4 MB syncs
+ * made ~700 such reads a second through FFI, 2.8 s of the main thread per minute in a CPU
+ * profile (issue 15). Twice the most one sync reads, so a limited sync's last transaction fits.
  */
 const MAX_SINGLE_WAL_READ_BYTES = 2 * DEFAULT_MAX_SYNC_WAL_BYTES;
 /** L0 files up to this many page bytes are encoded in memory and written in one go. */

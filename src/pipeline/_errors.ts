@@ -8,6 +8,12 @@
 import { LTXChecksumError, LTXError, LTXFormatError } from "../ltx/mod.ts";
 import type { WireError } from "./_protocol.ts";
 
+/** `err` as it crosses to the main thread: its class name and message. */
+export function toWire(err: unknown): WireError {
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: "Error", message: String(err) };
+}
+
 /**
  * Rebuilds `wire` as an {@linkcode LTXError} subclass or `Deno.errors.NotFound`, or a plain
  * `Error` of the same name.

@@ -56,7 +56,7 @@ let workerNice = 0;
  * The nice value `sluice replicate` gives its codec workers: compaction and snapshots are
  * background work. On 2 cores, a level-1 compaction of 800 MB competed with the application
  * and the syncs; measured with a writer of 64 KiB blobs at 600 tx/s, workers at nice 10 held
- * the worst commit-to-replica lag under 0.6 s in 3 runs of 3, against 1 s or more in 2 of 5.
+ * the worst commit-to-replica lag under 0.6 s in 3 runs of 3, against 1 s or more in 1 of 3.
  */
 export const BACKGROUND_WORKER_NICE = 10;
 

@@ -10,6 +10,7 @@
 import { setPriority } from "node:os";
 import { Decoder, Encoder, SharedFrameEncoder } from "../ltx/mod.ts";
 import { Credit } from "./_credit.ts";
+import { toWire } from "./_errors.ts";
 import {
   cancelCompactFiles,
   type CompactFilesJob,
@@ -119,8 +120,7 @@ function post(message: Reply, transfer: Transferable[] = []): void {
 
 function wire(err: unknown): WireError {
   if (err instanceof InputFailed) return { name: "Error", message: "input failed", input: true };
-  if (err instanceof Error) return { name: err.name, message: err.message };
-  return { name: "Error", message: String(err) };
+  return toWire(err);
 }
 
 function fail(id: number, err: unknown): void {

@@ -23,6 +23,7 @@ import {
   TRAILER_SIZE,
 } from "../ltx/mod.ts";
 import { Credit } from "./_credit.ts";
+import { toWire } from "./_errors.ts";
 import { compactCopyingFrames, type FrameSource } from "./_frame_copy.ts";
 import {
   FILE_READ_BYTES,
@@ -33,7 +34,6 @@ import {
   type Request,
 } from "./_protocol.ts";
 
-/** A running "compactFiles" job, as the worker's message loop sees it. */
 /**
  * An encoder's output chunk (a view of its staging buffer) copied into a buffer that can move
  * to the main thread: one it gave back, or a new one. One that will come back (`reuseChunks`)
@@ -52,6 +52,7 @@ export function outputCopy(
   return out;
 }
 
+/** A running "compactFiles" job, as the worker's message loop sees it. */
 export interface CompactFilesJob {
   kind: "compactFiles";
   /** Output chunks the main thread has not written yet. */
@@ -97,7 +98,7 @@ export function startCompactFiles(
     (err): Reply =>
       job.cancelled || err instanceof Cancelled
         ? { type: "cancelled", id: message.id }
-        : { type: "error", id: message.id, error: wire(err) },
+        : { type: "error", id: message.id, error: toWire(err) },
   ).then(async (last) => {
     await Promise.all(files.map((file) => file.close()));
     end(job.cancelled ? { type: "cancelled", id: message.id } : last);
@@ -311,10 +312,4 @@ async function readAt(file: Deno.FsFile, offset: number, length: number): Promis
     at += n;
   }
   return bytes;
-}
-
-/** `err` as it crosses to the main thread (class name and message; see _errors.ts). */
-function wire(err: unknown): { name: string; message: string } {
-  if (err instanceof Error) return { name: err.name, message: err.message };
-  return { name: "Error", message: String(err) };
 }
