@@ -108,13 +108,21 @@ async function cpuPer1000(
   });
 }
 
+/** The runs' figures in the order they ran, for the notes. */
+function runs(values: number[]): string {
+  return values.map((v) => v.toFixed(0)).join(" / ");
+}
+
 /** The overhead figures. */
 export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const seconds = options.quick ? 2 : 6;
   const rounds = options.quick ? 1 : 2;
+  // The writer's own rate swings by a third from run to run here (26,000–35,000 tx/s alone:
+  // fsync and writeback timing), so its rows take the median of more runs than the CPU row.
+  const writerRounds = options.quick ? 1 : 5;
   const rates: Record<Mode, number[]> = { none: [], sluice: [], litestream: [] };
   let failure: string | undefined;
-  for (let i = 0; i < rounds; i++) {
+  for (let i = 0; i < writerRounds; i++) {
     for (const mode of ["none", "sluice", "litestream"] as const) {
       progress(`overhead: writer alone vs with a replicator, ${mode}, round ${i + 1}`);
       try {
@@ -156,7 +164,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
       percentile(rates.sluice, 0.5),
       none,
       "no replicator",
-      `unthrottled writer, small rows, synchronous=NORMAL, median of ${rounds} run(s) of ${seconds} s`,
+      `unthrottled writer, small rows, synchronous=NORMAL, median of ${writerRounds} run(s) of ` +
+        `${seconds} s, alternating; each run: ${runs(rates.sluice)} with sluice, ` +
+        `${runs(rates.none)} alone`,
     ),
     result(
       "writer tx/s with Litestream (vs no replicator)",
@@ -164,7 +174,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
       percentile(rates.litestream, 0.5),
       none,
       "no replicator",
-      failure ?? "same method; here the first column is Litestream v0.3.13, not sluice",
+      failure ??
+        `same method; here the first column is Litestream v0.3.13, not sluice; each run: ` +
+          runs(rates.litestream),
     ),
   ];
 }

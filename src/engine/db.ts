@@ -1589,7 +1589,6 @@ export class DB {
     return { lockHeldMs: performance.now() - lockedAt, moved };
   }
 
-  /** A checkpoint given up for this time: the next is spaced as if this one had run. */
   /** WAL bytes synced in this WAL generation that no checkpoint has backfilled yet. */
   #notBackfilled(): number {
     const mark = this.#backfilled;
@@ -1598,6 +1597,7 @@ export class DB {
     return this.walBytesSynced - (sameWAL ? mark.at : 0);
   }
 
+  /** A checkpoint given up for this time: the next is spaced as if this one had run. */
   #defer(why: string): void {
     this.#options.logger?.debug(why);
     this.#lastCheckpointAt = Date.now();

@@ -104,7 +104,10 @@ function getWorker(): Worker {
       waiter.reject(new Error(`checkpoint worker failed: ${event.message}`));
     }
     pending.clear();
-    worker = undefined;
+    // Terminated, not just forgotten: its connection may hold a database's write lock (a
+    // truncate session), and only the thread's end releases it. The next request starts anew.
+    if (worker === created) stopWorker();
+    else created.terminate();
   };
   worker = created;
   return created;
