@@ -5,9 +5,12 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Replica } from "../src/engine/mod.ts";
+import { FileReplicaClient } from "../src/replica/mod.ts";
 
 /** The project root. */
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -109,6 +112,18 @@ export interface Digest {
   integrity: string;
 }
 
+/**
+ * The replica at `url` restored by the CLI into a fresh file under `dir` and digested (the file
+ * is removed again); undefined when the restore fails, for a caller that waits for it to succeed.
+ */
+export async function restoredDigest(url: string, dir: string): Promise<Digest | undefined> {
+  const out = join(dir, `restored-${crypto.randomUUID()}.db`);
+  const result = await sluice("restore", "-o", out, url);
+  const restored = result.code === 0 ? await digest(out) : undefined;
+  await Deno.remove(out).catch(() => {});
+  return restored;
+}
+
 /** Hashes every row of `t` in id order and runs `PRAGMA integrity_check`. */
 export async function digest(path: string): Promise<Digest> {
   const db = new DatabaseSync(path, { readOnly: true });
@@ -185,4 +200,29 @@ export function freePort(): number {
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
   return port;
+}
+
+/**
+ * For a test that drives a `DB` itself: ships its local files up to `txid` from `metaDir` to the
+ * directory replica `replicaDir` (as `replicate` would), restores that with the CLI into
+ * `<dir>/restored.db`, and asserts it equals `dbPath` (content, integrity, transactions 1..m with
+ * none missing). @returns the restored file's path, for further checks.
+ */
+export async function shipAndCheckRestore(
+  options: { metaDir: string; replicaDir: string; txid: number; dbPath: string; dir: string },
+): Promise<string> {
+  const { metaDir, replicaDir, txid, dbPath, dir } = options;
+  const replica = new Replica(
+    new FileReplicaClient(replicaDir),
+    FileReplicaClient.metaDirectory(metaDir),
+  );
+  await replica.upload(txid);
+  const source = await digest(dbPath);
+  const out = join(dir, "restored.db");
+  await restoreTo(replicaDir, out);
+  const restored = await digest(out);
+  assert.equal(restored.integrity, "ok");
+  assert.deepEqual(restored, source);
+  assert.equal(source.distinctN, source.maxN, "transactions 1..m, none missing");
+  return out;
 }

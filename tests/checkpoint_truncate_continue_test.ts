@@ -17,11 +17,10 @@ import { PYTHON } from "./_python.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { createDatabase, digest, restoreTo, runWriter } from "./_sluice.ts";
+import { createDatabase, digest, runWriter, shipAndCheckRestore } from "./_sluice.ts";
 import { startWriter } from "../scripts/chaos_lib.ts";
-import { DB, decideAfterTruncate, Replica, type TruncateObservation } from "../src/engine/mod.ts";
+import { DB, decideAfterTruncate, type TruncateObservation } from "../src/engine/mod.ts";
 import { decodeHeader, decodePageIndex, type Header, HEADER_SIZE } from "../src/ltx/mod.ts";
-import { FileReplicaClient } from "../src/replica/mod.ts";
 import { litestreamRestore, oracleAvailable } from "./_oracle.ts";
 import { walHeaderOf } from "./_monitor_helpers.ts";
 
@@ -323,22 +322,11 @@ Deno.test({
     console.log(`truncate-continue: ${detail}`);
 
     // The replica, as a replicate process would have shipped it, restores to the source.
-    const replica = new Replica(
-      new FileReplicaClient(replicaDir),
-      FileReplicaClient.metaDirectory(metaDir),
-    );
-    await replica.upload(txid);
-    const source = await digest(dbPath);
-    const out = join(dir, "restored.db");
-    await restoreTo(replicaDir, out);
-    const restored = await digest(out);
-    assert.equal(restored.integrity, "ok");
-    assert.deepEqual(restored, source);
-    assert.equal(source.distinctN, source.maxN, "transactions 1..m, none missing");
+    await shipAndCheckRestore({ metaDir, replicaDir, txid, dbPath, dir });
     if (oracleAvailable()) {
       const theirs = join(dir, "litestream.db");
       await litestreamRestore(replicaDir, theirs);
-      assert.deepEqual(await digest(theirs), source);
+      assert.deepEqual(await digest(theirs), await digest(dbPath));
     }
   } finally {
     await writer.stop().catch(() => {});

@@ -6,18 +6,15 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createDatabase, type Digest, digest, runWriter, sluice, waitFor } from "./_sluice.ts";
+import {
+  createDatabase,
+  type Digest,
+  digest,
+  restoredDigest,
+  runWriter,
+  waitFor,
+} from "./_sluice.ts";
 import { spawnSluice, startWriter } from "../scripts/chaos_lib.ts";
-
-/** The replica restored into a fresh file and digested; undefined when the restore fails. */
-async function restoredDigest(url: string, dir: string): Promise<Digest | undefined> {
-  const out = join(dir, `restored-${crypto.randomUUID()}.db`);
-  const result = await sluice("restore", "-o", out, url);
-  if (result.code !== 0) return undefined;
-  const restored = await digest(out);
-  await Deno.remove(out);
-  return restored;
-}
 
 /** Waits until the replica restores to the database's current content, and returns it. */
 async function caughtUp(dbPath: string, url: string, dir: string): Promise<Digest> {

@@ -17,25 +17,14 @@ import {
   createDatabase,
   type Digest,
   digest,
-  restoreTo,
+  restoredDigest,
   runWriter,
-  sluice,
+  shipAndCheckRestore,
   waitFor,
 } from "./_sluice.ts";
 import { spawnSluice, startWriter } from "../scripts/chaos_lib.ts";
-import { DB, Replica } from "../src/engine/mod.ts";
-import { FileReplicaClient } from "../src/replica/mod.ts";
+import { DB } from "../src/engine/mod.ts";
 import { createLogger } from "../src/log/mod.ts";
-
-/** The replica restored into a fresh file and digested; undefined when the restore fails. */
-async function restoredDigest(url: string, dir: string): Promise<Digest | undefined> {
-  const out = join(dir, `restored-${crypto.randomUUID()}.db`);
-  const result = await sluice("restore", "-o", out, url);
-  if (result.code !== 0) return undefined;
-  const restored = await digest(out);
-  await Deno.remove(out);
-  return restored;
-}
 
 /**
  * The application of test 1: commits `rows` rows of 4 KiB on one connection, takes the write
@@ -255,18 +244,7 @@ Deno.test({
     while ((await db.sync()).txid !== undefined) { /* until a sync finds nothing */ }
     const txid = db.txid;
     await db.close();
-    const replica = new Replica(
-      new FileReplicaClient(replicaDir),
-      FileReplicaClient.metaDirectory(metaDir),
-    );
-    await replica.upload(txid);
-    const source = await digest(dbPath);
-    const out = join(dir, "restored.db");
-    await restoreTo(replicaDir, out);
-    const restored = await digest(out);
-    assert.equal(restored.integrity, "ok");
-    assert.deepEqual(restored, source);
-    assert.equal(source.distinctN, source.maxN, "transactions 1..m, none missing");
+    await shipAndCheckRestore({ metaDir, replicaDir, txid, dbPath, dir });
   } finally {
     await writer?.stop().catch(() => {});
     await db.close().catch(() => {});

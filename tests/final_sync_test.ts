@@ -6,7 +6,14 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createDatabase, type Digest, digest, replicaTXID, runWriter, sluice } from "./_sluice.ts";
+import {
+  createDatabase,
+  type Digest,
+  digest,
+  replicaTXID,
+  restoredDigest,
+  runWriter,
+} from "./_sluice.ts";
 import { spawnSluice, until } from "../scripts/chaos_lib.ts";
 import { canMount, mountReadOnly, unmount } from "./_mount.ts";
 import { FAUXQS_CREDENTIALS, s3Spec, startS3Server } from "./_s3.ts";
@@ -19,13 +26,6 @@ Deno.env.set("AWS_SECRET_ACCESS_KEY", FAUXQS_CREDENTIALS.secretAccessKey);
 Deno.env.set("AWS_EC2_METADATA_DISABLED", "true");
 
 const MOUNT = await canMount();
-
-/** The replica restored into a fresh file and digested; undefined when the restore fails. */
-async function restoredDigest(url: string, dir: string): Promise<Digest | undefined> {
-  const out = join(dir, `restored-${crypto.randomUUID()}.db`);
-  const result = await sluice("restore", "-o", out, url);
-  return result.code === 0 ? await digest(out) : undefined;
-}
 
 /** Waits until the replica restores to the database's current content, and returns it. */
 async function caughtUp(dbPath: string, url: string, dir: string): Promise<Digest> {

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createDatabase, type Digest, digest, freePort, sluice } from "./_sluice.ts";
+import { createDatabase, digest, freePort, restoredDigest } from "./_sluice.ts";
 import { spawnSluice, until, writeConfig } from "../scripts/chaos_lib.ts";
 import { canMount, mountTmpfs, unmount } from "./_mount.ts";
 import { FileReplicaClient } from "../src/replica/mod.ts";
@@ -43,15 +43,6 @@ db.close()
   const out = await new Deno.Command("python3", { args: ["-c", script, ...args], stderr: "piped" })
     .output();
   if (!out.success) throw new Error(`writer failed: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-/** The replica restored into a fresh file and digested; undefined when the restore fails. */
-async function restoredDigest(url: string, dir: string): Promise<Digest | undefined> {
-  const out = join(dir, `restored-${crypto.randomUUID()}.db`);
-  const result = await sluice("restore", "-o", out, url);
-  const restored = result.code === 0 ? await digest(out) : undefined;
-  await Deno.remove(out).catch(() => {});
-  return restored;
 }
 
 /** Fills the file system of `dir` to the last byte with a file named `filler`. */
