@@ -19,9 +19,9 @@ import {
   digest,
   restoredDigest,
   runWriter,
-  shipAndCheckRestore,
   waitFor,
 } from "./_sluice.ts";
+import { shipAndCheckRestore } from "./_ship.ts";
 import { spawnSluice, startWriter } from "../scripts/chaos_lib.ts";
 import { DB } from "../src/engine/mod.ts";
 import { createLogger } from "../src/log/mod.ts";

@@ -117,7 +117,7 @@ function runs(values: number[]): string {
 export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const seconds = options.quick ? 2 : 6;
   const rounds = options.quick ? 1 : 2;
-  // The writer's own rate swings by a third from run to run here (26,000–35,000 tx/s alone:
+  // The writer's own rate swings by a third from run to run here (26,000–36,000 tx/s alone:
   // fsync and writeback timing), so its rows take the median of more runs than the CPU row.
   const writerRounds = options.quick ? 1 : 5;
   const rates: Record<Mode, number[]> = { none: [], sluice: [], litestream: [] };

@@ -15,7 +15,8 @@
  * the rate the replica had actually received by the end of the first step (at most 80% of the
  * first step's rate); that rate is a lower bound, so {@linkcode BISECT_STEPS} more steps bisect
  * between the highest rate that passed and the lowest that failed (the unthrottled one's, when
- * the second passes). The CPU figure is the replicator's process tree (utime + stime) from the writer's start to 1.5 s after its end, divided by the transactions.
+ * the second passes). The CPU figure is the replicator's process tree (utime + stime) from the
+ * writer's start to 1.5 s after its end, divided by the transactions.
  *
  *   deno run -A scripts/bench/throughput.ts [--quick]
  *   deno run -A scripts/bench/throughput.ts --step=sluice,65536,600   # one 60 s step alone
