@@ -5,14 +5,27 @@ import { lowerWorkerPriority, prestartEncoder, runningWorkers } from "../src/pip
 function workerNices(): number[] {
   const nices: number[] = [];
   for (const task of Deno.readDirSync("/proc/self/task")) {
-    const comm = Deno.readTextFileSync(`/proc/self/task/${task.name}/comm`).trim();
-    if (!comm.startsWith("worker-")) continue;
+    const comm = readTaskFile(task.name, "comm")?.trim();
+    if (!comm?.startsWith("worker-")) continue;
     // Field 19 of stat is the nice value; the command name before ") " may hold spaces.
-    const fields = Deno.readTextFileSync(`/proc/self/task/${task.name}/stat`).split(") ")[1]
-      .split(" ");
-    nices.push(Number(fields[16]));
+    const stat = readTaskFile(task.name, "stat");
+    if (stat === undefined) continue;
+    nices.push(Number(stat.split(") ")[1].split(" ")[16]));
   }
   return nices;
+}
+
+/**
+ * One file of a thread's /proc entry, or undefined when the thread has exited since the
+ * directory was listed: Tokio's blocking-pool threads end after 10 s idle, at any moment.
+ */
+function readTaskFile(tid: string, file: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(`/proc/self/task/${tid}/${file}`);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
 }
 
 Deno.test({
