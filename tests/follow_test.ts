@@ -260,8 +260,11 @@ Deno.test("follow: a restart resumes from the record without a restore (from L1 
     reader.exec("BEGIN");
     const seen = (reader.prepare("SELECT n FROM meta").get() as { n: number }).n;
     await write(dir, source, 0.3);
-    await new Promise((r) => setTimeout(r, 1500));
+    // The journal exists from before the follower asks for EXCLUSIVE until its commit: once it
+    // appears, the follower has the new pages and waits for this reader.
+    await waitFor("the follower's journal, written while it waits", () => exists(`${out}-journal`));
     assert.equal((reader.prepare("SELECT n FROM meta").get() as { n: number }).n, seen);
+    assert.ok(await exists(`${out}-journal`), "the follower still waits for the reader");
     assert.equal(
       (reader.prepare("PRAGMA quick_check").get() as { quick_check: string }).quick_check,
       "ok",

@@ -42,13 +42,14 @@ Deno.test("fs watch: create, modify, rename and remove, in subdirectories create
     assert.equal(await watcher.ready, true);
     const nested = join(dir, "a", "b", "c");
     await Deno.mkdir(nested, { recursive: true });
-    await new Promise((r) => setTimeout(r, 100)); // the new directories are watched
+    // A new directory is watched before its creation is reported: wait for the report.
+    const events = await collect(watcher, (e) => has(e, "create", nested));
     const file = join(nested, "t.db");
     await Deno.writeTextFile(file, "one");
     await Deno.writeTextFile(file, "two", { append: true });
     await Deno.rename(file, join(nested, "u.db"));
     await Deno.remove(join(nested, "u.db"));
-    const events = await collect(watcher, (e) => has(e, "remove", join(nested, "u.db")));
+    events.push(...await collect(watcher, (e) => has(e, "remove", join(nested, "u.db"))));
     assert.ok(has(events, "create", join(dir, "a")), "directory created");
     assert.ok(has(events, "create", file), "file created in a directory made after the start");
     assert.ok(has(events, "modify", file), "file modified");
@@ -150,9 +151,10 @@ Deno.test("fs watch: descend keeps a recursive watch out of hidden directories",
     await watcher.ready;
     await Deno.writeTextFile(join(hidden, "1.ltx"), "x"); // not watched: no event
     await Deno.mkdir(join(dir, "sub"));
-    await new Promise((r) => setTimeout(r, 100)); // the new directory is watched
+    // A new directory is watched before its creation is reported: wait for the report.
+    const events = await collect(watcher, (e) => has(e, "create", join(dir, "sub")));
     await Deno.writeTextFile(join(dir, "sub", "t.db"), "x");
-    const events = await collect(watcher, (e) => has(e, "create", join(dir, "sub", "t.db")));
+    events.push(...await collect(watcher, (e) => has(e, "create", join(dir, "sub", "t.db"))));
     assert.ok(has(events, "create", join(dir, "sub", "t.db")), "visible subdirectory watched");
     assert.ok(!events.some((e) => e.paths.some((p) => p.startsWith(hidden))), "hidden one not");
   } finally {
