@@ -86,7 +86,7 @@ export function crashCampaign(options: CrashOptions): Promise<CampaignResult> {
     const age = options.encrypt ? await ageKeys(dir) : undefined;
     await writeConfig(
       configPath,
-      `${parkAfter === undefined ? "" : "logging: { level: debug }\n"}
+      `logging: { level: debug }
 levels:
   - interval: 1s
   - interval: 3s
@@ -192,6 +192,8 @@ dbs:
           !(await holdsSharedLock(sluice.pid, dbPath));
         if (started) lockChecks++;
         const stopped = await sluice.stop("SIGKILL");
+        // Each life's debug log stays in the campaign's directory, kept when it fails.
+        await Deno.writeTextFile(join(dir, `sluice-${cycle}.log`), stopped.stderr);
         parks += (stopped.stderr.match(/ parked db=/g) ?? []).length;
         wakes += (stopped.stderr.match(/ waking parked database /g) ?? []).length;
         if (lockLost) {
@@ -229,6 +231,7 @@ dbs:
       const sluice = spawnSluice(["replicate", "-c", configPath]);
       await sleep(2500);
       const stopped = await sluice.stop("SIGTERM");
+      await Deno.writeTextFile(join(dir, "sluice-final.log"), stopped.stderr);
       if (stopped.code !== 0) {
         throw new Error(`clean shutdown exited ${stopped.code}: ${stopped.stderr}`);
       }

@@ -22,6 +22,7 @@ import { DatabaseSync } from "node:sqlite";
 import { digest, ROOT } from "../tests/_sluice.ts";
 import { createReplicaClient, type ReplicaSpec } from "../src/replica/mod.ts";
 import { decodeHeader, HEADER_SIZE } from "../src/ltx/mod.ts";
+import { WRITER_READY } from "./writer.ts";
 
 /** mulberry32: a small seeded generator, so a campaign is reproducible from its seed. */
 export class Rng {
@@ -155,7 +156,11 @@ export interface BackgroundWriter {
   readonly done: Promise<{ committed: number; lastId: number; busyErrors: number }>;
 }
 
-/** Starts scripts/writer.ts with `args` (add `--ack-file F --ack-times` for the checks). */
+/**
+ * Starts scripts/writer.ts with `args` (add `--ack-file F --ack-times` for the checks). `stop`
+ * waits for the writer's ready line before its SIGTERM: one sent while Deno is still loading
+ * the writer kills it without a summary (exit 143), which is no failure of the writer.
+ */
 export function startWriter(args: string[]): BackgroundWriter {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(ROOT, "scripts", "writer.ts"), ...args],
@@ -163,18 +168,31 @@ export function startWriter(args: string[]): BackgroundWriter {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const done = child.output().then((out) => {
+  let stderr = "";
+  let onReady = () => {};
+  const ready = new Promise<void>((resolve) => onReady = resolve);
+  const readingStderr = (async () => {
     const decoder = new TextDecoder();
-    if (!out.success) {
-      throw new Error(`writer failed (${out.code}): ${decoder.decode(out.stderr).trim()}`);
+    for await (const chunk of child.stderr) {
+      stderr += decoder.decode(chunk, { stream: true });
+      if (stderr.includes(WRITER_READY)) onReady();
     }
-    const lines = decoder.decode(out.stdout).trim().split("\n");
+  })();
+  const stdout = new Response(child.stdout).text();
+  const done = (async () => {
+    const status = await child.status;
+    await readingStderr;
+    if (!status.success) {
+      throw new Error(`writer failed (${status.code}): ${stderr.replace(WRITER_READY, "").trim()}`);
+    }
+    const lines = (await stdout).trim().split("\n");
     return JSON.parse(lines[lines.length - 1]);
-  });
+  })();
   done.catch(() => {}); // reported by stop() or by whoever awaits done
   return {
     done,
     async stop() {
+      await Promise.race([ready, child.status]);
       try {
         child.kill("SIGTERM");
       } catch { /* already exited */ }

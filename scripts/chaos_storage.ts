@@ -115,6 +115,8 @@ export function storageCampaign(options: StorageOptions): Promise<CampaignResult
       } catch (err) {
         const text = err instanceof Error ? (err.stack ?? err.message) : String(err);
         notes.push(`${fault}: FAILED: ${text.split("\n")[0]}`);
+        // The whole message (sluice's log tail included) stays with the kept directory.
+        await Deno.writeTextFile(join(dir, "failure.txt"), text).catch(() => {});
         log(`[storage] ${fault}: FAILED: ${text}`);
         failed.push(fault);
       } finally {
@@ -369,7 +371,14 @@ const SCENARIOS: Record<StorageFault, (ctx: ScenarioContext) => Promise<string>>
         }
         how = "read-only bind mount";
         undo = async () => {
-          await run("umount", replica);
+          // A descriptor sluice holds in the replica (a directory it fsyncs, a file it
+          // writes) makes a plain umount fail with EBUSY, and the fault would never clear:
+          // detach lazily then (new opens see the writable directory at once).
+          const plain = await run("umount", replica);
+          const lazy = plain.ok ? plain : await run("umount", "-l", replica);
+          if (!lazy.ok) {
+            throw new Error(`could not undo the read-only mount: ${plain.text}; ${lazy.text}`);
+          }
         };
       } else {
         for (const level of ["", "ltx", "ltx/0", "ltx/1"]) {

@@ -20,7 +20,9 @@
  * acknowledgement, `<k> <ms since the epoch>`, taken after the commit returned (the chaos
  * campaigns compare it with the replica's file timestamps). Runs until `--count` transactions, `--duration` seconds, or
  * SIGTERM/SIGINT (the transaction in progress is finished first), then prints one JSON line:
- * `{"committed":N,"busyErrors":N,"lastId":N,"checkpoints":N,"checkpointsBusy":N}`.
+ * `{"committed":N,"busyErrors":N,"lastId":N,"checkpoints":N,"checkpointsBusy":N}`. It prints
+ * {@linkcode WRITER_READY} on stderr once SIGTERM stops it cleanly; a SIGTERM before that line
+ * kills it (with nothing committed), as it does any Deno program still starting.
  *
  * @module
  */
@@ -28,6 +30,9 @@
 import { DatabaseSync } from "node:sqlite";
 import { parseArgs } from "node:util";
 import { isBusyError } from "../src/sqlite/mod.ts";
+
+/** The stderr line that says SIGTERM now ends the writer cleanly, with its summary. */
+export const WRITER_READY = "writer: ready";
 
 const CHECKPOINT_MODES = ["none", "passive", "full", "restart", "truncate", "random"] as const;
 type CheckpointMode = (typeof CHECKPOINT_MODES)[number];
@@ -143,6 +148,9 @@ export async function runWriter(options: WriterOptions) {
   const stop = () => stopping = true;
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGINT", stop);
+  // Until now a SIGTERM kills the process (Deno's default) before its summary: a harness that
+  // stops writers waits for this line first (see chaos_lib.ts's startWriter).
+  console.error(WRITER_READY);
 
   const summary = { committed: 0, busyErrors: 0, lastId, checkpoints: 0, checkpointsBusy: 0 };
   const started = performance.now();

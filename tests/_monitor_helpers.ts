@@ -17,6 +17,7 @@ import { DatabaseSync } from "node:sqlite";
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import { parseWALHeader, type WALHeader } from "../src/sqlite/mod.ts";
 import { restore } from "../src/restore/mod.ts";
+import { WRITER_READY } from "../scripts/writer.ts";
 
 /** Project root (tests run with cwd = root, but do not rely on it). */
 export const ROOT = new URL("..", import.meta.url).pathname;
@@ -208,10 +209,24 @@ export async function createDatabasesInChild(paths: string[], rows: number): Pro
 export class WriterProcess {
   readonly child: Deno.ChildProcess;
   readonly ackFile: string;
+  #stderr = "";
+  #ready: Promise<void>;
+  #readingStderr: Promise<void>;
+  #stdout: Promise<string>;
 
   private constructor(child: Deno.ChildProcess, ackFile: string) {
     this.child = child;
     this.ackFile = ackFile;
+    let onReady = () => {};
+    this.#ready = new Promise<void>((resolve) => onReady = resolve);
+    this.#readingStderr = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of child.stderr) {
+        this.#stderr += decoder.decode(chunk, { stream: true });
+        if (this.#stderr.includes(WRITER_READY)) onReady();
+      }
+    })();
+    this.#stdout = new Response(child.stdout).text();
   }
 
   /** Starts a writer on `db` (`rate` transactions per second; `count` 0 = until stopped). */
@@ -249,14 +264,16 @@ export class WriterProcess {
   /** Waits for the writer to exit (after SIGTERM when `stop`); returns the last acknowledged n. */
   async finish(stop = false): Promise<number> {
     if (stop) {
+      // A SIGTERM before the ready line kills a writer still starting, without its summary.
+      await Promise.race([this.#ready, this.child.status]);
       try {
         this.child.kill("SIGTERM");
       } catch { /* already gone */ }
     }
-    const output = await this.child.output();
-    const stderr = new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 0, `writer failed: ${stderr}`);
-    return JSON.parse(new TextDecoder().decode(output.stdout)).lastId as number;
+    const status = await this.child.status;
+    await this.#readingStderr;
+    assert.equal(status.code, 0, `writer failed: ${this.#stderr}`);
+    return JSON.parse(await this.#stdout).lastId as number;
   }
 
   /** Stops the writer and returns the last acknowledged transaction number. */

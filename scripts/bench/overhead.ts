@@ -11,7 +11,9 @@
  * interval (Litestream v0.3's default; sluice's own default for a directory is 100 ms, which
  * trades CPU for lag): the replicator's whole process tree, from /proc, the drain included, in
  * steady state (after a warm-up writer at the same rate, so one-time start-up costs such as
- * sluice's checkpoint worker are not charged to the 1,000 transactions).
+ * sluice's checkpoint worker are not charged to the 1,000 transactions). /proc counts CPU in
+ * 10 ms ticks, a tenth of a 1,000-transaction figure, so each run is 20 s (2,000 transactions)
+ * and the row is the median of three runs per tool.
  *
  *   deno run -A scripts/bench/overhead.ts [--quick]
  *
@@ -116,7 +118,8 @@ function runs(values: number[]): string {
 /** The overhead figures. */
 export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const seconds = options.quick ? 2 : 6;
-  const rounds = options.quick ? 1 : 2;
+  const cpuRounds = options.quick ? 1 : 3;
+  const cpuSeconds = options.quick ? 5 : 20;
   // The writer's own rate swings by a third from run to run here (26,000–36,000 tx/s alone:
   // fsync and writeback timing), so its rows take the median of more runs than the CPU row.
   const writerRounds = options.quick ? 1 : 5;
@@ -136,11 +139,11 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
   const none = percentile(rates.none, 0.5);
   const cpu: Record<ToolName, number[]> = { sluice: [], litestream: [] };
   let cpuFailure: string | undefined;
-  for (let i = 0; i < rounds; i++) {
+  for (let i = 0; i < cpuRounds; i++) {
     for (const tool of ["sluice", "litestream"] as const) {
       progress(`overhead: CPU per 1,000 tx at 100 writes/s, 1 s interval, ${tool}, round ${i + 1}`);
       try {
-        cpu[tool].push(await cpuPer1000(tool, options.quick ? 5 : 10, options.quick ? 10 : 15));
+        cpu[tool].push(await cpuPer1000(tool, cpuSeconds, options.quick ? 10 : 15));
       } catch (err) {
         if (tool !== "litestream") throw err;
         cpuFailure = `Litestream not measured: ${(err as Error).message}`;
@@ -156,7 +159,9 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
       LITESTREAM,
       cpuFailure ??
         `replicator process tree, drain included, after a warm-up writer (10–15 s) at the same ` +
-          `rate, median of ${rounds} run(s); lower is better`,
+          `rate, ${cpuSeconds} s per run, median of ${cpuRounds} run(s) (sluice ` +
+          `${cpu.sluice.map((v) => v.toFixed(3)).join(" / ")}, Litestream ` +
+          `${cpu.litestream.map((v) => v.toFixed(3)).join(" / ")}); lower is better`,
     ),
     result(
       "writer tx/s with sluice (vs no replicator)",
