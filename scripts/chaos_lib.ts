@@ -117,6 +117,7 @@ export function spawnSluice(args: string[], env: Record<string, string> = {}): S
     for await (const chunk of child.stderr) chunks.push(decoder.decode(chunk, { stream: true }));
   })().catch(() => {});
   const status = child.status;
+  const tracer = traceDescriptors(child.pid);
   return {
     pid: child.pid,
     status,
@@ -126,10 +127,38 @@ export function spawnSluice(args: string[], env: Record<string, string> = {}): S
         child.kill(signal);
       } catch { /* already exited */ }
       const s = await status;
+      await tracer?.status;
       await reading;
       return { code: s.code, signal: s.signal, stderr: chunks.join("") };
     },
   };
+}
+
+/**
+ * With `SLUICE_CHAOS_STRACE=DIR`, attaches `strace -f` to a sluice process for the calls that
+ * open, duplicate and close descriptors (`DIR/strace-<pid>.txt`): the record to check that no
+ * descriptor of a database file is closed while its SQLite connections hold locks. Attached
+ * after the spawn, so the first milliseconds of the process are not in it.
+ */
+function traceDescriptors(pid: number): Deno.ChildProcess | undefined {
+  const dir = Deno.env.get("SLUICE_CHAOS_STRACE");
+  if (!dir) return undefined;
+  return new Deno.Command("strace", {
+    args: [
+      "-f",
+      "--seccomp-bpf",
+      "-tt",
+      "-e",
+      "trace=openat,close,dup,dup2,dup3,fcntl,flock",
+      "-o",
+      join(dir, `strace-${pid}.txt`),
+      "-p",
+      String(pid),
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
 }
 
 /** Runs `sluice <args>` to completion. */

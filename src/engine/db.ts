@@ -866,6 +866,7 @@ export class DB {
     forceSnapshot?: string,
     maxWALBytes = this.#options.maxSyncWALBytes,
   ): Promise<SyncResult> {
+    await this.#regainReadTx();
     const walFile = this.#walFile!;
     const pageSize = this.#pageSize;
     const frameSize = WAL_FRAME_HEADER_SIZE + pageSize;
@@ -988,6 +989,7 @@ export class DB {
   }
 
   async #writeSnapshot(client: ReplicaClient) {
+    await this.#regainReadTx();
     const cursor = this.#cursor;
     if (!cursor) return { txid: 0, pageCount: 0, bytes: 0 };
     const frameSize = WAL_FRAME_HEADER_SIZE + this.#pageSize;
@@ -1659,6 +1661,25 @@ export class DB {
       this.#writerConnection().exec(HELPER_TABLES_SQL);
       return write();
     }
+  }
+
+  /**
+   * Begins the read transaction again if it is gone. It is what keeps checkpoints from
+   * discarding frames not yet synced, and a re-begin after a COMMIT can fail (busy for the
+   * whole busy timeout while another connection checkpoints), leaving none. What this process
+   * knew about the WAL since (its end, the last frame's checksum, a TRUNCATE's continuation)
+   * is then void: the next sync decides as a restarted sluice would, and snapshots when the
+   * WAL restarted meanwhile.
+   */
+  async #regainReadTx(): Promise<void> {
+    if (this.#reader?.isTransaction !== false) return;
+    this.#options.logger?.warn(
+      "read transaction lost (a re-begin failed); checking the WAL as after a restart",
+    );
+    this.#syncedToWALEnd = false;
+    this.#lastFrameChecksum = undefined;
+    if (this.#cursor) this.#cursor.walEmptiedAfterSync = false;
+    await this.#beginReadTx();
   }
 
   async #beginReadTx(): Promise<void> {
