@@ -22,7 +22,7 @@ import { DatabaseSync } from "node:sqlite";
 import { digest, ROOT } from "../tests/_sluice.ts";
 import { createReplicaClient, type ReplicaSpec } from "../src/replica/mod.ts";
 import { decodeHeader, HEADER_SIZE } from "../src/ltx/mod.ts";
-import { WRITER_READY } from "./writer.ts";
+import { watchWriterStderr } from "./writer.ts";
 
 /** mulberry32: a small seeded generator, so a campaign is reproducible from its seed. */
 export class Rng {
@@ -197,22 +197,13 @@ export function startWriter(args: string[]): BackgroundWriter {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let stderr = "";
-  let onReady = () => {};
-  const ready = new Promise<void>((resolve) => onReady = resolve);
-  const readingStderr = (async () => {
-    const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) {
-      stderr += decoder.decode(chunk, { stream: true });
-      if (stderr.includes(WRITER_READY)) onReady();
-    }
-  })();
+  const stderr = watchWriterStderr(child.stderr);
   const stdout = new Response(child.stdout).text();
   const done = (async () => {
     const status = await child.status;
-    await readingStderr;
+    await stderr.closed;
     if (!status.success) {
-      throw new Error(`writer failed (${status.code}): ${stderr.replace(WRITER_READY, "").trim()}`);
+      throw new Error(`writer failed (${status.code}): ${stderr.text().trim()}`);
     }
     const lines = (await stdout).trim().split("\n");
     return JSON.parse(lines[lines.length - 1]);
@@ -221,7 +212,7 @@ export function startWriter(args: string[]): BackgroundWriter {
   return {
     done,
     async stop() {
-      await Promise.race([ready, child.status]);
+      await Promise.race([stderr.ready, child.status]);
       try {
         child.kill("SIGTERM");
       } catch { /* already exited */ }

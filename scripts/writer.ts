@@ -34,6 +34,34 @@ import { isBusyError } from "../src/sqlite/mod.ts";
 /** The stderr line that says SIGTERM now ends the writer cleanly, with its summary. */
 export const WRITER_READY = "writer: ready";
 
+/** A writer process's stderr, read as it comes: for harnesses that stop writers. */
+export interface WriterStderr {
+  /** Resolves once the writer printed {@linkcode WRITER_READY} (never, if it dies first). */
+  readonly ready: Promise<void>;
+  /** Resolves when stderr ends (the writer exited). */
+  readonly closed: Promise<void>;
+  /** Everything read so far, without the ready line. */
+  text(): string;
+}
+
+/**
+ * Reads a writer's stderr as it comes, so that a harness can wait for {@linkcode WRITER_READY}
+ * before its SIGTERM and still report the writer's error messages.
+ */
+export function watchWriterStderr(stderr: ReadableStream<Uint8Array>): WriterStderr {
+  let text = "";
+  let onReady = () => {};
+  const ready = new Promise<void>((resolve) => onReady = resolve);
+  const closed = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stderr) {
+      text += decoder.decode(chunk, { stream: true });
+      if (text.includes(WRITER_READY)) onReady();
+    }
+  })();
+  return { ready, closed, text: () => text.replace(`${WRITER_READY}\n`, "") };
+}
+
 const CHECKPOINT_MODES = ["none", "passive", "full", "restart", "truncate", "random"] as const;
 type CheckpointMode = (typeof CHECKPOINT_MODES)[number];
 

@@ -17,7 +17,7 @@ import { DatabaseSync } from "node:sqlite";
 import { FileReplicaClient } from "../src/replica/mod.ts";
 import { parseWALHeader, type WALHeader } from "../src/sqlite/mod.ts";
 import { restore } from "../src/restore/mod.ts";
-import { WRITER_READY } from "../scripts/writer.ts";
+import { watchWriterStderr, type WriterStderr } from "../scripts/writer.ts";
 
 /** Project root (tests run with cwd = root, but do not rely on it). */
 export const ROOT = new URL("..", import.meta.url).pathname;
@@ -209,23 +209,13 @@ export async function createDatabasesInChild(paths: string[], rows: number): Pro
 export class WriterProcess {
   readonly child: Deno.ChildProcess;
   readonly ackFile: string;
-  #stderr = "";
-  #ready: Promise<void>;
-  #readingStderr: Promise<void>;
+  #stderr: WriterStderr;
   #stdout: Promise<string>;
 
   private constructor(child: Deno.ChildProcess, ackFile: string) {
     this.child = child;
     this.ackFile = ackFile;
-    let onReady = () => {};
-    this.#ready = new Promise<void>((resolve) => onReady = resolve);
-    this.#readingStderr = (async () => {
-      const decoder = new TextDecoder();
-      for await (const chunk of child.stderr) {
-        this.#stderr += decoder.decode(chunk, { stream: true });
-        if (this.#stderr.includes(WRITER_READY)) onReady();
-      }
-    })();
+    this.#stderr = watchWriterStderr(child.stderr);
     this.#stdout = new Response(child.stdout).text();
   }
 
@@ -265,14 +255,14 @@ export class WriterProcess {
   async finish(stop = false): Promise<number> {
     if (stop) {
       // A SIGTERM before the ready line kills a writer still starting, without its summary.
-      await Promise.race([this.#ready, this.child.status]);
+      await Promise.race([this.#stderr.ready, this.child.status]);
       try {
         this.child.kill("SIGTERM");
       } catch { /* already gone */ }
     }
     const status = await this.child.status;
-    await this.#readingStderr;
-    assert.equal(status.code, 0, `writer failed: ${this.#stderr}`);
+    await this.#stderr.closed;
+    assert.equal(status.code, 0, `writer failed: ${this.#stderr.text()}`);
     return JSON.parse(await this.#stdout).lastId as number;
   }
 

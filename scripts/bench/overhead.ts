@@ -111,8 +111,8 @@ async function cpuPer1000(
 }
 
 /** The runs' figures in the order they ran, for the notes. */
-function runs(values: number[]): string {
-  return values.map((v) => v.toFixed(0)).join(" / ");
+function runs(values: number[], digits = 0): string {
+  return values.map((v) => v.toFixed(digits)).join(" / ");
 }
 
 /** The overhead figures. */
@@ -160,8 +160,7 @@ export async function run(options: BenchOptions): Promise<BenchResult[]> {
       cpuFailure ??
         `replicator process tree, drain included, after a warm-up writer (10–15 s) at the same ` +
           `rate, ${cpuSeconds} s per run, median of ${cpuRounds} run(s) (sluice ` +
-          `${cpu.sluice.map((v) => v.toFixed(3)).join(" / ")}, Litestream ` +
-          `${cpu.litestream.map((v) => v.toFixed(3)).join(" / ")}); lower is better`,
+          `${runs(cpu.sluice, 3)}, Litestream ${runs(cpu.litestream, 3)}); lower is better`,
     ),
     result(
       "writer tx/s with sluice (vs no replicator)",
